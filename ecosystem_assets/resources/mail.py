@@ -1,0 +1,144 @@
+"""Mail delivery with yagmail: SMTP (none / STARTTLS / implicit TLS) or `.eml` files in an outbox.
+
+The message is built once by yagmail and either sent or written as a complete RFC 5322 file, so
+the outbox shows exactly what SMTP would have delivered. Delivery is retried; the final error names
+the server and the SMTP reply but never the password (it is scrubbed from every message we raise).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ecosystem_assets.storage import LocalStore
+
+
+class MailDeliveryError(RuntimeError):
+    """The message could not be delivered; the message says to where and why (never the password)."""
+
+
+@dataclass(frozen=True)
+class SentEmail:
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    sent_at: str
+    transport: str  # smtp://host:port or the .eml path
+    attempts: int
+
+
+class MailerResource(dg.ConfigurableResource):
+    """Sends the report by SMTP when ``smtp_host`` is set, else writes ``.eml`` files to ``outbox_dir``."""
+
+    sender: str = "reports@localhost"
+    recipients: str = Field(default="sales-team@localhost", description="Comma-separated addresses.")
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(default=None, description="Wire with dg.EnvVar('SMTP_PASSWORD').")
+    smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_ca_file: str | None = Field(default=None, description="CA bundle to verify the server's certificate.")
+    timeout_s: float = 30.0
+    max_attempts: int = 3
+    retry_delay_s: float = 2.0
+    outbox_dir: str = ".ecosystem/outbox"
+
+    @property
+    def recipient_list(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.recipients.split(",") if a.strip())
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.smtp_password, "***") if self.smtp_password else text
+
+    def _compose(self, subject: str, body: str, attachment: Path, message_id: str) -> tuple[list[str], str]:
+        import yagmail
+
+        # A client that never connects: yagmail only builds the MIME message here.
+        composer = yagmail.SMTP(user={self.sender: self.sender}, smtp_skip_login=True, soft_email_validation=False)
+        return composer.prepare_send(
+            # One content item per line: yagmail turns "\n" inside an item into "<br>" even in the
+            # text/plain part, but joins items with real newlines.
+            to=list(self.recipient_list), subject=subject, contents=body.splitlines() or [""], attachments=[str(attachment)], message_id=message_id,
+            prettify_html=False,  # premailer keeps only the first item of a multi-item body
+        )
+
+    def _tls_context(self):
+        import ssl
+
+        return ssl.create_default_context(cafile=self.smtp_ca_file)
+
+    def _deliver_smtp(self, recipients: list[str], message: str) -> None:
+        import yagmail
+
+        if self.smtp_user and not self.smtp_password:
+            raise MailDeliveryError("SMTP_USER is set but SMTP_PASSWORD is not; refusing to prompt for a password")
+        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
+        if self.smtp_security == "ssl":
+            kwargs["context"] = self._tls_context()
+        client = yagmail.SMTP(
+            # A one-key dict keeps yagmail from appending "@gmail.com" to a login name without "@".
+            user={self.smtp_user: self.smtp_user} if self.smtp_user else {self.sender: self.sender},
+            password=self.smtp_password,
+            host=self.smtp_host,
+            port=self.smtp_port,
+            smtp_ssl=self.smtp_security == "ssl",
+            # yagmail tries STARTTLS unless told not to, even with smtp_ssl=False.
+            smtp_starttls={"context": self._tls_context()} if self.smtp_security == "starttls" else False,
+            smtp_skip_login=not self.smtp_user,
+            soft_email_validation=False,
+            **kwargs,
+        )
+        try:
+            client.login()
+            refused = client.smtp.sendmail(self.sender, recipients, message)
+        finally:
+            client.close()
+        if refused:
+            raise MailDeliveryError(f"SMTP server refused recipients: {', '.join(sorted(refused))}")
+
+    def send(self, subject: str, body: str, attachment_name: str, attachment: bytes, log: Any = None) -> SentEmail:
+        """Send (or write to the outbox) one message with one attachment; retry transient failures."""
+        domain = self.sender.rsplit("@", 1)[-1] or "localhost"
+        message_id = make_msgid(domain=domain)
+        recipients = list(self.recipient_list)
+        if not recipients:
+            raise MailDeliveryError("no recipients configured (REPORT_RECIPIENTS)")
+        with tempfile.TemporaryDirectory(prefix="mail-") as tmp:
+            path = Path(tmp) / attachment_name
+            path.write_bytes(attachment)
+            envelope, message = self._compose(subject, body, path, message_id)
+        sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if not self.smtp_host:
+            name = f"{Path(attachment_name).stem}-{uuid.uuid4().hex[:8]}.eml"
+            target = LocalStore(self.outbox_dir).write_bytes(name, message.encode("utf-8"))
+            return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, target, 1)
+
+        endpoint = f"smtp://{self.smtp_host}:{self.smtp_port} ({self.smtp_security})"
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self._deliver_smtp(envelope, message)
+                sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, endpoint, attempt)
+            except MailDeliveryError as exc:
+                if "SMTP_PASSWORD" in str(exc):
+                    raise
+                last_error = self._scrub(str(exc))
+            except Exception as exc:  # noqa: BLE001 — smtplib, ssl and socket errors all mean "try again"
+                last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+            if attempt < self.max_attempts:
+                if log is not None:
+                    log.warning(f"mail to {endpoint} failed (attempt {attempt}/{self.max_attempts}): {last_error}")
+                time.sleep(self.retry_delay_s * attempt)
+        raise MailDeliveryError(f"could not deliver {subject!r} via {endpoint} after {self.max_attempts} attempts: {last_error}")
+

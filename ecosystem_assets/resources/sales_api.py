@@ -1,0 +1,130 @@
+"""Sales API client: pages through ``GET /orders?date=&page=`` with retries, or the demo feed.
+
+Transient faults (connection errors, timeouts, 429 honouring ``Retry-After``, 5xx) are retried
+with exponential backoff; any other 4xx and malformed bodies fail at once. Errors name the status,
+the URL and the page, never the bearer token (it travels in a header, never in the URL).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+import dagster as dg
+from pydantic import Field
+
+ORDER_FIELDS = ("order_id", "ordered_at", "region", "product", "quantity", "unit_price")
+MAX_PAGES = 10_000  # a feed that never says next_page=null is a bug, not an endless day
+
+
+class SalesApiError(RuntimeError):
+    """The sales API refused or garbled a request; not worth retrying."""
+
+
+class SalesApiUnavailable(RuntimeError):
+    """The sales API kept failing transiently until retries ran out."""
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class SalesApiResource(dg.ConfigurableResource):
+    """Orders of one day from the sales API, or from the deterministic demo feed when no URL is set."""
+
+    base_url: str | None = Field(default=None, description="Base URL; unset → built-in demo feed.")
+    token: str | None = Field(default=None, description="Bearer token (wire with dg.EnvVar).")
+    timezone: str = Field(default="UTC", description="Zone the demo feed's days are in.")
+    timeout_s: float = 30.0
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+
+    @property
+    def source(self) -> str:
+        return self.base_url or "demo feed"
+
+    def fetch_orders(self, day: date, log: Any = None) -> tuple[list[dict[str, Any]], int]:
+        """All orders of ``day`` (in page order, duplicates kept) and the number of pages read."""
+        if not self.base_url:
+            from ecosystem_assets.sales import demo_feed
+
+            return demo_feed.orders_for_day(day, self.timezone), 1
+        import requests
+
+        orders: list[dict[str, Any]] = []
+        page = 1
+        with requests.Session() as session:
+            if self.token:
+                session.headers["Authorization"] = f"Bearer {self.token}"
+            session.headers["Accept"] = "application/json"
+            while True:
+                body = self._get_page(session, day, page, log)
+                orders.extend(body["orders"])
+                next_page = body.get("next_page")
+                if next_page is None:
+                    return orders, page
+                if not isinstance(next_page, int) or next_page <= page or next_page > MAX_PAGES:
+                    raise SalesApiError(
+                        f"sales API page {page} of {day} gave next_page={next_page!r}; expected a larger page number or null"
+                    )
+                page = next_page
+
+    def _get_page(self, session: Any, day: date, page: int, log: Any) -> dict[str, Any]:
+        import requests
+
+        url = f"{self.base_url}/orders?{urlencode({'date': day.isoformat(), 'page': page})}"
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float | None = None
+            try:
+                response = session.get(url, timeout=self.timeout_s)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = f"{type(exc).__name__} after {self.timeout_s:g}s timeout" if isinstance(exc, requests.Timeout) else type(exc).__name__
+            else:
+                status = response.status_code
+                if status == 200:
+                    return self._parse(response, url, page)
+                problem = f"HTTP {status}"
+                if status == 429:
+                    wait = _retry_after_seconds(response.headers.get("Retry-After"))
+                elif status < 500:
+                    raise SalesApiError(f"sales API returned HTTP {status} for {url} (page {page}): {response.text[:200]!r}")
+            if attempt > self.max_retries:
+                raise SalesApiUnavailable(
+                    f"sales API still failing after {attempt} attempts for {url} (page {page}): last error {problem}"
+                )
+            if wait is None:
+                wait = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            if log is not None:
+                log.warning(f"sales API {problem} for {url} (page {page}); retry {attempt}/{self.max_retries} in {wait:.1f}s")
+            time.sleep(min(wait, self.max_backoff_s))
+
+    @staticmethod
+    def _parse(response: Any, url: str, page: int) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise SalesApiError(
+                f"sales API returned HTTP {response.status_code} with malformed JSON for {url} (page {page}): {response.text[:120]!r}"
+            ) from None
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+            raise SalesApiError(
+                f"sales API returned HTTP {response.status_code} for {url} (page {page}) without an 'orders' list"
+            )
+        if not all(isinstance(order, dict) for order in body["orders"]):
+            raise SalesApiError(f"sales API page {page} ({url}) has orders that are not JSON objects")
+        return body

@@ -1,0 +1,35 @@
+"""Settings → resources: the one place where the environment decides which systems are used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from ecosystem_assets.resources.mail import MailerResource
+from ecosystem_assets.resources.sales_api import SalesApiResource
+from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """Secrets are passed as `dg.EnvVar`, so their values are read at run time and never shown."""
+    return {
+        "storage": ArtifactStorage(url=settings.storage_url),  # boto3 itself honours AWS_ENDPOINT_URL
+        "sales_api": SalesApiResource(
+            base_url=settings.sales_api_url,
+            token=dg.EnvVar("SALES_API_TOKEN") if settings.sales_api_token_set else None,
+            timezone=settings.report_timezone,
+        ),
+        "mailer": MailerResource(
+            sender=settings.report_sender,
+            recipients=",".join(settings.report_recipients),
+            smtp_host=settings.smtp_host,
+            smtp_port=settings.smtp_port,
+            smtp_user=settings.smtp_user,
+            smtp_password=dg.EnvVar("SMTP_PASSWORD") if settings.smtp_password_set else None,
+            smtp_security=settings.smtp_security,
+            smtp_ca_file=settings.smtp_ca_file,
+            outbox_dir=str(settings.outbox_dir),
+        ),
+    }

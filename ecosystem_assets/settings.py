@@ -1,0 +1,111 @@
+"""Environment variables → typed settings, with the embedded defaults.
+
+This is the one place that reads the process environment. Everything else receives a `Settings`
+(domain code) or a configured resource (Dagster code). Secrets are *not* copied here: only whether
+they are set, so that resources can be wired with `dg.EnvVar` and the values never enter a config
+snapshot, a log line or the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SMTP_SECURITY_CHOICES = ("none", "starttls", "ssl")
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+def _split_addresses(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    storage_url: str
+    sales_api_url: str | None = None
+    sales_api_token_set: bool = False
+    report_timezone: str = "UTC"
+    report_sender: str = "reports@localhost"
+    report_recipients: tuple[str, ...] = ("sales-team@localhost",)
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password_set: bool = False
+    smtp_security: str = "starttls"
+    smtp_ca_file: str | None = None
+    sales_start_date: str = "2025-01-01"
+    image_dataset_url: str | None = None
+    mlflow_tracking_uri: str = ""
+    fraud_service_url: str | None = None
+    fraud_db_url: str = ""
+    fraud_precision_threshold: float = 0.80
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        home = Path(get("ECOSYSTEM_HOME") or "./.ecosystem").expanduser().resolve()
+        timezone = get("REPORT_TIMEZONE") or "UTC"
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SettingsError(f"REPORT_TIMEZONE={timezone!r} is not an IANA time zone") from exc
+
+        security = (get("SMTP_SECURITY") or "starttls").lower()
+        if security not in SMTP_SECURITY_CHOICES:
+            raise SettingsError(
+                f"SMTP_SECURITY={security!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}"
+            )
+        port_text = get("SMTP_PORT") or "587"
+        if not port_text.isdigit():
+            raise SettingsError(f"SMTP_PORT={port_text!r} is not a port number")
+        threshold_text = get("FRAUD_PRECISION_THRESHOLD") or "0.80"
+        try:
+            threshold = float(threshold_text)
+        except ValueError as exc:
+            raise SettingsError(f"FRAUD_PRECISION_THRESHOLD={threshold_text!r} is not a number") from exc
+
+        recipients = _split_addresses(get("REPORT_RECIPIENTS") or "sales-team@localhost")
+        if not recipients:
+            raise SettingsError("REPORT_RECIPIENTS names no address")
+        sales_api_url = get("SALES_API_URL")
+        return cls(
+            home=home,
+            storage_url=get("ECOSYSTEM_STORAGE_URL") or str(home / "storage"),
+            sales_api_url=sales_api_url.rstrip("/") if sales_api_url else None,
+            sales_api_token_set=get("SALES_API_TOKEN") is not None,
+            report_timezone=timezone,
+            report_sender=get("REPORT_SENDER") or "reports@localhost",
+            report_recipients=recipients,
+            smtp_host=get("SMTP_HOST"),
+            smtp_port=int(port_text),
+            smtp_user=get("SMTP_USER"),
+            smtp_password_set=get("SMTP_PASSWORD") is not None,
+            smtp_security=security,
+            smtp_ca_file=get("SMTP_CA_FILE"),
+            sales_start_date=get("SALES_START_DATE") or "2025-01-01",
+            image_dataset_url=get("IMAGE_DATASET_URL"),
+            mlflow_tracking_uri=get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            fraud_service_url=get("FRAUD_SERVICE_URL"),
+            fraud_db_url=get("FRAUD_DB_URL") or f"sqlite:///{home / 'fraud_service.db'}",
+            fraud_precision_threshold=threshold,
+        )

@@ -1,0 +1,163 @@
+"""Artifact storage: a local folder or an S3 prefix behind one small interface.
+
+Keys are '/'-separated relative paths (``sales/summary/2026-11-26.csv``). Writes are atomic: a
+reader sees the old object or the new one, never a half-written file (local: temp file in the same
+folder + ``os.replace``; S3: a single PUT is atomic by nature).
+
+Plain Python, usable outside Dagster (the training script and the fraud service use it too).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """Storage is unreachable, misconfigured or refused the request; the message says which."""
+
+
+class Store(Protocol):
+    url: str
+
+    def write_bytes(self, key: str, data: bytes) -> str: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str = "") -> Iterator[str]: ...
+    def uri(self, key: str) -> str: ...
+
+
+def _clean_key(key: str) -> str:
+    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise StorageError(f"invalid storage key {key!r}")
+    return "/".join(parts)
+
+
+class LocalStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(target)
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self.path(key)
+        if not path.is_file():
+            raise StorageError(f"{path} does not exist")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                yield path.relative_to(self.root).as_posix()
+
+
+class S3Store:
+    """S3 (or any S3-compatible endpoint: boto3 honours ``AWS_ENDPOINT_URL``)."""
+
+    def __init__(self, url: str, client_factory: Callable[[], Any]):
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StorageError(f"{url!r} is not an s3://bucket/prefix URL")
+        self.url = url
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self._client_factory = client_factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        key = _clean_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _call(self, action: str, key: str, fn: Callable[[], Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise StorageError(
+                f"S3 {action} {self.uri(key)} failed: {error.get('Code')} {error.get('Message', '')}".strip()
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {action} {self.uri(key)} failed: {exc}") from None
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
+        return self.uri(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        response = self._call("get", key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))
+        return response["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 head {self.uri(key)} failed: {exc}") from None
+        return True
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        full = self._key(prefix) if prefix else self.prefix
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call("list", prefix or ".", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:]
+
+
+def open_store(url: str, s3_client_factory: Callable[[], Any] | None = None) -> Store:
+    """A store for ``url``: ``s3://bucket/prefix`` or a local path (``file://`` accepted)."""
+    if url.startswith("s3://"):
+        if s3_client_factory is None:
+            import boto3
+
+            s3_client_factory = lambda: boto3.client("s3")  # noqa: E731
+        return S3Store(url, s3_client_factory)
+    if url.startswith("file://"):
+        url = urlparse(url).path
+    return LocalStore(url)
