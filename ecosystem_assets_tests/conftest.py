@@ -1,0 +1,74 @@
+"""Shared fixtures: real local servers on loopback and a throwaway Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Telemetry off everywhere before anything is imported.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture
+def ecosystem_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Embedded defaults under tmp_path, with every project variable cleared first."""
+    for name in (
+        "ECOSYSTEM_STORAGE_URL", "SALES_API_URL", "SALES_API_TOKEN", "REPORT_TIMEZONE", "REPORT_SENDER",
+        "REPORT_RECIPIENTS", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_SECURITY",
+        "SMTP_CA_FILE", "IMAGE_DATASET_URL", "MLFLOW_TRACKING_URI", "FRAUD_SERVICE_URL", "FRAUD_DB_URL",
+        "FRAUD_PRECISION_THRESHOLD", "SALES_START_DATE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    env = {"ECOSYSTEM_HOME": str(tmp_path / "home")}
+    monkeypatch.setenv("ECOSYSTEM_HOME", env["ECOSYSTEM_HOME"])
+    return env
+
+
+@pytest.fixture
+def dagster_instance(tmp_path: Path):
+    import dagster as dg
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), overrides={"telemetry": {"enabled": False}}) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback; AWS_* variables point boto3 at it for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the moto server; returns its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name

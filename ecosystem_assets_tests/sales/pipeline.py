@@ -1,0 +1,63 @@
+"""Helpers to run the sales job the way Dagster does, on a real instance."""
+
+from __future__ import annotations
+
+import email
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ecosystem_assets.project import build_definitions
+from ecosystem_assets.sales.schedules import DAILY_JOB
+from ecosystem_assets.settings import Settings
+
+
+def definitions(**resource_overrides: Any) -> dg.Definitions:
+    defs = build_definitions(Settings.from_env())
+    if resource_overrides:
+        defs = dg.Definitions.merge(defs, dg.Definitions(resources=resource_overrides))
+    return defs
+
+
+def run_daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(DAILY_JOB).execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+
+
+def run_assets(defs: dg.Definitions, instance: dg.DagsterInstance, day: str, *assets: str) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        partition_key=day, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey(a) for a in assets]
+    )
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey(asset):
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(e.event_specific_data.error.message) for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    )
+
+
+def parse_eml(path: str | Path) -> Message:
+    return email.message_from_bytes(Path(path).read_bytes())
+
+
+def attachment(message: Message) -> tuple[str, bytes]:
+    parts = [p for p in message.walk() if p.get_filename()]
+    assert len(parts) == 1, [p.get_filename() for p in parts]
+    return parts[0].get_filename(), parts[0].get_payload(decode=True)
+
+
+def plain_body(message: Message) -> str:
+    return next(p for p in message.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()

@@ -1,0 +1,112 @@
+"""The whole daily report through Dagster: live API → gate → CSV → email, on a real instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ecosystem_assets_tests.sales.orders_data import expected_rows, make_orders
+from ecosystem_assets_tests.sales.pipeline import (
+    attachment, definitions, failure_message, materialization, materialized, parse_eml, plain_body, run_assets, run_daily,
+)
+
+DAY = "2026-11-26"
+
+
+@pytest.fixture
+def live_api(sales_api, ecosystem_env, monkeypatch):
+    """The report wired to the fake API (Berlin time, overlapping pages)."""
+    sales_api.overlap = 3
+    sales_api.orders[DAY] = make_orders(DAY, 321, offset="+01:00")
+    monkeypatch.setenv("SALES_API_URL", sales_api.url)
+    monkeypatch.setenv("REPORT_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("REPORT_RECIPIENTS", "ana@example.com, bo@example.com")
+    return sales_api
+
+
+def outbox(env) -> list[Path]:
+    return sorted((Path(env["ECOSYSTEM_HOME"]) / "outbox").glob("*.eml"))
+
+
+def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_instance):
+    result = run_daily(definitions(), dagster_instance, DAY)
+    assert result.success, failure_message(result)
+    raw = materialization(result, "raw_sales")
+    assert raw["orders"] == 321 and raw["pages"] == 4 and raw["duplicates_dropped"] == 9
+
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "orders_pass_quality_gate" and check.passed
+
+    csv_path = Path(ecosystem_env["ECOSYSTEM_HOME"]) / "storage" / "sales" / "summary" / f"{DAY}.csv"
+    csv_bytes = csv_path.read_bytes()
+    assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
+    summary = materialization(result, "sales_summary_csv")
+    assert summary["orders"] == 321 and summary["rows"] == len(expected_rows(live_api.orders[DAY]))
+
+    [eml] = outbox(ecosystem_env)
+    message = parse_eml(eml)
+    assert message["Subject"] == f"Sales summary for {DAY}"
+    assert message["To"] == "ana@example.com,bo@example.com"
+    assert message["Message-ID"] == materialization(result, "sales_report_email")["message_id"]
+    assert attachment(message) == (f"sales-summary-{DAY}.csv", csv_bytes)
+    assert "Orders:  321" in plain_body(message)
+
+
+def test_report_on_s3_storage(live_api, ecosystem_env, dagster_instance, s3_bucket, monkeypatch):
+    monkeypatch.setenv("ECOSYSTEM_STORAGE_URL", f"s3://{s3_bucket}/reports")
+    result = run_daily(definitions(), dagster_instance, DAY)
+    assert result.success, failure_message(result)
+    s3 = boto3.client("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == [f"reports/sales/raw/{DAY}.parquet", f"reports/sales/summary/{DAY}.csv"]
+    csv_bytes = s3.get_object(Bucket=s3_bucket, Key=f"reports/sales/summary/{DAY}.csv")["Body"].read()
+    assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
+    assert materialization(result, "sales_summary_csv")["path"] == f"s3://{s3_bucket}/reports/sales/summary/{DAY}.csv"
+    [eml] = outbox(ecosystem_env)
+    assert attachment(parse_eml(eml))[1] == csv_bytes
+
+
+def test_bad_rows_never_reach_the_csv_or_the_email(live_api, ecosystem_env, dagster_instance):
+    live_api.orders[DAY][42]["quantity"] = 0
+    live_api.orders[DAY][43]["order_id"] = live_api.orders[DAY][44]["order_id"]
+    result = run_daily(definitions(), dagster_instance, DAY)
+    assert not result.success
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.blocking
+    failed = check.metadata["failed_expectations"].value
+    assert "expect_column_values_to_be_between on 'quantity': 1 rows" in failed
+    assert "expect_column_values_to_be_unique on 'order_id': 2 rows" in failed
+    assert live_api.orders[DAY][42]["order_id"] in check.metadata["offending_rows"].value
+    assert materialized(result) == {"raw_sales"}
+    storage = Path(ecosystem_env["ECOSYSTEM_HOME"]) / "storage" / "sales"
+    assert not (storage / "summary").exists()
+    assert outbox(ecosystem_env) == []
+
+    # Materializing the summary on its own does not bypass the gate either.
+    alone = run_assets(definitions(), dagster_instance, DAY, "sales_summary_csv")
+    assert not alone.success
+    assert "not publishing the summary for 2026-11-26" in failure_message(alone)
+    assert not (storage / "summary").exists()
+
+
+def test_empty_day_sends_header_only_csv(sales_api, live_api, ecosystem_env, dagster_instance):
+    live_api.orders[DAY] = []
+    result = run_daily(definitions(), dagster_instance, DAY)
+    assert result.success, failure_message(result)
+    [eml] = outbox(ecosystem_env)
+    message = parse_eml(eml)
+    assert attachment(message)[1] == b"region,product,orders,units,revenue\n"
+    assert "No orders were recorded on 2026-11-26" in plain_body(message)
+
+
+def test_api_401_fails_the_run_with_status_url_and_page(live_api, ecosystem_env, dagster_instance, monkeypatch):
+    live_api.token = "expected-token"
+    monkeypatch.setenv("SALES_API_TOKEN", "wrong-token-value-31337")
+    result = run_daily(definitions(), dagster_instance, DAY)
+    assert not result.success
+    message = failure_message(result)
+    assert "HTTP 401" in message and "page 1" in message and f"{live_api.url}/orders?date={DAY}&page=1" in message
+    assert "wrong-token-value-31337" not in message
+    assert materialized(result) == set()
