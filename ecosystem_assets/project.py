@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from ecosystem_assets.resources.wiring import build_resources
@@ -9,5 +12,7 @@ from ecosystem_assets.sales.definitions import sales_definitions
 from ecosystem_assets.settings import Settings
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions.merge(sales_definitions(settings), dg.Definitions(resources=build_resources(settings)))
+def build_definitions(settings: Settings, resource_overrides: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """All scenarios' definitions plus the resources the settings select (``resource_overrides`` win)."""
+    resources = {**build_resources(settings), **(resource_overrides or {})}
+    return dg.Definitions.merge(sales_definitions(settings), dg.Definitions(resources=resources))

@@ -134,11 +134,20 @@ class MailerResource(dg.ConfigurableResource):
                 if "SMTP_PASSWORD" in str(exc):
                     raise
                 last_error = self._scrub(str(exc))
-            except Exception as exc:  # noqa: BLE001 — smtplib, ssl and socket errors all mean "try again"
+            except Exception as exc:  # noqa: BLE001 — smtplib, ssl and socket errors: try again, mostly
                 last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+                if _is_permanent(exc):  # retrying a bad password or certificate only locks accounts
+                    break
             if attempt < self.max_attempts:
                 if log is not None:
                     log.warning(f"mail to {endpoint} failed (attempt {attempt}/{self.max_attempts}): {last_error}")
                 time.sleep(self.retry_delay_s * attempt)
-        raise MailDeliveryError(f"could not deliver {subject!r} via {endpoint} after {self.max_attempts} attempts: {last_error}")
+        raise MailDeliveryError(f"could not deliver {subject!r} via {endpoint} after {attempt} attempts: {last_error}")
+
+
+def _is_permanent(exc: Exception) -> bool:
+    import smtplib
+    import ssl
+
+    return isinstance(exc, (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError, ssl.SSLCertVerificationError))
 

@@ -15,10 +15,7 @@ from ecosystem_assets.settings import Settings
 
 
 def definitions(**resource_overrides: Any) -> dg.Definitions:
-    defs = build_definitions(Settings.from_env())
-    if resource_overrides:
-        defs = dg.Definitions.merge(defs, dg.Definitions(resources=resource_overrides))
-    return defs
+    return build_definitions(Settings.from_env(), resource_overrides)
 
 
 def run_daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> dg.ExecuteInProcessResult:

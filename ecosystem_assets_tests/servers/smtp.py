@@ -28,7 +28,7 @@ class Recorder:
             self.reject_next -= 1
             self.rejected += 1
             return "554 5.7.1 Message rejected for this test"
-        login = session.login_data.decode() if isinstance(session.login_data, bytes) else session.login_data
+        login = session.auth_data if session.authenticated else None
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, login))
         return "250 Message accepted"
 
@@ -80,11 +80,12 @@ class SmtpServer:
 
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = credentials is not None and (auth_data.login.decode(), auth_data.password.decode()) == credentials
-            return AuthResult(success=ok, handled=False)
+            return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
 
         kwargs: dict = {}
         if credentials:
-            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=security != "none")
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=security == "starttls")
+            # aiosmtpd does not count implicit TLS as TLS for AUTH; the channel is encrypted all the same.
         if security == "starttls":
             kwargs.update(tls_context=context, require_starttls=True)
         self.controller = Controller(
