@@ -9,6 +9,7 @@ Plain Python, usable outside Dagster (the training script and the fraud service 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ class Store(Protocol):
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
     def uri(self, key: str) -> str: ...
+    def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]: ...
 
 
 def _clean_key(key: str) -> str:
@@ -72,6 +74,14 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """The object as a local file (here: the file itself), for readers that want a path."""
+        path = self.path(key)
+        if not path.is_file():
+            raise StorageError(f"{path} does not exist")
+        yield path
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
@@ -128,6 +138,14 @@ class S3Store:
     def read_bytes(self, key: str) -> bytes:
         response = self._call("get", key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))
         return response["Body"].read()
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """The object downloaded to a temporary file, removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="s3-") as tmp:
+            path = Path(tmp) / Path(_clean_key(key)).name
+            path.write_bytes(self.read_bytes(key))
+            yield path
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -89,11 +89,11 @@ def build_sales_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         from ecosystem_assets.sales import report
 
         day, start, end = _partition(context)
-        orders = pd.read_parquet(io.BytesIO(storage.store.read_bytes(raw_key(day))))
-        gate = validate_orders(orders, start, end)
-        if not gate.success:
-            raise dg.Failure(description=f"not publishing the summary for {day}: {gate.summary()}", metadata=gate.metadata())
-        cents = report.summarize_cents(orders)
+        with storage.store.local_copy(raw_key(day)) as raw_path:
+            gate = validate_orders(pd.read_parquet(raw_path), start, end)
+            if not gate.success:
+                raise dg.Failure(description=f"not publishing the summary for {day}: {gate.summary()}", metadata=gate.metadata())
+            cents = report.summarize_parquet(str(raw_path))
         table = report.summary_table(cents)
         uri = storage.store.write_bytes(summary_key(day), report.summary_csv_bytes(table))
         totals = report.day_totals(cents)

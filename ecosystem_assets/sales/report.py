@@ -17,10 +17,11 @@ SELECT region, product,
        count(*)::BIGINT AS orders,
        sum(quantity)::BIGINT AS units,
        sum(quantity::BIGINT * round(unit_price * 100)::BIGINT)::BIGINT AS revenue_cents
-FROM orders
+FROM {source}
 GROUP BY region, product
 ORDER BY revenue_cents DESC, region, product
 """
+_EMPTY = {"region": "string", "product": "string", "orders": "int64", "units": "int64", "revenue_cents": "int64"}
 
 
 def cents_to_text(cents: int) -> str:
@@ -34,12 +35,19 @@ def summarize_cents(orders: pd.DataFrame) -> pd.DataFrame:
     import duckdb
 
     if orders.empty:
-        return pd.DataFrame({"region": [], "product": [], "orders": [], "units": [], "revenue_cents": []}).astype(
-            {"orders": "int64", "units": "int64", "revenue_cents": "int64"}
-        )
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
     with duckdb.connect() as con:
         con.register("orders", orders[["region", "product", "quantity", "unit_price"]])
-        return con.execute(_SUMMARY_SQL).df()
+        return con.execute(_SUMMARY_SQL.format(source="orders")).df()
+
+
+def summarize_parquet(path: str) -> pd.DataFrame:
+    """`summarize_cents` straight from a Parquet file: DuckDB scans only the four columns it needs."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        cents = con.execute(_SUMMARY_SQL.format(source="read_parquet(?)"), [str(path)]).df()
+    return cents if len(cents) else pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
 
 
 def summary_table(cents: pd.DataFrame) -> pd.DataFrame:
