@@ -54,14 +54,82 @@ def demo(partition: str | None) -> int:
     return 0
 
 
+def serve(host: str, port: int, poll_s: float) -> int:
+    """Run the fraud service on FRAUD_DB_URL and MLFLOW_TRACKING_URI."""
+    import uvicorn
+
+    from ecosystem_assets.serving.app import create_app
+    from ecosystem_assets.settings import Settings
+
+    settings = Settings.from_env()
+    app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=poll_s)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def replay(service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool) -> int:
+    """Replay simulated days through the service; after each day, land its transactions in storage and
+    run the monitoring job, so that `dagster dev` shows the checks and the sensor reacting."""
+    from ecosystem_assets.fraud.assets import HISTORY_DAYS
+    from ecosystem_assets.fraud.definitions import MONITORING_JOB
+    from ecosystem_assets.fraud.replay import replay_day, send_history
+    from ecosystem_assets.resources.fraud import TransactionSource
+    from ecosystem_assets.settings import Settings
+
+    settings = Settings.from_env()
+    start = datetime.fromisoformat(first).date() if first else datetime.now(ZoneInfo("UTC")).date() - timedelta(days=days)
+    source = TransactionSource(drift_from=settings.fraud_drift_from)
+    print(f"Replaying {days} days from {start} through {service} (drift from {settings.fraud_drift_from or 'never'})")
+    if history_days:
+        past = source.days(start - timedelta(days=min(history_days, HISTORY_DAYS)), start - timedelta(days=1))
+        import pandas as pd
+
+        added = send_history(service, pd.concat(past.values(), ignore_index=True))
+        print(f"  feature history: {added} labelled past transactions loaded")
+    defs = instance = None
+    if with_dagster:
+        import dagster as dg
+
+        from ecosystem_assets.definitions import defs
+
+        instance = _instance()
+        assets_job = defs.resolve_implicit_global_asset_job_def()
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        frame = source.days(day, day)[day]
+        print("  " + replay_day(service, day.isoformat(), frame, workers=workers).line(), flush=True)
+        if with_dagster:
+            assets_job.execute_in_process(asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(),
+                                          instance=instance, raise_on_error=False)
+            result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=instance, raise_on_error=False)
+            checks = ", ".join(f"{e.check_name} {'passed' if e.passed else 'FAILED'}" for e in result.get_asset_check_evaluations())
+            print(f"    monitoring: {checks}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ecosystem-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="materialize every workflow once (yesterday's sales report)")
     demo_cmd.add_argument("--partition", help="sales day YYYY-MM-DD (default: yesterday in REPORT_TIMEZONE)")
+    serve_cmd = commands.add_parser("serve", help="run the fraud service (FastAPI under uvicorn)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
+    replay_cmd = commands.add_parser("replay", help="replay simulated days through the fraud service")
+    replay_cmd.add_argument("--service", default="http://127.0.0.1:8000")
+    replay_cmd.add_argument("--first", help="first day YYYY-MM-DD (default: DAYS days ago)")
+    replay_cmd.add_argument("--days", type=int, default=30)
+    replay_cmd.add_argument("--history-days", type=int, default=37, help="labelled days before FIRST to warm the features")
+    replay_cmd.add_argument("--workers", type=int, default=8)
+    replay_cmd.add_argument("--no-dagster", action="store_true", help="only send traffic; no storage or monitoring runs")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.partition)
+    if args.command == "serve":
+        return serve(args.host, args.port, args.poll)
+    if args.command == "replay":
+        return replay(args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster)
     return 2
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,10 +47,21 @@ class Settings:
     fraud_service_url: str | None = None
     fraud_db_url: str = ""
     fraud_precision_threshold: float = 0.80
+    fraud_start_date: str = "2025-06-01"
+    fraud_drift_from: str | None = None
+    fraud_monitoring_cron: str = "0 * * * *"
+    fraud_retrain_cooldown_hours: float = 6.0
 
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+    @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Local tracking stores keep artifacts beside the other files; a tracking server decides itself."""
+        if self.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
+        return f"{self.storage_url.rstrip('/')}/mlflow-artifacts"
 
     @property
     def dagster_home(self) -> Path:
@@ -84,6 +96,18 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"FRAUD_PRECISION_THRESHOLD={threshold_text!r} is not a number") from exc
 
+        drift_from = get("FRAUD_DRIFT_FROM")
+        if drift_from:
+            try:
+                date.fromisoformat(drift_from)
+            except ValueError as exc:
+                raise SettingsError(f"FRAUD_DRIFT_FROM={drift_from!r} is not a YYYY-MM-DD date") from exc
+        cooldown_text = get("FRAUD_RETRAIN_COOLDOWN_HOURS") or "6"
+        try:
+            cooldown = float(cooldown_text)
+        except ValueError as exc:
+            raise SettingsError(f"FRAUD_RETRAIN_COOLDOWN_HOURS={cooldown_text!r} is not a number") from exc
+
         recipients = _split_addresses(get("REPORT_RECIPIENTS") or "sales-team@localhost")
         if not recipients:
             raise SettingsError("REPORT_RECIPIENTS names no address")
@@ -108,4 +132,7 @@ class Settings:
             fraud_service_url=get("FRAUD_SERVICE_URL"),
             fraud_db_url=get("FRAUD_DB_URL") or f"sqlite:///{home / 'fraud_service.db'}",
             fraud_precision_threshold=threshold,
+            fraud_drift_from=drift_from,
+            fraud_monitoring_cron=get("FRAUD_MONITORING_CRON") or "0 * * * *",
+            fraud_retrain_cooldown_hours=cooldown,
         )

@@ -159,9 +159,15 @@ class S3Store:
         return True
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        full = self._key(prefix) if prefix else self.prefix
+        # A folder-like prefix ends in "/": "imgs" must not also list "imgs2/…".
+        full = f"{self._key(prefix)}/" if prefix else (f"{self.prefix}/" if self.prefix else "")
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = self._call("list", prefix or ".", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
+        location = f"s3://{self.bucket}/{full}"
+        try:
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=full))
+        except Exception as exc:  # noqa: BLE001 — botocore's errors, named in ours
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            raise StorageError(f"S3 list {location} failed: {code or type(exc).__name__} {exc}") from None
         strip = len(self.prefix) + 1 if self.prefix else 0
         for page in pages:
             for obj in page.get("Contents", []):

@@ -6,7 +6,9 @@ from typing import Any
 
 import dagster as dg
 
+from ecosystem_assets.resources.fraud import FraudServiceResource, TransactionSource
 from ecosystem_assets.resources.mail import MailerResource
+from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets.resources.storage import ArtifactStorage
 from ecosystem_assets.settings import Settings
@@ -31,5 +33,13 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             smtp_security=settings.smtp_security,
             smtp_ca_file=settings.smtp_ca_file,
             outbox_dir=str(settings.outbox_dir),
+        ),
+        "transactions": TransactionSource(drift_from=settings.fraud_drift_from),
+        "fraud_service": FraudServiceResource(
+            url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri
+        ),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri, artifact_location=settings.mlflow_artifact_location
         ),
     }

@@ -1,0 +1,96 @@
+"""Train → log to MLflow → register → promote only if at least as good as the champion.
+
+Both models are scored on the same holdout: the most recent labelled days of the feature table,
+which neither fitting nor threshold choice has seen. The champion is re-scored there with its own
+threshold (a version tag), never compared by a number recorded on other data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ecosystem_assets.fraud import model
+from ecosystem_assets.fraud.features import FEATURES
+from ecosystem_assets.registry import get_champion, register_version, set_champion
+
+MODEL_NAME = model.MODEL_NAME
+REFERENCE_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    promoted: bool
+    reason: str
+    new: model.Score
+    champion_before: str | None
+    champion_score: model.Score | None
+    run_id: str
+    model_uri: str
+    holdout_start: str
+    holdout_end: str
+
+
+def decide(new: model.Score, champion: model.Score | None, champion_version: str | None) -> tuple[bool, str]:
+    if champion is None:
+        return True, "no champion yet"
+    verdict = (
+        f"new: precision {new.precision:.3f}, recall {new.recall:.3f}; champion v{champion_version}: "
+        f"precision {champion.precision:.3f}, recall {champion.recall:.3f} (target precision {new.target_precision:.2f}, same holdout)"
+    )
+    if new.key() >= champion.key():
+        return True, f"at least as good as the champion — {verdict}"
+    return False, f"worse than the champion — {verdict}"
+
+
+def champion_score(client: Any, holdout, target_precision: float) -> tuple[str | None, model.Score | None]:
+    import mlflow.sklearn
+
+    current = get_champion(client, MODEL_NAME)
+    if current is None:
+        return None, None
+    estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{current.version}")
+    return str(current.version), model.score_estimator(estimator, float(current.tags["threshold"]), holdout, target_precision)
+
+
+def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, holdout_days: int, target_precision: float,
+                      seed: int, params: dict[str, Any], extra_params: dict[str, Any]) -> tuple[Promotion, Any]:
+    """``mlf`` is the mlflow API with this training's run active. Returns the outcome and a
+    reference sample of the training features (for drift monitoring)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    trained, holdout = model.train(table, calibration_days, holdout_days, target_precision, seed, **params)
+    new = trained.score(holdout)
+    run_id = mlf.active_run().info.run_id
+    mlf.log_params({**trained.params, **extra_params, "calibration_days": calibration_days, "holdout_days": holdout_days,
+                    "target_precision": target_precision, "seed": seed, "train_rows": trained.train_rows,
+                    "train_frauds": trained.train_frauds})
+    mlf.log_metrics({"precision": new.precision, "recall": new.recall, "average_precision": new.average_precision,
+                     "threshold": trained.threshold, "holdout_rows": new.labelled})
+    example = holdout[FEATURES].head(5)
+    logged = mlflow.sklearn.log_model(
+        trained.estimator,
+        name="model",
+        signature=infer_signature(example, trained.estimator.predict_proba(example.to_numpy())),
+        input_example=example,
+        serialization_format="cloudpickle",  # skops (the MLflow 3 default) rejects HistGradientBoosting
+        pyfunc_predict_fn="predict_proba",
+    )
+    holdout_start, holdout_end = (str(holdout["timestamp"].min().date()), str(holdout["timestamp"].max().date()))
+    tags = {"threshold": repr(trained.threshold), "precision": f"{new.precision:.6f}", "recall": f"{new.recall:.6f}",
+            "target_precision": str(target_precision), "holdout": f"{holdout_start}..{holdout_end}"}
+    version = str(register_version(client, MODEL_NAME, logged.model_uri, run_id, tags,
+                                   "Card fraud classifier trained by the fraud_model asset.").version)
+    before, before_score = champion_score(client, holdout, target_precision)
+    if before == version:
+        promoted, reason = False, f"version {version} is already the champion"
+    else:
+        promoted, reason = decide(new, before_score, before)
+    if promoted:
+        set_champion(client, MODEL_NAME, version)
+    client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
+    reference = table.sample(min(REFERENCE_ROWS, len(table)), random_state=seed)[FEATURES]
+    outcome = Promotion(version, promoted, reason, new, before, before_score, run_id, logged.model_uri, holdout_start, holdout_end)
+    return outcome, reference

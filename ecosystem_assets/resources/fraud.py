@@ -1,0 +1,61 @@
+"""The fraud systems: the transaction source (the simulator by default) and the fraud service."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+
+class TransactionSource(dg.ConfigurableResource):
+    """Labelled card transactions by day. Default: the seeded simulator (`fraud/simulate.py`)."""
+
+    n_customers: int = 1000
+    n_terminals: int = 2000
+    seed: int = 7
+    drift_from: str | None = Field(default=None, description="YYYY-MM-DD: the skimming-ring pattern starts that day.")
+
+    def simulation_config(self):
+        from ecosystem_assets.fraud.simulate import SimulationConfig
+
+        drift = date.fromisoformat(self.drift_from) if self.drift_from else None
+        return SimulationConfig(n_customers=self.n_customers, n_terminals=self.n_terminals, seed=self.seed, drift_from=drift)
+
+    def days(self, first: date, last: date):  # -> dict[date, pd.DataFrame]
+        from datetime import timedelta
+
+        from ecosystem_assets.fraud.simulate import Population
+
+        population = Population(self.simulation_config())
+        return {first + timedelta(days=i): population.day(first + timedelta(days=i)) for i in range((last - first).days + 1)}
+
+
+class FraudServiceResource(dg.ConfigurableResource):
+    """Live metrics from the fraud service (``url``), or from its store in-process when ``url`` is
+    unset; live features always come from the store (the prediction log)."""
+
+    url: str | None = None
+    db_url: str
+    tracking_uri: str
+    timeout_s: float = 30.0
+
+    def monitoring(self, window_hours: float) -> dict[str, Any]:
+        if self.url:
+            import requests
+
+            response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours}, timeout=self.timeout_s)
+            if response.status_code != 200:
+                raise RuntimeError(f"fraud service {self.url} answered /monitoring with HTTP {response.status_code}: {response.text[:200]}")
+            return response.json()
+        from ecosystem_assets.serving.monitoring import monitoring_summary
+        from ecosystem_assets.serving.scoring import champion_version
+
+        version = champion_version(self.tracking_uri)
+        return monitoring_summary(self.store(), str(version.version) if version else None, window_hours)
+
+    def store(self):
+        from ecosystem_assets.serving.store import PredictionStore
+
+        return PredictionStore(self.db_url)

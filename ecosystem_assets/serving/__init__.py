@@ -1,0 +1,1 @@
+"""The fraud service: FastAPI app, prediction/feedback store, champion scoring."""

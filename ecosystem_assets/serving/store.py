@@ -1,0 +1,241 @@
+"""The prediction and feedback log (SQLAlchemy Core): SQLite in WAL mode locally, Postgres in production.
+
+The prediction log is also the online feature history: on start the service replays it into its
+`FeatureState`, and the monitoring asset reads live features and labels from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), primary_key=True),
+    sa.Column("transaction_id", sa.String(128), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("terminal_id", sa.String(128), nullable=False),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("tx_time", sa.Float, nullable=False, index=True),  # transaction time, epoch seconds
+    sa.Column("tx_offset_min", sa.Integer, nullable=False),  # its UTC offset, to rebuild local time
+    sa.Column("features", sa.Text, nullable=False),  # JSON list, in FEATURES order
+    sa.Column("fraud_probability", sa.Float, nullable=False),
+    sa.Column("is_fraud", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.prediction_id"), primary_key=True),
+    sa.Column("is_fraud", sa.Boolean, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+# Labelled past transactions loaded from the warehouse to warm the feature history of a new
+# service (its own prediction log covers only what it has scored). Never part of monitoring.
+history = sa.Table(
+    "history",
+    metadata,
+    sa.Column("transaction_id", sa.String(128), primary_key=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("terminal_id", sa.String(128), nullable=False),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("tx_time", sa.Float, nullable=False, index=True),
+    sa.Column("tx_offset_min", sa.Integer, nullable=False),
+    sa.Column("is_fraud", sa.Boolean, nullable=True),
+)
+
+
+class UnknownPrediction(LookupError):
+    pass
+
+
+class ConflictingFeedback(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    precision: float | None
+    recall: float | None
+    labelled: int
+    predictions: int
+    flagged_labelled: int
+    frauds_labelled: int
+    window_start: float | None
+    window_end: float | None
+
+
+def feedback_in(conn: sa.Connection, prediction_id: str, is_fraud: bool) -> tuple[str, str]:
+    row = conn.execute(
+        sa.select(predictions.c.transaction_id, feedback.c.is_fraud)
+        .select_from(predictions.outerjoin(feedback))
+        .where(predictions.c.prediction_id == prediction_id)
+    ).first()
+    if row is None:
+        raise UnknownPrediction(prediction_id)
+    if row.is_fraud is not None:
+        if bool(row.is_fraud) != bool(is_fraud):
+            raise ConflictingFeedback(f"prediction {prediction_id} is already labelled is_fraud={bool(row.is_fraud)}")
+        return "unchanged", row.transaction_id
+    conn.execute(feedback.insert().values(prediction_id=prediction_id, is_fraud=bool(is_fraud), received_at=time.time()))
+    return "recorded", row.transaction_id
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync (durable in WAL mode)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # noqa: ANN001
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+    else:
+        engine = sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+    return engine
+
+
+class PredictionStore:
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = create_engine(url)
+        metadata.create_all(self.engine)
+
+    def add_predictions(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(predictions.insert(), rows)
+
+    def record_feedback(self, prediction_id: str, is_fraud: bool) -> tuple[str, str]:
+        """Store a label; the same label again is a no-op ('unchanged'), a different one a conflict.
+        Returns (status, transaction_id)."""
+        with self.engine.begin() as conn:
+            return feedback_in(conn, prediction_id, is_fraud)
+
+    def write_batch(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]]) -> list[tuple[str, str] | Exception]:
+        """One transaction for a batch: insert predictions, then apply labels in order. Returns, per
+        label, (status, transaction_id) or the error that label alone met (the rest still commit)."""
+        outcomes: list[tuple[str, str] | Exception] = []
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(predictions.insert(), rows)
+            for prediction_id, is_fraud in labels:
+                try:
+                    outcomes.append(feedback_in(conn, prediction_id, is_fraud))
+                except (UnknownPrediction, ConflictingFeedback) as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def latest_tx_time(self) -> float | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(predictions.c.tx_time))).scalar()
+
+    def window_metrics(self, window_hours: float, model_version: str | None = None) -> WindowMetrics:
+        """Precision and recall over labelled predictions of the last ``window_hours`` of traffic
+        (by transaction time, ending at the newest transaction: replays and live traffic alike)."""
+        end = self.latest_tx_time()
+        if end is None:
+            return WindowMetrics(None, None, 0, 0, 0, 0, None, None)
+        start = end - window_hours * 3600
+        conditions = [predictions.c.tx_time > start]
+        if model_version is not None:
+            conditions.append(predictions.c.model_version == model_version)
+        p, f = predictions.c, feedback.c
+        query = (
+            sa.select(
+                sa.func.count().label("predictions"),
+                sa.func.count(f.is_fraud).label("labelled"),
+                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud.is_not(None)), 1), else_=0)).label("flagged_labelled"),
+                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud), 1), else_=0)).label("true_positives"),
+                sa.func.sum(sa.case((f.is_fraud, 1), else_=0)).label("frauds"),
+            )
+            .select_from(predictions.outerjoin(feedback))
+            .where(*conditions)
+        )
+        with self.engine.connect() as conn:
+            r = conn.execute(query).one()
+        tp, flagged, frauds = int(r.true_positives or 0), int(r.flagged_labelled or 0), int(r.frauds or 0)
+        return WindowMetrics(
+            precision=tp / flagged if flagged else None,
+            recall=tp / frauds if frauds else None,
+            labelled=int(r.labelled),
+            predictions=int(r.predictions),
+            flagged_labelled=flagged,
+            frauds_labelled=frauds,
+            window_start=start,
+            window_end=end,
+        )
+
+    def add_history(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert labelled past transactions; already known ids are skipped. Returns the new rows."""
+        if not rows:
+            return []
+        with self.engine.begin() as conn:
+            known = set(conn.execute(sa.select(history.c.transaction_id).where(
+                history.c.transaction_id.in_([r["transaction_id"] for r in rows]))).scalars())
+            fresh = [r for r in rows if r["transaction_id"] not in known]
+            if fresh:
+                conn.execute(history.insert(), fresh)
+        return fresh
+
+    def latest_seen_time(self) -> float | None:
+        """Newest transaction time in the prediction log or the loaded history."""
+        with self.engine.connect() as conn:
+            times = [conn.execute(sa.select(sa.func.max(t.c.tx_time))).scalar() for t in (predictions, history)]
+        return max((t for t in times if t is not None), default=None)
+
+    def feature_history(self, since: float) -> list[dict[str, Any]]:
+        """Everything the feature windows may need since ``since``: loaded history and scored
+        predictions with their labels, oldest first."""
+        p, f, h = predictions.c, feedback.c, history.c
+        scored = (
+            sa.select(p.transaction_id, p.customer_id, p.terminal_id, p.amount, p.tx_time, p.tx_offset_min, f.is_fraud)
+            .select_from(predictions.outerjoin(feedback)).where(p.tx_time >= since)
+        )
+        loaded = sa.select(h.transaction_id, h.customer_id, h.terminal_id, h.amount, h.tx_time, h.tx_offset_min, h.is_fraud).where(
+            h.tx_time >= since)
+        query = sa.union_all(loaded, scored).order_by("tx_time")
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def live_features(self, window_hours: float):  # -> pd.DataFrame
+        """Features (and labels where known) of the last ``window_hours`` of traffic, for drift."""
+        import pandas as pd
+
+        from ecosystem_assets.fraud.features import FEATURES
+
+        end = self.latest_tx_time()
+        if end is None:
+            return pd.DataFrame(columns=[*FEATURES, "label", "model_version"])
+        p, f = predictions.c, feedback.c
+        query = (
+            sa.select(p.features, f.is_fraud, p.model_version)
+            .select_from(predictions.outerjoin(feedback))
+            .where(p.tx_time > end - window_hours * 3600)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame([json.loads(r.features) for r in rows], columns=FEATURES)
+        frame["label"] = [None if r.is_fraud is None else int(r.is_fraud) for r in rows]
+        frame["model_version"] = [r.model_version for r in rows]
+        return frame
+
+    def counts(self) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            n_pred = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
+            n_fb = conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
+        return int(n_pred), int(n_fb)

@@ -1,0 +1,1 @@
+"""Scenario 2: versioned image dataset, DDP-trained CNN, evaluation and promotion in MLflow."""

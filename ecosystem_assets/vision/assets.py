@@ -1,0 +1,211 @@
+"""Vision assets: versioned image dataset → CNN trained under torchrun (via Pipes) → evaluation and promotion.
+
+Thin Dagster wiring over plain modules; torch, mlflow, PIL and pandas are imported inside assets.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ecosystem_assets.resources.mlflow import MlflowTracking
+from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.vision.checks import ACCURACY_CHECK, accuracy_check_result
+
+
+def _source_code_version() -> str:
+    """Hash of the code that determines the weights: a change marks cnn_model stale."""
+    digest = hashlib.sha256()
+    for name in ("dataset.py", "model.py", "train.py", "checkpoints.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CODE_VERSION = _source_code_version()
+EXPERIMENT = "image-classifier"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class CnnTrainingConfig(dg.Config):
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=1, description="Per process: the global batch is batch_size × nproc_per_node.")
+    learning_rate: float = Field(default=2e-3, gt=0)
+    image_size: int = Field(default=16, ge=8, description="Images are resized to image_size × image_size (a multiple of 4).")
+    color_mode: Literal["L", "RGB"] = Field(default="L", description="'L' (grayscale) or 'RGB': every image is converted to it.")
+    nproc_per_node: int = Field(default=0, ge=0, description="Training processes; 0 → one per GPU, or 2 on CPU.")
+    threads_per_process: int = Field(default=0, ge=0, description="CPU threads per process; 0 → the cores divided among the processes.")
+    seed: int = 0
+    resume: bool = Field(default=True, description="Continue from the last checkpoint of an identical run, if any.")
+
+
+class CnnEvaluationConfig(dg.Config):
+    accuracy_threshold: float = Field(default=0.90, ge=0.0, le=1.0)
+
+
+def build_vision_assets(image_dataset_url: str | None) -> list[dg.AssetsDefinition]:
+    """The three vision assets; ``image_dataset_url`` unset → the digits default inside storage."""
+    source_label = image_dataset_url or "scikit-learn digits (written to storage under datasets/digits/)"
+
+    @dg.asset(group_name="vision", kinds={"s3" if (image_dataset_url or "").startswith("s3://") else "python", "parquet"},
+              metadata={"source": source_label})
+    def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
+        """The labelled image set the classifier learns from, frozen as an immutable manifest.
+
+        Every image is listed with its class, size, sha256, S3 VersionId and train/val/test split
+        (from its content hash, so adding images never moves old ones). The data version is the
+        content hash of the whole set: unchanged data keeps the version, and models trained on an
+        older version show as stale. Undecodable files are listed and excluded.
+        """
+        from ecosystem_assets.storage import StorageError
+        from ecosystem_assets.vision import dataset as ds
+
+        try:
+            source = ds.open_source(image_dataset_url) if image_dataset_url else ds.ensure_digits(storage.store)
+            manifest = ds.build_manifest(source)
+            uri = ds.write_manifest(storage.store, manifest)
+        except (ds.DatasetError, StorageError) as exc:
+            raise dg.Failure(description=f"image_dataset: {exc}") from None
+        frame, usable = manifest.frame, manifest.usable
+        context.log.info(f"dataset version {manifest.version}: {len(usable)} usable of {len(frame)} files")
+        sizes = usable.groupby(["width", "height", "mode"]).size().reset_index(name="images")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(manifest.version),
+            metadata={
+                "dataset_version": manifest.version,
+                "manifest": dg.MetadataValue.path(uri),
+                "source": source.url,
+                "files": dg.MetadataValue.int(len(frame)),
+                "usable_images": dg.MetadataValue.int(len(usable)),
+                "undecodable": dg.MetadataValue.int(len(frame) - len(usable)),
+                "classes": dg.MetadataValue.int(len(manifest.classes)),
+                "total_bytes": dg.MetadataValue.int(int(frame["bytes"].sum())),
+                "s3_versioned_objects": dg.MetadataValue.int(int(frame["version_id"].notna().sum())),
+                "class_counts": dg.MetadataValue.md(ds.class_counts(frame).to_markdown(index=False)),
+                "sizes_and_modes": dg.MetadataValue.md(sizes.head(20).to_markdown(index=False)),
+            },
+        )
+
+    @dg.asset(group_name="vision", deps=[image_dataset], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
+    def cnn_model(
+        context: dg.AssetExecutionContext, config: CnnTrainingConfig, storage: ArtifactStorage,
+        mlflow_tracking: MlflowTracking, pipes_subprocess_client: dg.PipesSubprocessClient,
+    ) -> dg.MaterializeResult:
+        """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
+
+        Training runs in its own processes (NCCL on GPUs, gloo on CPU), checkpoints every epoch to
+        storage and resumes from the last checkpoint when an identical run was killed. Progress
+        (epoch, loss, accuracy, images/s) streams into this run's logs through Dagster Pipes.
+        """
+        from ecosystem_assets.vision.dataset import DatasetError, read_current
+        from ecosystem_assets.vision.train import CURRENT_MODEL_KEY, TrainSpec
+
+        if config.image_size % 4:
+            raise dg.Failure(description=f"image_size must be a multiple of 4 (two 2x poolings), got {config.image_size}")
+        try:
+            dataset = read_current(storage.store)
+        except DatasetError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        nproc = config.nproc_per_node or _default_nproc()
+        with mlflow_tracking.run(context, EXPERIMENT) as mlf:
+            run_id = mlf.active_run().info.run_id
+            spec = TrainSpec(
+                storage_url=storage.url, source_url=dataset["source_url"], manifest_key=dataset["manifest_key"],
+                dataset_version=dataset["version"], classes=tuple(dataset["classes"]), epochs=config.epochs,
+                batch_size=config.batch_size, learning_rate=config.learning_rate, image_size=config.image_size,
+                color_mode=config.color_mode, seed=config.seed, world_size=nproc, code_version=CODE_VERSION,
+                resume=config.resume, mlflow_tracking_uri=mlflow_tracking.tracking_uri, mlflow_run_id=run_id,
+                extra_params={"git_commit": git_commit(), "dagster_run_id": context.run_id},
+            )
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                       "--module", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
+            # torchrun would pin every rank to 1 thread; we split the host's cores among them instead.
+            threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
+            env = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
+            if storage.s3_endpoint_url:
+                env["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
+            reported = pipes_subprocess_client.run(context=context, command=command, env=env).get_materialize_result()
+        result = json.loads(storage.store.read_bytes(f"{spec.prefix}/result.json"))
+        storage.store.write_bytes(CURRENT_MODEL_KEY, json.dumps(result, indent=2).encode())
+        url = mlflow_tracking.run_url(run_id)
+        return dg.MaterializeResult(
+            metadata={
+                **reported.metadata,
+                "mlflow_run_id": run_id,
+                **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
+                "training_fingerprint": spec.fingerprint,
+                "global_batch_size": dg.MetadataValue.int(config.batch_size * nproc),
+            }
+        )
+
+    @dg.asset(
+        group_name="vision",
+        deps=[cnn_model],
+        kinds={"pytorch", "mlflow"},
+        check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset="cnn_evaluation", blocking=True,
+                                       description="Test accuracy ≥ accuracy_threshold (default 0.90); gates promotion to champion.")],
+    )
+    def cnn_evaluation(
+        context: dg.AssetExecutionContext, config: CnnEvaluationConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking,
+    ) -> dg.MaterializeResult:
+        """How good the newest classifier is on held-out images, and whether it now serves as champion.
+
+        Accuracy, per-class precision/recall and the confusion matrix on the test split go to this
+        asset and to the model's MLflow run (``test_accuracy``). The model is registered as
+        ``image-classifier``; alias ``champion`` moves to it only if the accuracy check passes and it
+        is at least as accurate as the current champion on the same test split.
+        """
+        import base64
+
+        from ecosystem_assets.vision.registry import evaluate_and_promote
+
+        with mlflow_tracking.run(context, EXPERIMENT, run_id=_current_model(storage)["mlflow_run_id"]) as mlf:
+            outcome = evaluate_and_promote(storage.store, mlflow_tracking.client(), mlf, config.accuracy_threshold, context.log)
+        report, decision = outcome.report, outcome.decision
+        png = base64.b64encode(outcome.png).decode()
+        return dg.MaterializeResult(
+            metadata={
+                "test_accuracy": report.accuracy,
+                "test_images": dg.MetadataValue.int(report.count),
+                "per_class": dg.MetadataValue.md(report.per_class_markdown()),
+                "confusion_matrix": dg.MetadataValue.md(report.confusion_markdown() + f"\n\n![confusion matrix](data:image/png;base64,{png})"),
+                "confusion_matrix_png": dg.MetadataValue.path(outcome.png_uri),
+                "registered_model": outcome.model_name,
+                "model_version": outcome.version,
+                "champion_version": outcome.champion_after or "none",
+                "previous_champion_accuracy": outcome.champion_accuracy if outcome.champion_accuracy is not None else "n/a",
+                "promoted": decision.promote,
+                "promotion": decision.reason,
+                "mlflow_run_id": outcome.run_id,
+                "dataset_version": outcome.dataset_version,
+            },
+            check_results=[accuracy_check_result(report.accuracy, config.accuracy_threshold, decision.reason)],
+        )
+
+    return [image_dataset, cnn_model, cnn_evaluation]
+
+
+def _default_nproc() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 2
+
+
+def _current_model(storage: ArtifactStorage) -> dict:
+    from ecosystem_assets.vision.train import CURRENT_MODEL_KEY
+
+    if not storage.store.exists(CURRENT_MODEL_KEY):
+        raise dg.Failure(description=f"no trained model at {storage.store.uri(CURRENT_MODEL_KEY)}: materialize cnn_model first")
+    return json.loads(storage.store.read_bytes(CURRENT_MODEL_KEY))

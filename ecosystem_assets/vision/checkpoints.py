@@ -1,0 +1,57 @@
+"""Training artifacts in storage: a checkpoint per epoch, the final weights, the result record.
+
+Everything lives under ``models/cnn/<fingerprint>/``, so only an identical run (same data, config
+and code) ever resumes from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ecosystem_assets.vision.train import TrainSpec
+
+
+def save_checkpoint(store: Any, spec: TrainSpec, model: Any, optimizer: Any, history: list[dict[str, Any]]) -> str:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"epoch": len(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history}, buffer)
+    key = f"{spec.prefix}/checkpoints/epoch-{len(history):04d}.pt"
+    store.write_bytes(key, buffer.getvalue())
+    # The pointer is written after the checkpoint: a kill in between leaves the previous one valid.
+    store.write_bytes(f"{spec.prefix}/checkpoints/latest.json", json.dumps({"epoch": len(history), "key": key}).encode())
+    return key
+
+
+def load_checkpoint(store: Any, spec: TrainSpec) -> dict[str, Any] | None:
+    import torch
+
+    pointer = f"{spec.prefix}/checkpoints/latest.json"
+    if not store.exists(pointer):
+        return None
+    key = json.loads(store.read_bytes(pointer))["key"]
+    return torch.load(io.BytesIO(store.read_bytes(key)), map_location="cpu", weights_only=True)
+
+
+def finish(store: Any, spec: TrainSpec, state: dict[str, Any], history: list[dict[str, Any]], resumed_from: int,
+           world_size: int, device: str, model_uri: str | None) -> dict[str, Any]:
+    """Final weights and a result record in storage; the asset publishes the record as current."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"model": state, "classes": list(spec.classes), "image_size": spec.image_size, "color_mode": spec.color_mode}, buffer)
+    weights_uri = store.write_bytes(f"{spec.prefix}/model.pt", buffer.getvalue())
+    last = history[-1] if history else {}
+    result = {
+        "fingerprint": spec.fingerprint, "weights_key": f"{spec.prefix}/model.pt", "weights_uri": weights_uri,
+        "mlflow_run_id": spec.mlflow_run_id, "mlflow_model_uri": model_uri, "dataset_version": spec.dataset_version,
+        "manifest_key": spec.manifest_key, "source_url": spec.source_url, "classes": list(spec.classes),
+        "image_size": spec.image_size, "color_mode": spec.color_mode, "epochs": spec.epochs, "world_size": world_size,
+        "device": device, "resumed_from_epoch": resumed_from, "loss": last.get("loss"),
+        "train_accuracy": last.get("train_accuracy"), "val_accuracy": last.get("val_accuracy"), "history": history,
+    }
+    store.write_bytes(f"{spec.prefix}/result.json", json.dumps(result, indent=2).encode())
+    return result

@@ -1,0 +1,101 @@
+"""Checks on the vision assets.
+
+The dataset checks read the manifest ``image_dataset`` just published and block training on bad
+data. The accuracy check is evaluated inside ``cnn_evaluation`` (its spec lives there) because the
+promotion it gates happens in the same step; its result is built here.
+"""
+
+import dagster as dg
+
+from ecosystem_assets.resources.storage import ArtifactStorage
+
+ACCURACY_CHECK = "cnn_accuracy_above_threshold"
+MAX_UNDECODABLE_FRACTION = 0.01  # above this the source is broken, not merely untidy
+
+
+def _current_manifest(storage: ArtifactStorage):
+    from ecosystem_assets.vision.dataset import read_current, read_manifest
+
+    current = read_current(storage.store)
+    return current, read_manifest(storage.store, current["manifest_key"])
+
+
+def decode_severity(total: int, bad: int) -> dg.AssetCheckSeverity | None:
+    """None when every file decodes; WARN for a few (≤ 1 %); ERROR (blocks training) above that."""
+    if bad == 0:
+        return None
+    return dg.AssetCheckSeverity.ERROR if bad > MAX_UNDECODABLE_FRACTION * total else dg.AssetCheckSeverity.WARN
+
+
+@dg.asset_check(
+    asset="image_dataset",
+    blocking=True,
+    description="Every listed file decodes as an image. Corrupt, truncated or non-image files are listed and left "
+    "out of training; a few (≤ 1 %) is a warning, more blocks training.",
+)
+def image_files_decode(storage: ArtifactStorage) -> dg.AssetCheckResult:
+    from ecosystem_assets.vision.dataset import undecodable
+
+    current, frame = _current_manifest(storage)
+    bad = undecodable(frame)
+    severity = decode_severity(len(frame), len(bad))
+    rows = "\n".join(f"| {r.path} | {r.bytes} | {str(r.error).replace('|', '/')[:120]} |" for r in bad.head(50).itertuples())
+    return dg.AssetCheckResult(
+        passed=severity is None,
+        severity=severity or dg.AssetCheckSeverity.WARN,
+        description=f"{len(bad)} of {len(frame)} files do not decode" if len(bad) else f"all {len(frame)} files decode",
+        metadata={
+            "dataset_version": current["version"],
+            "files": dg.MetadataValue.int(len(frame)),
+            "undecodable": dg.MetadataValue.int(len(bad)),
+            "undecodable_fraction": float(len(bad) / max(1, len(frame))),
+            "undecodable_paths": dg.MetadataValue.json(sorted(bad["path"])),
+            "excluded": dg.MetadataValue.md("| path | bytes | error |\n|---|---:|---|\n" + rows if len(bad) else "_none_"),
+        },
+    )
+
+
+@dg.asset_check(asset="image_dataset", blocking=True, description="Every class has usable images in train, val and test.")
+def classes_in_every_split(storage: ArtifactStorage) -> dg.AssetCheckResult:
+    from ecosystem_assets.vision.dataset import class_counts, missing_class_splits
+
+    current, frame = _current_manifest(storage)
+    missing = missing_class_splits(frame)
+    return dg.AssetCheckResult(
+        passed=not missing,
+        description=("missing: " + ", ".join(f"{c}/{s}" for c, s in missing)) if missing else "every class in every split",
+        metadata={
+            "dataset_version": current["version"],
+            "missing": dg.MetadataValue.json([f"{c}/{s}" for c, s in missing]),
+            "class_counts": dg.MetadataValue.md(class_counts(frame).to_markdown(index=False)),
+        },
+    )
+
+
+@dg.asset_check(asset="image_dataset", blocking=True, description="No identical image content in both train and test.")
+def no_train_test_leakage(storage: ArtifactStorage) -> dg.AssetCheckResult:
+    from ecosystem_assets.vision.dataset import leaked_hashes
+
+    current, frame = _current_manifest(storage)
+    leaked = leaked_hashes(frame)
+    paths = sorted(frame.loc[frame["sha256"].isin(leaked), "path"])
+    return dg.AssetCheckResult(
+        passed=not leaked,
+        description=f"{len(leaked)} contents appear in train and test" if leaked else "no train/test leakage",
+        metadata={"dataset_version": current["version"], "leaked_contents": dg.MetadataValue.int(len(leaked)),
+                  "leaked_paths": dg.MetadataValue.json(paths[:200])},
+    )
+
+
+def accuracy_check_result(accuracy: float, threshold: float, promotion: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=ACCURACY_CHECK,
+        asset_key="cnn_evaluation",
+        passed=accuracy >= threshold,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"test accuracy {accuracy:.4f} vs threshold {threshold:.2f}; {promotion}",
+        metadata={"test_accuracy": float(accuracy), "threshold": float(threshold), "promotion": promotion},
+    )
+
+
+DATASET_CHECKS = [image_files_decode, classes_in_every_split, no_train_test_leakage]

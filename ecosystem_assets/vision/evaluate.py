@@ -1,0 +1,93 @@
+"""Test-split metrics: accuracy, per-class precision and recall, the confusion matrix (table and PNG).
+
+Plain numpy and Pillow; predictions come from any callable torch module (the MLflow-loaded model).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Report:
+    classes: list[str]
+    accuracy: float
+    confusion: Any  # int64 array [true, predicted]
+    precision: list[float]
+    recall: list[float]
+    support: list[int]
+    count: int
+
+    def per_class_markdown(self) -> str:
+        lines = ["| class | precision | recall | support |", "|---|---:|---:|---:|"]
+        lines += [f"| {c} | {p:.3f} | {r:.3f} | {s} |" for c, p, r, s in zip(self.classes, self.precision, self.recall, self.support, strict=True)]
+        return "\n".join(lines)
+
+    def confusion_markdown(self) -> str:
+        header = "| true \\ predicted | " + " | ".join(self.classes) + " |"
+        rows = [f"| **{c}** | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(self.classes, self.confusion, strict=True)]
+        return "\n".join([header, "|---|" + "---:|" * len(self.classes), *rows])
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        metrics = {"test_accuracy": self.accuracy}
+        for c, p, r in zip(self.classes, self.precision, self.recall, strict=True):
+            metrics[f"test_precision_{c}"], metrics[f"test_recall_{c}"] = p, r
+        return metrics
+
+
+def predict(model: Any, x: Any, batch: int = 512) -> Any:
+    """Class indices for float32 images N×C×H×W; ``model`` in inference mode (an MLflow-loaded
+    pt2 program is, and refuses ``.eval()``)."""
+    import numpy as np
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for begin in range(0, len(x), batch):
+            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[begin:begin + batch]))).argmax(1).cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64)
+
+
+def report(y_true: Any, y_pred: Any, classes: Sequence[str]) -> Report:
+    """Precision of a class never predicted (and recall of one absent) is 0, as scikit-learn reports it."""
+    import numpy as np
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if not len(y_true):
+        raise ValueError("cannot evaluate on an empty test split")
+    n = len(classes)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    hits = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros(n), where=actual > 0)
+    total = int(confusion.sum())
+    return Report(list(classes), float(hits.sum() / total), confusion, precision.tolist(), recall.tolist(), actual.tolist(), total)
+
+
+def confusion_png(result: Report, cell: int = 36) -> bytes:
+    """A heat-map of the confusion matrix with counts; rows are true classes, columns predictions."""
+    from PIL import Image, ImageDraw
+
+    n, margin = len(result.classes), 60
+    image = Image.new("RGB", (margin + n * cell + 10, margin + n * cell + 10), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 8), "predicted", fill="black")
+    draw.text((4, margin - 14), "true", fill="black")
+    peak = max(1, int(result.confusion.max()))
+    for i, name in enumerate(result.classes):
+        draw.text((margin + i * cell + 4, margin - 28), name[:5], fill="black")
+        draw.text((4, margin + i * cell + cell // 3), name[:8], fill="black")
+        for j in range(n):
+            value = int(result.confusion[i, j])
+            shade = int(255 * (1 - value / peak))
+            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=(shade, shade, 255) if i == j else (255, shade, shade), outline="grey")
+            draw.text((box[0] + 6, box[1] + cell // 3), str(value), fill="black" if shade > 110 else "white")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,133 @@
+"""MLflow Model Registry for ``image-classifier``: register an evaluated model, move ``champion``.
+
+The rule: the alias moves to a new version only if the accuracy check passed and the version's
+test accuracy is at least the champion's, both measured on the *same* test split (the champion is
+re-evaluated, never compared by a number recorded on other data).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ecosystem_assets.registry import CHAMPION, get_champion, register_version, set_champion
+
+MODEL_NAME = "image-classifier"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(check_passed: bool, accuracy: float, threshold: float, champion_version: str | None,
+           champion_accuracy: float | None, version: str) -> Decision:
+    if champion_version == version:
+        return Decision(False, f"version {version} is already {CHAMPION}")
+    if not check_passed:
+        return Decision(False, f"test accuracy {accuracy:.4f} is below the threshold {threshold:.2f}")
+    if champion_version is None:
+        return Decision(True, f"no {CHAMPION} yet; test accuracy {accuracy:.4f} passes {threshold:.2f}")
+    if champion_accuracy is None:
+        raise ValueError("champion_accuracy is required when a champion exists")
+    if accuracy >= champion_accuracy:
+        return Decision(True, f"test accuracy {accuracy:.4f} ≥ {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split")
+    return Decision(False, f"test accuracy {accuracy:.4f} < {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split")
+
+
+def register(client: Any, model_uri: str, run_id: str, tags: dict[str, str]) -> Any:
+    """The registered version for ``model_uri``: reused when this exact model was registered before."""
+    return register_version(client, MODEL_NAME, model_uri, run_id, tags, "Image classifier trained by the cnn_model asset.")
+
+
+def champion(client: Any) -> Any | None:
+    return get_champion(client, MODEL_NAME)
+
+
+def version_tags(classes: list[str], image_size: int, color_mode: str, dataset_version: str) -> dict[str, str]:
+    """What is needed to feed a version the right images later (its preprocessing and label order)."""
+    return {"classes": json.dumps(classes), "image_size": str(image_size), "color_mode": color_mode, "dataset_version": dataset_version}
+
+
+def accuracy_on(version: Any, source: Any, frame: Any, split: str = "test") -> float:
+    """Re-evaluate a registered version on ``split`` of ``frame``, using the version's own preprocessing."""
+    import mlflow.pytorch
+    import numpy as np
+
+    from ecosystem_assets.vision.dataset import load_split
+    from ecosystem_assets.vision.evaluate import predict
+
+    tags = version.tags
+    missing = [t for t in ("classes", "image_size", "color_mode") if t not in tags]
+    if missing:
+        raise ValueError(f"{MODEL_NAME} v{version.version} lacks tags {missing}; cannot re-evaluate it on the test split")
+    classes = json.loads(tags["classes"])
+    x, y = load_split(source, frame, split, classes, int(tags["image_size"]), tags["color_mode"])
+    if not len(y):
+        raise ValueError(f"the {split} split is empty; cannot compare against {MODEL_NAME} v{version.version}")
+    model = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version.version}")
+    # y is -1 for a class the version never saw: always counted wrong.
+    return float(np.mean(predict(model, x) == y))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    report: Any  # evaluate.Report
+    decision: Decision
+    png: bytes
+    png_uri: str
+    model_name: str
+    version: str
+    champion_after: str | None
+    champion_accuracy: float | None
+    run_id: str
+    dataset_version: str
+
+
+def evaluate_and_promote(store: Any, client: Any, mlf: Any, threshold: float, log: Any) -> Outcome:
+    """Evaluate the current model on its test split, log to its MLflow run, register it, apply the rule.
+
+    ``mlf`` is the mlflow API with the model's training run active (dagster-mlflow's `MlFlow`).
+    """
+    import mlflow.pytorch
+    from PIL import Image
+
+    from ecosystem_assets.vision import dataset as ds
+    from ecosystem_assets.vision import evaluate as ev
+    from ecosystem_assets.vision.train import CURRENT_MODEL_KEY
+
+    info = json.loads(store.read_bytes(CURRENT_MODEL_KEY))
+    if not info.get("mlflow_model_uri"):
+        raise ValueError(f"{store.uri(CURRENT_MODEL_KEY)} names no MLflow model; was it trained without tracking?")
+    frame = ds.read_manifest(store, info["manifest_key"])
+    source = ds.open_source(info["source_url"])
+    x, y = ds.load_split(source, frame, "test", info["classes"], info["image_size"], info["color_mode"])
+    model = mlflow.pytorch.load_model(info["mlflow_model_uri"])
+    report = ev.report(y, ev.predict(model, x), info["classes"])
+    png = ev.confusion_png(report)
+    mlf.log_metrics(report.mlflow_metrics())
+    mlf.log_image(Image.open(io.BytesIO(png)), "confusion_matrix.png")
+
+    tags = version_tags(info["classes"], info["image_size"], info["color_mode"], info["dataset_version"])
+    registered = register(client, info["mlflow_model_uri"], info["mlflow_run_id"], tags)
+    version = str(registered.version)
+    client.set_model_version_tag(MODEL_NAME, version, "test_accuracy", f"{report.accuracy:.6f}")
+    current = champion(client)
+    current_version = str(current.version) if current is not None else None
+    champion_accuracy = accuracy_on(current, source, frame) if current is not None and current_version != version else None
+    decision = decide(report.accuracy >= threshold, report.accuracy, threshold, current_version, champion_accuracy, version)
+    if decision.promote:
+        set_champion(client, MODEL_NAME, version)
+    log.info(f"{MODEL_NAME} v{version}: {decision.reason}")
+
+    prefix = info["weights_key"].rsplit("/", 1)[0]
+    png_uri = store.write_bytes(f"{prefix}/confusion_matrix.png", png)
+    store.write_bytes(f"{prefix}/evaluation.json", json.dumps({
+        "version": version, "test_accuracy": report.accuracy, "confusion": report.confusion.tolist(), "classes": report.classes,
+        "precision": report.precision, "recall": report.recall, "promoted": decision.promote, "reason": decision.reason,
+    }, indent=2).encode())
+    return Outcome(report, decision, png, png_uri, MODEL_NAME, version, version if decision.promote else current_version,
+                   champion_accuracy, info["mlflow_run_id"], info["dataset_version"])

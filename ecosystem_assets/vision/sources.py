@@ -1,0 +1,103 @@
+"""Where images are read from: a local folder, an S3 prefix (object VersionIds included) or a
+folder inside artifact storage, all behind the `Store` interface.
+
+Listing and reading S3 are done here rather than through `S3Store` for two things it does not
+give: the VersionId of what was read (and reading a pinned version), and a listing that stays
+inside the folder with errors that name the bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ecosystem_assets.storage import S3Store, StorageError, Store, open_store
+
+
+class PrefixStore:
+    """A view of ``base`` under ``prefix`` (the digits default lives inside artifact storage)."""
+
+    def __init__(self, base: Store, prefix: str):
+        self.base, self.prefix = base, prefix.strip("/")
+        self.url = f"{base.url.rstrip('/')}/{self.prefix}"
+
+    def full(self, key: str) -> str:
+        return f"{self.prefix}/{key}"
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        return self.base.write_bytes(self.full(key), data)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.base.read_bytes(self.full(key))
+
+    def exists(self, key: str) -> bool:
+        return self.base.exists(self.full(key))
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        # S3 prefixes are plain string prefixes: keep only keys really *inside* the folder.
+        folder = self.prefix + "/"
+        for key in self.base.list_keys(self.full(prefix) if prefix else self.prefix):
+            if key.startswith(folder):
+                yield key[len(folder):]
+
+    def uri(self, key: str) -> str:
+        return self.base.uri(self.full(key))
+
+
+def open_source(url: str) -> Store:
+    """The store for ``IMAGE_DATASET_URL``; S3 calls get timeouts and few retries so a dead endpoint fails fast."""
+    if not url.startswith("s3://"):
+        return open_store(url)
+
+    def client():
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}))
+
+    return open_store(url, client)
+
+
+def _s3_error(action: str, uri: str, exc: Exception) -> StorageError:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return StorageError(f"S3 {action} {uri} failed: {error.get('Code')} {error.get('Message', '')}".strip())
+    return StorageError(f"S3 {action} {uri} failed: {exc}")
+
+
+def list_keys(store: Store) -> Iterator[str]:
+    """All keys under ``store``. S3 is listed here with a trailing-slash prefix (``imgs`` must not
+    match ``imgs2/…``) and errors name the bucket, not an internal key."""
+    if not isinstance(store, S3Store):  # PrefixStore filters its own listing
+        yield from store.list_keys()
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = f"{store.prefix}/" if store.prefix else ""
+    try:
+        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(prefix):]
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error("list", store.url, exc) from None
+
+
+def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[bytes, str | None]:
+    """Bytes of ``key`` and the S3 VersionId that was read (None for local files and unversioned buckets)."""
+    if isinstance(store, PrefixStore):
+        return read_object(store.base, store.full(key), version_id)
+    if not isinstance(store, S3Store):
+        return store.read_bytes(key), None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    request = {"Bucket": store.bucket, "Key": store._key(key)}
+    if version_id:
+        request["VersionId"] = version_id
+    try:
+        response = store.client.get_object(**request)
+        data = response["Body"].read()
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error("get", store.uri(key), exc) from None
+    found = response.get("VersionId")
+    return data, (found if found and found != "null" else None)

@@ -1,0 +1,49 @@
+"""Fixtures for the fraud scenario: a trained champion in a throwaway MLflow registry, the live
+service under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ecosystem_assets_tests.fraud.helpers import DRIFT, train_champion
+from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory) -> Path:
+    """A registry holding one champion trained on the 14 days before the drift (built once)."""
+    root = tmp_path_factory.mktemp("registry")
+    train_champion(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", DRIFT - timedelta(days=1))
+    return root
+
+
+@pytest.fixture
+def registry(trained_registry: Path, tmp_path: Path) -> str:
+    """A private copy of the trained registry (tests may move the alias); returns its tracking URI."""
+    root = tmp_path / "registry"
+    shutil.copytree(trained_registry, root)
+    # Artifact paths inside the database are absolute: keep the originals where they are.
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+class Service:
+    def __init__(self, app, server: UvicornThread):
+        self.app, self.server, self.url = app, server, server.url
+
+    @property
+    def store(self):
+        return self.app.state.store
+
+
+@pytest.fixture
+def fraud_service(registry: str, tmp_path: Path) -> Iterator[Service]:
+    from ecosystem_assets.serving.app import create_app
+
+    app = create_app(f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2)
+    with UvicornThread(app) as server:
+        yield Service(app, server)

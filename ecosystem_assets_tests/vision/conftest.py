@@ -1,0 +1,94 @@
+"""Vision fixtures: ImageFolder sets written through a real Store, the vision code location, digits."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> bytes:
+    """A distinct image per seed (random pixels), encoded as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    pixels = rng.integers(0, 256, size=(size[1], size[0], *channels), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_image_folder(store, classes: dict[str, int], first_seed: int = 0) -> list[str]:
+    """``<class>/img-NNN.png`` for each class; returns the keys written."""
+    keys, seed = [], first_seed
+    for label, count in classes.items():
+        for i in range(count):
+            key = f"{label}/img-{i:03d}.png"
+            store.write_bytes(key, png_bytes(seed))
+            keys.append(key)
+            seed += 1
+    return keys
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch work inside pytest on one thread: on a small shared machine more threads than free
+    cores make OpenMP barriers dominate, and a fixed count keeps float reductions comparable."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def versioned_bucket(s3_bucket: str, s3_endpoint: str) -> str:
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).put_bucket_versioning(
+        Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    return s3_bucket
+
+
+@pytest.fixture
+def vision_defs(ecosystem_env) -> Callable[[], object]:
+    """Builds the whole code location (with its real resource wiring) from the current env."""
+    from ecosystem_assets.project import build_definitions
+    from ecosystem_assets.settings import Settings
+
+    return lambda: build_definitions(Settings.from_env())
+
+
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory: pytest.TempPathFactory):
+    """Local storage holding the digits default and its manifest (shared: it is never modified)."""
+    from ecosystem_assets.storage import open_store
+    from ecosystem_assets.vision import dataset as ds
+
+    store = open_store(str(tmp_path_factory.mktemp("digits-storage")))
+    manifest = ds.build_manifest(ds.ensure_digits(store))
+    ds.write_manifest(store, manifest)
+    return store
+
+
+def digits_spec(store, storage_root: Path | None = None, **overrides):
+    """A TrainSpec on the digits manifest; ``storage_root`` redirects checkpoints to a fresh store."""
+    import shutil
+
+    from ecosystem_assets.vision.dataset import read_current
+    from ecosystem_assets.vision.train import TrainSpec
+
+    current = read_current(store)
+    storage_url = store.url
+    if storage_root is not None:  # copy only the manifest; images are still read from the shared source
+        shutil.copytree(Path(store.url) / "datasets" / "manifests", storage_root / "datasets" / "manifests")
+        storage_url = str(storage_root)
+    values = dict(storage_url=storage_url, source_url=current["source_url"], manifest_key=current["manifest_key"],
+                  dataset_version=current["version"], classes=tuple(current["classes"]), image_size=8, batch_size=32)
+    return TrainSpec(**{**values, **overrides})

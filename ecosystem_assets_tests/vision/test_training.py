@@ -1,0 +1,149 @@
+"""Training: two-rank DDP (gloo) equals one process on the global batch; a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from ecosystem_assets_tests.vision.conftest import digits_spec
+
+
+def _reference_training(spec, world_size: int) -> dict:
+    """One process, stepping on the *union* of what each DDP rank sees at each step."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data.distributed import DistributedSampler
+
+    from ecosystem_assets.vision.model import build_model
+    from ecosystem_assets.vision.train import load_arrays
+
+    arrays = load_arrays(spec)
+    x, y = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])
+    model = build_model(len(spec.classes), spec.color_mode, spec.image_size, spec.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    for epoch in range(spec.epochs):
+        shards = []
+        for rank in range(world_size):
+            sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed)
+            sampler.set_epoch(epoch)
+            shards.append(list(sampler))
+        for begin in range(0, len(shards[0]), spec.batch_size):
+            batch = torch.tensor([i for shard in shards for i in shard[begin:begin + spec.batch_size]])
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return model.state_dict()
+
+
+def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tmp_path, one_torch_thread):
+    import torch
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from ecosystem_assets.vision import train
+
+    spec = digits_spec(digits_store, tmp_path / "storage", epochs=2, batch_size=16, world_size=2, learning_rate=1e-3)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
+                          rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1, start_method="spawn")
+    outcomes = elastic_launch(config, train.worker)(spec.to_json())
+
+    assert sorted(outcomes) == [0, 1]
+    rank0, rank1 = outcomes[0], outcomes[1]
+    assert rank0.state_dict.keys() == rank1.state_dict.keys()
+    for name in rank0.state_dict:
+        assert torch.equal(rank0.state_dict[name], rank1.state_dict[name]), f"ranks disagree on {name}"
+    # The loss each rank reports is the all-reduced global one, hence identical too.
+    assert [r["loss"] for r in rank0.history] == [r["loss"] for r in rank1.history]
+
+    reference = _reference_training(spec, world_size=2)
+    initial = _initial_weights(spec)
+    for name, value in reference.items():
+        moved = (value - initial[name]).abs().max().item()
+        assert moved > 1e-3, f"{name} barely trained; the comparison would prove nothing"
+        assert torch.allclose(rank0.state_dict[name], value, atol=2e-5, rtol=1e-4), f"{name} differs from single-process training"
+
+    # Rank 0 published a result and a checkpoint per epoch.
+    assert rank0.result is not None and rank1.result is None
+    assert rank0.result["world_size"] == 2 and len(rank0.result["history"]) == 2
+    latest = json.loads((tmp_path / "storage" / spec.prefix / "checkpoints" / "latest.json").read_text())
+    assert latest["epoch"] == 2
+
+
+def _initial_weights(spec) -> dict:
+    from ecosystem_assets.vision.model import build_model
+
+    return build_model(len(spec.classes), spec.color_mode, spec.image_size, spec.seed).state_dict()
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path, one_torch_thread):
+    import io
+
+    import torch
+
+    from ecosystem_assets.vision import train
+
+    epochs = 6
+    spec = digits_spec(digits_store, tmp_path / "storage", epochs=epochs, learning_rate=1e-3)
+    command = [sys.executable, "-m", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    # Run 1: SIGKILL as soon as the first epoch's checkpoint is announced.
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in first.stdout:
+            if line.startswith(f"epoch 1/{epochs}"):
+                first.send_signal(signal.SIGKILL)
+                break
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == -signal.SIGKILL
+    checkpoints = tmp_path / "storage" / spec.prefix / "checkpoints"
+    done = json.loads((checkpoints / "latest.json").read_text())["epoch"]
+    assert 1 <= done < epochs  # killed mid-way (later epochs may have slipped in before the signal landed)
+    assert not (tmp_path / "storage" / spec.prefix / "model.pt").exists()
+
+    # Run 2: same spec → continues after the last checkpoint and trains only the remaining epochs.
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming after epoch {done}" in second.stdout
+    trained = [int(line.split()[1].split("/")[0]) for line in second.stdout.splitlines() if line.startswith("epoch ")]
+    assert trained == list(range(done + 1, epochs + 1))
+    result = json.loads((tmp_path / "storage" / spec.prefix / "result.json").read_text())
+    assert result["resumed_from_epoch"] == done and len(result["history"]) == epochs
+    resumed = torch.load(io.BytesIO((tmp_path / "storage" / spec.prefix / "model.pt").read_bytes()), weights_only=True)["model"]
+
+    # The interruption changed nothing: same weights as one uninterrupted run.
+    # One thread here as in the subprocesses (OMP_NUM_THREADS=1): the same reduction order.
+    uninterrupted = train.run(train.TrainSpec.from_json(json.dumps({**json.loads(spec.to_json()), "resume": False})))
+    assert uninterrupted.resumed_from_epoch == 0
+    for name, value in uninterrupted.state_dict.items():
+        assert torch.allclose(resumed[name], value, atol=1e-6), f"{name} differs after resume"
+
+
+def test_spec_fingerprint_separates_runs_that_train_differently(digits_store):
+    base = digits_spec(digits_store)
+    assert base.fingerprint == digits_spec(digits_store).fingerprint
+    assert base.fingerprint == digits_spec(digits_store, resume=False, mlflow_run_id="x").fingerprint  # bookkeeping only
+    for change in ({"epochs": 9}, {"seed": 1}, {"world_size": 2}, {"dataset_version": "other"}, {"learning_rate": 0.1}):
+        assert digits_spec(digits_store, **change).fingerprint != base.fingerprint, change
+    with pytest.raises(ValueError, match="multiple of 4"):
+        from ecosystem_assets.vision.model import build_model
+
+        build_model(10, "L", 10, 0)
+
+
+def test_rgb_mode_trains_a_three_channel_network(digits_store, tmp_path, one_torch_thread):
+    from ecosystem_assets.vision import train
+
+    spec = digits_spec(digits_store, tmp_path / "storage", epochs=1, color_mode="RGB", image_size=12)
+    outcome = train.run(spec)
+    assert outcome.state_dict["features.0.weight"].shape == (16, 3, 3, 3)
+    assert outcome.result["color_mode"] == "RGB" and outcome.history[0]["train_accuracy"] > 0.3
