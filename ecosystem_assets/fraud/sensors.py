@@ -16,9 +16,12 @@ MONITORED = dg.AssetKey("fraud_monitoring_metrics")
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
+TRIGGER_TAG = "fraud/retrain_trigger"
+
+
 def _window_end_day(record) -> str | None:
-    evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-    value = getattr(evaluation, "metadata", {}).get("window_end_day")
+    """The last day of traffic the failed evaluation judged: the retrain trains up to it."""
+    value = record.evaluation.metadata.get("window_end_day") if record.evaluation else None
     text = getattr(value, "value", value)
     return text if text and text != "none" else None
 
@@ -42,7 +45,8 @@ def build_retrain_sensor(job, cooldown_hours: float, interval_s: int = 30) -> dg
         active = instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE), limit=1)
         if active:
             return dg.SkipReason(f"a retrain is already in progress (run {active[0].run_id})")
-        last = instance.get_run_records(filters=dg.RunsFilter(job_name=job.name), limit=1)
+        # The cooldown counts this sensor's retrains only: a hand-started training must not delay a fix.
+        last = instance.get_run_records(filters=dg.RunsFilter(job_name=job.name, tags={TRIGGER_TAG: "fraud_retrain_sensor"}), limit=1)
         if last:
             age_h = (time.time() - last[0].create_timestamp.timestamp()) / 3600
             if age_h < cooldown_hours:
@@ -56,7 +60,8 @@ def build_retrain_sensor(job, cooldown_hours: float, interval_s: int = 30) -> dg
         return dg.RunRequest(
             run_key=f"fraud-retrain-after-evaluation-{newest.id}",
             run_config=run_config,
-            tags={"fraud/failed_checks": ",".join(sorted(failed)), "fraud/evaluation_run": newest.run_id},
+            tags={TRIGGER_TAG: "fraud_retrain_sensor", "fraud/failed_checks": ",".join(sorted(failed)),
+                  "fraud/evaluation_run": newest.run_id},
         )
 
     return fraud_retrain_sensor

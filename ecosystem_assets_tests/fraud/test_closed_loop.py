@@ -1,0 +1,121 @@
+"""The closed loop on a real Dagster instance with the live service: precision falls → the check
+fails → a real sensor evaluation requests exactly one retrain → the champion changes → the service
+swaps it in → the check passes; the cooldown and an in-flight retrain stop further requests."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
+from ecosystem_assets.fraud.replay import replay_day, send_history
+from ecosystem_assets.project import build_definitions
+from ecosystem_assets.resources.fraud import TransactionSource
+from ecosystem_assets.serving.app import create_app
+from ecosystem_assets.settings import Settings
+from ecosystem_assets_tests.fraud.helpers import DRIFT
+from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
+
+SOURCE = TransactionSource(drift_from=DRIFT.isoformat())  # the default population, drifting at DRIFT
+FAILING_DAY = DRIFT + timedelta(days=16)  # the rings have made the old model's precision collapse
+
+
+def definitions() -> dg.Definitions:
+    return build_definitions(Settings.from_env(), {"transactions": SOURCE})
+
+
+def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def tick(defs, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("fraud_retrain_sensor")
+    return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+
+
+@pytest.fixture
+def loop_env(ecosystem_env, dagster_instance):
+    defs = definitions()
+    backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("fraud_transactions")], instance=dagster_instance,
+        tags={"dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
+              "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1))},
+    )
+    assert backfill.success
+    first = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
+        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}})
+    assert materialized(first, "fraud_model")["champion_after"] == "1"
+    return defs
+
+
+def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_instance, monkeypatch):
+    settings = Settings.from_env()
+    app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=0.2)
+    with UvicornThread(app) as service:
+        monkeypatch.setenv("FRAUD_SERVICE_URL", service.url)  # monitoring asks the live service
+        defs = definitions()
+        send_history(service.url, pd_days(FAILING_DAY - timedelta(days=37), FAILING_DAY - timedelta(days=1)))
+        assert replay_day(service.url, str(FAILING_DAY), SOURCE.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY]).versions == {"1"}
+
+        before = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance)
+        assert before.success  # a failed monitoring check does not fail the run …
+        precision = checks(before)["live_precision_above_threshold"]
+        assert not precision.passed and precision.metadata["precision"].value < 0.8, precision.description
+        assert materialized(before, "fraud_monitoring_metrics")["evidently_report"].endswith(".html")
+
+        # … so the sensor reads check evaluations. One failed evaluation → exactly one request.
+        first = tick(defs, dagster_instance)
+        [request] = first.run_requests
+        assert defs.resolve_sensor_def("fraud_retrain_sensor").job_name == RETRAIN_JOB
+        assert request.run_key.startswith("fraud-retrain-after-evaluation-")
+        assert request.run_config["ops"]["fraud_features"]["config"]["end_date"] == str(FAILING_DAY)
+        again = tick(defs, dagster_instance, cursor=first.cursor)
+        assert not again.run_requests and "already handled" in again.skip_message
+
+        retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
+            instance=dagster_instance, run_config=request.run_config, tags=request.tags)
+        model = materialized(retrain, "fraud_model")
+        assert model["promoted"] is True and model["champion_after"] == "2", model["reason"]
+        assert str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion").version) == "2"
+
+        deadline = time.monotonic() + 30  # the service picks the new champion up by itself
+        while app.state.watcher.current.version != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        next_day = FAILING_DAY + timedelta(days=1)
+        assert replay_day(service.url, str(next_day), SOURCE.days(next_day, next_day)[next_day]).versions == {"2"}
+        after = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance)
+        recovered = checks(after)["live_precision_above_threshold"]
+        assert recovered.passed and recovered.metadata["precision"].value >= 0.8, recovered.description
+        assert recovered.metadata["model_version"].value == "2"
+
+        # A new failure right after: the cooldown stops a second retrain, and says so.
+        monkeypatch.setenv("FRAUD_PRECISION_THRESHOLD", "0.999")
+        strict = definitions()
+        assert not checks(strict.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance))[
+            "live_precision_above_threshold"].passed
+        cooled = tick(strict, dagster_instance, cursor=first.cursor)
+        assert not cooled.run_requests and "cooldown is 6 h" in cooled.skip_message
+
+        # With no cooldown, a retrain already queued still stops a second one.
+        monkeypatch.setenv("FRAUD_RETRAIN_COOLDOWN_HOURS", "0")
+        eager = definitions()
+        queued = dagster_instance.create_run_for_job(eager.resolve_job_def(RETRAIN_JOB), run_config=request.run_config)
+        busy = tick(eager, dagster_instance, cursor=first.cursor)
+        assert not busy.run_requests and f"already in progress (run {queued.run_id})" in busy.skip_message
+        dagster_instance.delete_run(queued.run_id)
+        assert len(tick(eager, dagster_instance, cursor=first.cursor).run_requests) == 1
+
+
+def pd_days(first, last):
+    import pandas as pd
+
+    return pd.concat(SOURCE.days(first, last).values(), ignore_index=True)

@@ -1,0 +1,63 @@
+"""One feature function: the service computes exactly what training computes, for the same history."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import requests
+
+from ecosystem_assets.fraud.features import FEATURES, FeatureState, feature_table
+from ecosystem_assets.fraud.replay import replay_day, send_history
+from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
+
+
+def test_service_features_equal_offline_features(fraud_service):
+    first_live = DRIFT - timedelta(days=4)
+    history = frames(first_live - timedelta(days=37), first_live - timedelta(days=1))
+    live = frames(first_live, first_live + timedelta(days=1))
+    assert send_history(fraud_service.url, history) == len(history)
+    assert send_history(fraud_service.url, history) == 0  # a repeated upload adds nothing
+    for day, frame in live.groupby(live["timestamp"].dt.date):
+        report = replay_day(fraud_service.url, str(day), frame, workers=4)
+        assert report.transactions == len(frame)
+
+    offline = feature_table(pd.concat([history, live], ignore_index=True)).set_index("transaction_id")
+    stored = fraud_service.store.live_features(window_hours=24 * 3)
+    with fraud_service.store.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        from ecosystem_assets.serving.store import predictions
+
+        rows = conn.execute(sa.select(predictions.c.transaction_id, predictions.c.features)).all()
+    assert len(rows) == len(live) == len(stored)
+    online = np.array([json.loads(r.features) for r in rows])
+    expected = offline.loc[[r.transaction_id for r in rows], FEATURES].to_numpy()
+    np.testing.assert_allclose(online, expected, rtol=0, atol=1e-9)
+    # The windows saw real history: 30-day customer counts well above a cold start's 1.
+    assert online[:, FEATURES.index("customer_nb_tx_30d")].mean() > 10
+    assert online[:, FEATURES.index("terminal_nb_tx_30d")].mean() > 5
+
+
+def test_terminal_risk_ignores_the_last_seven_days():
+    from datetime import datetime, timezone
+
+    state = FeatureState()
+    t0 = datetime(2026, 8, 1, 12, tzinfo=timezone.utc)
+    for i, (days_ago, fraud) in enumerate([(10, 1), (9, 0), (3, 1), (1, 1)]):
+        state.observe(f"x{i}", f"c{i}", "T1", 10.0, t0 - timedelta(days=days_ago))
+        state.label(f"x{i}", fraud)
+    row = dict(zip(FEATURES, state.features("c9", "T1", 20.0, t0)))
+    assert row["terminal_nb_tx_7d"] == 2 and row["terminal_risk_7d"] == 0.5  # 10 and 9 days ago only
+    assert row["customer_nb_tx_1d"] == 1 and row["customer_mean_amount_1d"] == 20.0  # the current one counts
+
+
+def test_monitoring_is_per_serving_version(fraud_service):
+    day = frames(DRIFT - timedelta(days=2), DRIFT - timedelta(days=2))
+    replay_day(fraud_service.url, "d", day, workers=4)
+    body = requests.get(f"{fraud_service.url}/monitoring", params={"window_hours": 24}).json()
+    assert body["model_version"] == "1" and body["predictions"] == len(day) == body["labelled"]
+    flagged = body["flagged_labelled"]
+    assert flagged > 0 and body["precision"] is not None
