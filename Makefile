@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(abspath $(ECOSYSTEM_HOME))/dagster
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo dev test bench clean
+.PHONY: setup demo dev serve replay test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ demo: setup
 	$(BIN)/ecosystem-assets demo
 
 dev: setup
-	$(BIN)/dagster dev -m ecosystem_assets.definitions
+	FRAUD_RETRAIN_COOLDOWN_HOURS=$${FRAUD_RETRAIN_COOLDOWN_HOURS:-0.02} FRAUD_MONITORING_CRON="$${FRAUD_MONITORING_CRON:-*/5 * * * *}" \
+	  $(BIN)/dagster dev -m ecosystem_assets.definitions
+
+serve: setup
+	$(BIN)/ecosystem-assets serve --port $(or $(PORT),8000)
+
+# The closed-loop story (README): skimming rings start 20 days ago; the story's cooldown is short
+# because 30 days are replayed in minutes. Run `make dev` and `make serve` first, in other terminals.
+replay: setup
+	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '20 days ago' +%F)} \
+	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -35,6 +45,10 @@ test: setup
 bench: setup
 	$(BIN)/python bench/load_time.py
 	$(BIN)/python bench/sales_summary.py
+	$(BIN)/python bench/cnn_throughput.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/fraud_service.py
+	$(BIN)/python bench/fraud_loop.py
 
 clean:
 	rm -rf $(ECOSYSTEM_HOME)

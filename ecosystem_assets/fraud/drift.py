@@ -90,6 +90,7 @@ def evidently_report_html(reference: Any, current: Any, columns: list[str], max_
     """Evidently's DataDriftPreset as HTML (on at most ``max_rows`` per side) and its summary dict."""
     import os
     import tempfile
+    import warnings
 
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from evidently import DataDefinition, Dataset, Report
@@ -101,7 +102,9 @@ def evidently_report_html(reference: Any, current: Any, columns: list[str], max_
     definition = DataDefinition(numerical_columns=columns)
     cur = Dataset.from_pandas(sample(current), data_definition=definition)
     ref = Dataset.from_pandas(sample(reference), data_definition=definition)
-    snapshot = Report([DataDriftPreset()]).run(cur, ref)  # Evidently 0.7: current first
+    with warnings.catch_warnings():  # constant columns make its correlation plots divide by zero
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataDriftPreset()]).run(cur, ref)  # Evidently 0.7: current first
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "drift.html")
         snapshot.save_html(path)

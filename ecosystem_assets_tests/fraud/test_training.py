@@ -1,0 +1,79 @@
+"""Training, threshold choice and the champion gate, through MLflow's registry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from ecosystem_assets.fraud import model
+from ecosystem_assets.fraud.checks import feature_expectations, precision_verdict
+from ecosystem_assets.fraud.features import FEATURES, feature_table
+from ecosystem_assets.quality import validate_frame
+from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, train_champion
+
+
+@pytest.fixture(scope="module")
+def table():
+    end = DRIFT - timedelta(days=1)
+    raw = frames(end - timedelta(days=14 + 37 - 1), end)
+    features = feature_table(raw)
+    return features[features["timestamp"] >= str(end - timedelta(days=13))].reset_index(drop=True)
+
+
+def test_threshold_reaches_the_target_on_calibration_and_holdout_is_unseen(table):
+    trained, holdout = model.train(table, calibration_days=2, holdout_days=2, target_precision=0.9)
+    fit, calibration, held = model.split_by_time(table, 2, 2)
+    assert held.equals(holdout) and fit["timestamp"].max() < calibration["timestamp"].min() < held["timestamp"].min()
+    assert len(fit) == trained.train_rows
+    assert trained.score(calibration).precision >= 0.9  # the lowest threshold reaching the target
+    assert trained.score(holdout).labelled == len(holdout)
+
+
+def test_worse_challenger_is_registered_but_not_promoted(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    champion = train_champion(uri, tmp_path / "a", DRIFT - timedelta(days=1))
+    weak = train_champion(uri, tmp_path / "a", DRIFT - timedelta(days=1), max_iter=1, learning_rate=0.01, max_leaf_nodes=2)
+    assert champion.promoted and not weak.promoted
+    assert weak.version == "2" and weak.champion_before == "1"
+    assert weak.champion_score is not None and weak.new.key() < weak.champion_score.key()
+    assert weak.reason.startswith("worse than the champion") and "same holdout" in weak.reason
+    client = MlflowClient(uri)
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+    tags = client.get_model_version("fraud-detector", "2").tags
+    assert tags["promotion"] == weak.reason and float(tags["threshold"]) == weak.new.threshold
+    run = client.get_run(weak.run_id)
+    assert {"precision", "recall", "average_precision"} <= set(run.data.metrics)
+    assert run.data.params["max_iter"] == "1"
+
+
+def test_feature_gate_catches_bad_tables(table):
+    assert validate_frame(table, "fraud_features", feature_expectations(FEATURES)).success
+    broken = table.copy()
+    broken.loc[0, "amount"] = -5.0
+    broken.loc[1, "is_fraud"] = 2
+    broken.loc[2, "terminal_risk_7d"] = None
+    report = validate_frame(broken, "fraud_features", feature_expectations(FEATURES))
+    failed = {(f.expectation, f.column) for f in report.failures}
+    assert {("expect_column_values_to_be_between", "amount"), ("expect_column_values_to_be_in_set", "is_fraud"),
+            ("expect_column_values_to_not_be_null", "terminal_risk_7d")} <= failed
+    all_fraud = table.assign(is_fraud=1)
+    assert ("expect_column_mean_to_be_between", "is_fraud") in {
+        (f.expectation, f.column) for f in validate_frame(all_fraud, "fraud_features", feature_expectations(FEATURES)).failures}
+
+
+@pytest.mark.parametrize(
+    ("labelled", "precision", "passed", "words"),
+    [(50, 0.1, True, "not judged"), (500, 0.79, False, "below 0.80"), (500, 0.8, True, "≥ 0.80"), (500, None, True, "undefined")],
+)
+def test_precision_verdict(labelled, precision, passed, words):
+    ok, reason = precision_verdict({"labelled": labelled, "precision": precision, "model_version": "3"}, 0.8, 200)
+    assert ok is passed and words in reason
+
+
+def test_too_few_frauds_is_a_clear_error(table):
+    no_fraud = table.assign(is_fraud=0)
+    with pytest.raises(ValueError, match="the train split has 0 frauds"):
+        model.train(no_fraud)
