@@ -4,9 +4,10 @@ Same tests, thresholds and verdict rule as Evidently's DataDriftPreset (0.7) for
 more than 1,000 rows: a column with at most 5 distinct values → Jensen–Shannon distance of the
 value frequencies; any other numerical column → Wasserstein distance normed by the reference's
 standard deviation; a column drifts at ≥ 0.1, the dataset when ≥ half of its columns drift.
-The Wasserstein distance is computed from 1,000 quantiles of each side (exact for the quantile
-functions sampled there) instead of a full merge of both samples, which is what makes 1 M rows
-take a second or two. The Evidently report itself is rendered on a sample, for people to read.
+The Wasserstein distance is computed exactly, from both samples sorted once and their empirical
+CDFs compared at every distinct value (what SciPy does, without its per-call overhead), so
+verdicts agree with Evidently even for a column scoring next to the threshold. The Evidently
+report itself is rendered on a sample, for people to read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 COLUMN_THRESHOLD = 0.1
 DRIFT_SHARE = 0.5
-QUANTILES = 1000
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,14 @@ class DriftResult:
 
 
 def _wasserstein_normed(reference, current) -> float:
+    """W1 = ∫ |F_ref(x) − F_cur(x)| dx over the merged support, normed by the reference's std."""
     import numpy as np
 
-    grid = (np.arange(QUANTILES) + 0.5) / QUANTILES
-    distance = float(np.mean(np.abs(np.quantile(reference, grid) - np.quantile(current, grid))))
+    ref, cur = np.sort(reference), np.sort(current)
+    support = np.union1d(ref, cur)
+    cdf_ref = np.searchsorted(ref, support[:-1], side="right") / len(ref)
+    cdf_cur = np.searchsorted(cur, support[:-1], side="right") / len(cur)
+    distance = float(np.sum(np.abs(cdf_ref - cdf_cur) * np.diff(support)))
     return distance / max(float(np.std(reference)), 0.001)
 
 

@@ -3,8 +3,8 @@ cannot drift apart: `FeatureState.features` computes a transaction's features fr
 state has seen, and `FeatureState.observe` / `label` add to that history.
 
 Features, after the handbook (Le Borgne et al., ch. 3.4):
-- the customer's number of transactions and mean amount over the last 1, 7 and 30 days, the
-  current transaction included;
+- the customer's number of transactions and mean amount over the last 1, 7 and 30 days: the
+  current transaction and the customer's strictly earlier ones;
 - the terminal's number of transactions and fraud rate over 7 and 30 days *ending 7 days ago*:
   fraud labels arrive with a delay, so the last 7 days are never used;
 - night (before 06:00 or from 22:00, in the timestamp's own offset) and weekend flags.
@@ -45,26 +45,33 @@ class FeatureState:
     def features(self, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> list[float]:
         """Features of a transaction given the history so far (it need not have been observed)."""
         t = timestamp.timestamp()
+        # One pass over each history for all its windows (the serving path runs this per request).
+        counts = [1] * len(CUSTOMER_WINDOWS)  # the current transaction counts
+        totals = [float(amount)] * len(CUSTOMER_WINDOWS)
+        for ts, value in self.customers.get(customer_id, ()):
+            age = t - ts
+            # Strictly earlier only: transactions at the same instant must not depend on which the
+            # service happened to receive first (offline order is arbitrary there too).
+            if 0 < age:
+                for i, window in enumerate(CUSTOMER_WINDOWS):
+                    if age < window * DAY:
+                        counts[i] += 1
+                        totals[i] += value
         row = [float(amount)]
-        history = self.customers.get(customer_id, ())
-        for window in CUSTOMER_WINDOWS:
-            since = t - window * DAY
-            count, total = 1, float(amount)  # the current transaction counts
-            for ts, value in history:
-                if since < ts <= t:
-                    count += 1
-                    total += value
+        for count, total in zip(counts, totals):
             row += [float(count), total / count]
-        seen = self.terminals.get(terminal_id, ())
         until = t - LABEL_DELAY_DAYS * DAY
-        for window in TERMINAL_WINDOWS:
-            since = until - window * DAY
-            count = frauds = 0
-            for ts, tx_id in seen:
-                if since <= ts < until:
-                    count += 1
-                    frauds += self.labels.get(tx_id, 0)
-            row += [float(count), frauds / count if count else 0.0]
+        seen = [0] * len(TERMINAL_WINDOWS)
+        frauds = [0] * len(TERMINAL_WINDOWS)
+        for ts, tx_id in self.terminals.get(terminal_id, ()):
+            if ts < until:
+                label = self.labels.get(tx_id, 0)
+                for i, window in enumerate(TERMINAL_WINDOWS):
+                    if ts >= until - window * DAY:
+                        seen[i] += 1
+                        frauds[i] += label
+        for count, fraud in zip(seen, frauds):
+            row += [float(count), fraud / count if count else 0.0]
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 

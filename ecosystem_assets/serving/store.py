@@ -6,13 +6,15 @@ The prediction log is also the online feature history: on start the service repl
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from ecosystem_assets.fraud.features import FEATURES
+
+FEATURE_COLUMNS = [f"feature_{name}" for name in FEATURES]  # "amount" is also a raw column
 metadata = sa.MetaData()
 predictions = sa.Table(
     "predictions",
@@ -24,7 +26,8 @@ predictions = sa.Table(
     sa.Column("amount", sa.Float, nullable=False),
     sa.Column("tx_time", sa.Float, nullable=False, index=True),  # transaction time, epoch seconds
     sa.Column("tx_offset_min", sa.Integer, nullable=False),  # its UTC offset, to rebuild local time
-    sa.Column("features", sa.Text, nullable=False),  # JSON list, in FEATURES order
+    # One typed column per feature: the monitoring reads a million rows without decoding anything.
+    *[sa.Column(column, sa.Float, nullable=False) for column in FEATURE_COLUMNS],
     sa.Column("fraud_probability", sa.Float, nullable=False),
     sa.Column("is_fraud", sa.Boolean, nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False, index=True),
@@ -216,23 +219,17 @@ class PredictionStore:
         """Features (and labels where known) of the last ``window_hours`` of traffic, for drift."""
         import pandas as pd
 
-        from ecosystem_assets.fraud.features import FEATURES
-
         end = self.latest_tx_time()
         if end is None:
             return pd.DataFrame(columns=[*FEATURES, "label", "model_version"])
         p, f = predictions.c, feedback.c
         query = (
-            sa.select(p.features, f.is_fraud, p.model_version)
+            sa.select(*[p[c].label(name) for c, name in zip(FEATURE_COLUMNS, FEATURES)], f.is_fraud.label("label"), p.model_version)
             .select_from(predictions.outerjoin(feedback))
             .where(p.tx_time > end - window_hours * 3600)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        frame = pd.DataFrame([json.loads(r.features) for r in rows], columns=FEATURES)
-        frame["label"] = [None if r.is_fraud is None else int(r.is_fraud) for r in rows]
-        frame["model_version"] = [r.model_version for r in rows]
-        return frame
+            return pd.read_sql(query, conn)
 
     def counts(self) -> tuple[int, int]:
         with self.engine.connect() as conn:
