@@ -26,6 +26,7 @@ class Champion:
     version: str
     estimator: Any
     threshold: float
+    score: Any  # X (n × features) → P(fraud); see fast_trees
 
 
 def champion_version(tracking_uri: str) -> Any | None:
@@ -42,8 +43,10 @@ def load_champion(tracking_uri: str, version: Any) -> Champion:
     import mlflow.sklearn
 
     mlflow.set_tracking_uri(tracking_uri)  # `models:/` URIs resolve against the global registry URI
+    from ecosystem_assets.serving.fast_trees import fast_scorer
+
     estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    return Champion(str(version.version), estimator, float(version.tags["threshold"]))
+    return Champion(str(version.version), estimator, float(version.tags["threshold"]), fast_scorer(estimator))
 
 
 class ChampionWatcher:
@@ -214,7 +217,7 @@ class Scorer:
         champion = self.watcher.current  # one model for the whole batch, even if a swap lands now
         predictions = [item for item in batch if item.kind == "predict"]
         if predictions:
-            probabilities = champion.estimator.predict_proba(np.asarray([item.features for item in predictions]))[:, 1]
+            probabilities = champion.score(np.asarray([item.features for item in predictions]))
             now = time.time()
             for item, probability in zip(predictions, probabilities):
                 item.row.update(fraud_probability=float(probability), is_fraud=bool(probability >= champion.threshold),

@@ -76,22 +76,6 @@ class WindowMetrics:
     window_end: float | None
 
 
-def feedback_in(conn: sa.Connection, prediction_id: str, is_fraud: bool) -> tuple[str, str]:
-    row = conn.execute(
-        sa.select(predictions.c.transaction_id, feedback.c.is_fraud)
-        .select_from(predictions.outerjoin(feedback))
-        .where(predictions.c.prediction_id == prediction_id)
-    ).first()
-    if row is None:
-        raise UnknownPrediction(prediction_id)
-    if row.is_fraud is not None:
-        if bool(row.is_fraud) != bool(is_fraud):
-            raise ConflictingFeedback(f"prediction {prediction_id} is already labelled is_fraud={bool(row.is_fraud)}")
-        return "unchanged", row.transaction_id
-    conn.execute(feedback.insert().values(prediction_id=prediction_id, is_fraud=bool(is_fraud), received_at=time.time()))
-    return "recorded", row.transaction_id
-
-
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync (durable in WAL mode)."""
     if url.startswith("sqlite"):
@@ -119,16 +103,6 @@ class PredictionStore:
         self.engine = create_engine(url)
         metadata.create_all(self.engine)
 
-    def add_predictions(self, rows: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(predictions.insert(), rows)
-
-    def record_feedback(self, prediction_id: str, is_fraud: bool) -> tuple[str, str]:
-        """Store a label; the same label again is a no-op ('unchanged'), a different one a conflict.
-        Returns (status, transaction_id)."""
-        with self.engine.begin() as conn:
-            return feedback_in(conn, prediction_id, is_fraud)
-
     def write_batch(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]]) -> list[tuple[str, str] | Exception]:
         """One transaction for a batch: insert predictions, then apply labels in order. Returns, per
         label, (status, transaction_id) or the error that label alone met (the rest still commit)."""
@@ -136,11 +110,31 @@ class PredictionStore:
         with self.engine.begin() as conn:
             if rows:
                 conn.execute(predictions.insert(), rows)
-            for prediction_id, is_fraud in labels:
-                try:
-                    outcomes.append(feedback_in(conn, prediction_id, is_fraud))
-                except (UnknownPrediction, ConflictingFeedback) as exc:
-                    outcomes.append(exc)
+            if labels:
+                ids = sorted({pid for pid, _ in labels})
+                known = {
+                    r.prediction_id: [r.transaction_id, r.is_fraud]
+                    for r in conn.execute(
+                        sa.select(predictions.c.prediction_id, predictions.c.transaction_id, feedback.c.is_fraud)
+                        .select_from(predictions.outerjoin(feedback))
+                        .where(predictions.c.prediction_id.in_(ids))
+                    )
+                }
+                fresh = []
+                for prediction_id, is_fraud in labels:
+                    entry = known.get(prediction_id)
+                    if entry is None:
+                        outcomes.append(UnknownPrediction(prediction_id))
+                    elif entry[1] is None:
+                        entry[1] = bool(is_fraud)
+                        fresh.append({"prediction_id": prediction_id, "is_fraud": bool(is_fraud), "received_at": time.time()})
+                        outcomes.append(("recorded", entry[0]))
+                    elif bool(entry[1]) != bool(is_fraud):
+                        outcomes.append(ConflictingFeedback(f"prediction {prediction_id} is already labelled is_fraud={bool(entry[1])}"))
+                    else:
+                        outcomes.append(("unchanged", entry[0]))
+                if fresh:
+                    conn.execute(feedback.insert(), fresh)
         return outcomes
 
     def latest_tx_time(self) -> float | None:

@@ -1,0 +1,39 @@
+"""The compiled forest scores exactly like scikit-learn, and steps aside where it cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from ecosystem_assets.serving.fast_trees import CompiledForest, fast_scorer
+
+
+def fitted(**params):
+    rng = np.random.default_rng(3)
+    X = rng.gamma(2.0, 20.0, (6_000, 5))
+    X[:, 4] = rng.integers(0, 3, 6_000)
+    X[rng.random(X.shape) < 0.02] = np.nan  # missing values take their learned side
+    y = ((np.nan_to_num(X[:, 0]) > 80) | (X[:, 4] == 2) & (np.nan_to_num(X[:, 1]) > 30)).astype(int)
+    return HistGradientBoostingClassifier(random_state=0, **params).fit(X, y), X
+
+
+def test_compiled_equals_predict_proba_on_real_rows_and_batches_of_any_size():
+    model, X = fitted(max_iter=150)
+    compiled = CompiledForest.compile(model)
+    assert compiled is not None and compiled.agrees_with(model, X.shape[1])
+    for rows in (X[:1], X[:7], X[:3_000]):
+        np.testing.assert_allclose(compiled.predict_proba1(rows), model.predict_proba(rows)[:, 1], rtol=0, atol=1e-12)
+    score = fast_scorer(model)
+    assert isinstance(getattr(score, "__self__", None), CompiledForest)  # the compiled path was chosen
+
+
+def test_unsupported_models_fall_back_to_predict_proba():
+    X = np.random.default_rng(0).random((200, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    linear = LogisticRegression().fit(X, y)
+    assert CompiledForest.compile(linear) is None
+    np.testing.assert_allclose(fast_scorer(linear)(X), linear.predict_proba(X)[:, 1])
+    categorical = HistGradientBoostingClassifier(categorical_features=[2], max_iter=20).fit(
+        np.c_[X[:, :2], (X[:, 2] * 4).astype(int)], y)
+    assert CompiledForest.compile(categorical) is None
