@@ -1,0 +1,67 @@
+"""The prediction/feedback store on SQLite (WAL) and, when ECOSYSTEM_TEST_POSTGRES_URL is set, Postgres."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ecosystem_assets.fraud.features import FEATURES
+from ecosystem_assets.serving.store import FEATURE_COLUMNS, ConflictingFeedback, PredictionStore, UnknownPrediction
+
+POSTGRES = os.environ.get("ECOSYSTEM_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason="ECOSYSTEM_TEST_POSTGRES_URL not set"))])
+def store(request, tmp_path: Path):
+    if request.param == "sqlite":
+        yield PredictionStore(f"sqlite:///{tmp_path / 'service.db'}")
+        return
+    schema = f"t_{uuid.uuid4().hex[:10]}"  # a private schema per test
+    admin = sa.create_engine(POSTGRES)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = sa.engine.make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield PredictionStore(url.render_as_string(hide_password=False))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def row(pid: str, tx_time: float, decision: bool, version: str = "1") -> dict:
+    return {"prediction_id": pid, "transaction_id": f"tx-{pid}", "customer_id": "C1", "terminal_id": "T1", "amount": 12.5,
+            "tx_time": tx_time, "tx_offset_min": 60, **{c: float(i) for i, c in enumerate(FEATURE_COLUMNS)},
+            "fraud_probability": 0.9 if decision else 0.1, "is_fraud": decision, "model_version": version, "created_at": tx_time}
+
+
+def test_batches_labels_and_window_metrics(store):
+    day = 86_400.0
+    store.write_batch([row("a", 10 * day, True), row("b", 10 * day + 60, True), row("c", 10 * day + 120, False),
+                       row("old", 8 * day, True)], [])
+    outcomes = store.write_batch([row("d", 10 * day + 180, False, version="2")],
+                                 [("a", True), ("b", False), ("c", True), ("a", True), ("zzz", True), ("b", True)])
+    assert outcomes[:4] == [("recorded", "tx-a"), ("recorded", "tx-b"), ("recorded", "tx-c"), ("unchanged", "tx-a")]
+    assert isinstance(outcomes[4], UnknownPrediction) and isinstance(outcomes[5], ConflictingFeedback)
+    assert store.counts() == (5, 3)
+
+    v1 = store.window_metrics(24, model_version="1")  # "old" is outside the last 24 h of traffic
+    assert (v1.predictions, v1.labelled, v1.flagged_labelled) == (3, 3, 2)
+    assert v1.precision == 0.5 and v1.recall == 0.5
+    assert store.window_metrics(24).predictions == 4 and store.window_metrics(24 * 5).predictions == 5
+
+    live = store.live_features(24)
+    assert list(live.columns[: len(FEATURES)]) == FEATURES and len(live) == 4
+    assert live["amount"].tolist() == [0.0] * 4  # the feature column, not the raw amount
+    assert sorted(live["label"].dropna().astype(int).tolist()) == [0, 1, 1]
+
+
+def test_history_is_loaded_once_and_joins_the_feature_history(store):
+    history = [{"transaction_id": f"h{i}", "customer_id": "C1", "terminal_id": "T1", "amount": 1.0, "tx_time": 100.0 + i,
+                "tx_offset_min": 0, "is_fraud": i % 2 == 0} for i in range(5)]
+    assert len(store.add_history(history)) == 5 and store.add_history(history) == []
+    store.write_batch([row("p", 200.0, False)], [("p", True)])
+    seen = store.feature_history(since=0)
+    assert [r["transaction_id"] for r in seen] == ["h0", "h1", "h2", "h3", "h4", "tx-p"]
+    assert seen[-1]["is_fraud"] is True and store.latest_seen_time() == 200.0
