@@ -33,10 +33,10 @@ dev: setup
 serve: setup
 	$(BIN)/ecosystem-assets serve --port $(or $(PORT),8000)
 
-# The closed-loop story (README): skimming rings start 20 days ago; the story's cooldown is short
+# The closed-loop story (README): skimming rings start 28 days ago; the story's cooldown is short
 # because 30 days are replayed in minutes. Run `make dev` and `make serve` first, in other terminals.
 replay: setup
-	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '20 days ago' +%F)} \
+	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '28 days ago' +%F)} \
 	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30
 
 test: setup
