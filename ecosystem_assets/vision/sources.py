@@ -1,9 +1,8 @@
 """Where images are read from: a local folder, an S3 prefix (object VersionIds included) or a
 folder inside artifact storage, all behind the `Store` interface.
 
-Listing and reading S3 are done here rather than through `S3Store` for two things it does not
-give: the VersionId of what was read (and reading a pinned version), and a listing that stays
-inside the folder with errors that name the bucket.
+Reading S3 is done here rather than through `S3Store` for what it does not give: the VersionId of
+what was read, and reading a pinned version.
 """
 
 from __future__ import annotations
@@ -67,20 +66,8 @@ def _s3_error(action: str, uri: str, exc: Exception) -> StorageError:
 
 
 def list_keys(store: Store) -> Iterator[str]:
-    """All keys under ``store``. S3 is listed here with a trailing-slash prefix (``imgs`` must not
-    match ``imgs2/…``) and errors name the bucket, not an internal key."""
-    if not isinstance(store, S3Store):  # PrefixStore filters its own listing
-        yield from store.list_keys()
-        return
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    prefix = f"{store.prefix}/" if store.prefix else ""
-    try:
-        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(prefix):]
-    except (BotoCoreError, ClientError) as exc:
-        raise _s3_error("list", store.url, exc) from None
+    """All keys under ``store`` (S3 listings use a trailing-slash prefix and name the bucket on errors)."""
+    yield from store.list_keys()
 
 
 def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[bytes, str | None]:
