@@ -122,7 +122,6 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
 
         added = send_history(service, pd.concat(past.values(), ignore_index=True))
         print(f"  feature history: {added} labelled past transactions loaded")
-    defs = instance = None
     if with_dagster:
         import dagster as dg
 

@@ -9,7 +9,7 @@ then recall.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -35,9 +35,6 @@ class Score:
     def key(self) -> tuple[bool, float, float]:
         """Higher is better: meeting the precision target, then recall, then precision."""
         return (self.meets_target, self.recall if self.meets_target else self.precision, self.average_precision)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def score(probabilities, labels, threshold: float, target_precision: float) -> Score:

@@ -56,7 +56,6 @@ class ChampionWatcher:
         self.tracking_uri = tracking_uri
         self.poll_s = poll_s
         self.current: Champion | None = None
-        self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,7 +66,6 @@ class ChampionWatcher:
             return False
         champion = load_champion(self.tracking_uri, version)
         self.current = champion  # one reference assignment: requests see the old or the new model
-        self.swaps += 1
         log.info("serving %s version %s (threshold %.4f)", MODEL_NAME, champion.version, champion.threshold)
         return True
 
