@@ -9,13 +9,13 @@ Features, after the handbook (Le Borgne et al., ch. 3.4):
   fraud labels arrive with a delay, so the last 7 days are never used;
 - night (before 06:00 or from 22:00, in the timestamp's own offset) and weekend flags.
 
-Plain Python over small per-entity deques: a few microseconds a transaction, no pandas on the
-serving path.
+Plain Python over per-entity lists kept in time order: each window is two binary searches and a
+slice, about 10 µs a transaction, no pandas on the serving path.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,59 +32,68 @@ FEATURES = (
 )
 _CUSTOMER_KEEP = max(CUSTOMER_WINDOWS) * DAY
 _TERMINAL_KEEP = (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * DAY
+_EMPTY: tuple[list, list] = ([], [])
+
+
+def _insert(times: list[float], values: list, t: float, value) -> None:
+    """Add (t, value) keeping ``times`` sorted; equal times keep arrival order."""
+    if not times or t >= times[-1]:
+        times.append(t)
+        values.append(value)
+    else:  # out of order (a late transaction): rare, so a list insert is fine
+        at = bisect_right(times, t)
+        times.insert(at, t)
+        values.insert(at, value)
 
 
 @dataclass
 class FeatureState:
-    """Per-customer and per-terminal history, trimmed to what the windows can still see."""
+    """Per-customer (times, amounts) and per-terminal (times, transaction ids) history, in time
+    order and trimmed to what the windows can still see; fraud labels by transaction id."""
 
-    customers: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
-    terminals: dict[str, deque[tuple[float, str]]] = field(default_factory=dict)
+    customers: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    terminals: dict[str, tuple[list[float], list[str]]] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
 
     def features(self, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> list[float]:
         """Features of a transaction given the history so far (it need not have been observed)."""
         t = timestamp.timestamp()
-        # One pass over each history for all its windows (the serving path runs this per request).
-        counts = [1] * len(CUSTOMER_WINDOWS)  # the current transaction counts
-        totals = [float(amount)] * len(CUSTOMER_WINDOWS)
-        for ts, value in self.customers.get(customer_id, ()):
-            age = t - ts
-            # Strictly earlier only: transactions at the same instant must not depend on which the
-            # service happened to receive first (offline order is arbitrary there too).
-            if 0 < age:
-                for i, window in enumerate(CUSTOMER_WINDOWS):
-                    if age < window * DAY:
-                        counts[i] += 1
-                        totals[i] += value
-        row = [float(amount)]
-        for count, total in zip(counts, totals):
-            row += [float(count), total / count]
-        until = t - LABEL_DELAY_DAYS * DAY
-        seen = [0] * len(TERMINAL_WINDOWS)
-        frauds = [0] * len(TERMINAL_WINDOWS)
-        for ts, tx_id in self.terminals.get(terminal_id, ()):
-            if ts < until:
-                label = self.labels.get(tx_id, 0)
-                for i, window in enumerate(TERMINAL_WINDOWS):
-                    if ts >= until - window * DAY:
-                        seen[i] += 1
-                        frauds[i] += label
-        for count, fraud in zip(seen, frauds):
-            row += [float(count), fraud / count if count else 0.0]
+        amount = float(amount)
+        row = [amount]
+        times, amounts = self.customers.get(customer_id, _EMPTY)
+        # Strictly earlier only: transactions at the same instant must not depend on which the
+        # service happened to receive first (offline order is arbitrary there too).
+        end = bisect_left(times, t)
+        for window in CUSTOMER_WINDOWS:
+            start = bisect_right(times, t - window * DAY, 0, end)  # younger than the window
+            count = end - start + 1  # the current transaction counts
+            row += [float(count), sum(amounts[start:end], amount) / count]
+        until = t - LABEL_DELAY_DAYS * DAY  # labels of the last 7 days are not known yet
+        times, ids = self.terminals.get(terminal_id, _EMPTY)
+        end = bisect_left(times, until)
+        first = bisect_left(times, until - max(TERMINAL_WINDOWS) * DAY, 0, end)
+        frauds = [self.labels.get(tx_id, 0) for tx_id in ids[first:end]]  # the widest window, once
+        for window in TERMINAL_WINDOWS:
+            start = bisect_left(times, until - window * DAY, first, end) - first
+            count = len(frauds) - start
+            row += [float(count), sum(frauds[start:]) / count if count else 0.0]
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 
     def observe(self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> None:
         t = timestamp.timestamp()
-        customer = self.customers.setdefault(customer_id, deque())
-        customer.append((t, float(amount)))
-        while customer and customer[0][0] <= t - _CUSTOMER_KEEP:
-            customer.popleft()
-        terminal = self.terminals.setdefault(terminal_id, deque())
-        terminal.append((t, transaction_id))
-        while terminal and terminal[0][0] < t - _TERMINAL_KEEP:
-            self.labels.pop(terminal.popleft()[1], None)
+        times, amounts = self.customers.setdefault(customer_id, ([], []))
+        _insert(times, amounts, t, float(amount))
+        drop = bisect_right(times, t - _CUSTOMER_KEEP)
+        if drop:
+            del times[:drop], amounts[:drop]
+        times, ids = self.terminals.setdefault(terminal_id, ([], []))
+        _insert(times, ids, t, transaction_id)
+        drop = bisect_left(times, t - _TERMINAL_KEEP)
+        if drop:
+            for tx_id in ids[:drop]:
+                self.labels.pop(tx_id, None)
+            del times[:drop], ids[:drop]
 
     def label(self, transaction_id: str, is_fraud: int) -> None:
         self.labels[transaction_id] = int(is_fraud)

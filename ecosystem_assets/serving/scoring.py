@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ecosystem_assets.fraud.features import LABEL_DELAY_DAYS, TERMINAL_WINDOWS, FeatureState
 from ecosystem_assets.fraud.model import MODEL_NAME
-from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore
+from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore, time_ordered_id
 
 log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
@@ -170,7 +169,7 @@ class Scorer:
             while not self._queue.empty() and len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._process, batch)
+                outcomes = self._process(batch)
             except Exception as exc:  # noqa: BLE001 — the whole batch failed (e.g. the database is down)
                 outcomes = [exc] * len(batch)
             for item, outcome in zip(batch, outcomes):
@@ -195,7 +194,7 @@ class Scorer:
             features = self.state.features(tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
             self.state.observe(tx["transaction_id"], tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
         row = {
-            "prediction_id": uuid.uuid4().hex, "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
+            "prediction_id": time_ordered_id(), "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
             "terminal_id": tx["terminal_id"], "amount": float(tx["amount"]), "tx_time": ts.timestamp(),
             "tx_offset_min": int(ts.utcoffset().total_seconds() // 60),
             **dict(zip(FEATURE_COLUMNS, features)),
