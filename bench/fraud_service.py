@@ -107,6 +107,11 @@ class Server:
             time.sleep(0.2)
         raise TimeoutError(f"{self.kind} server did not answer /healthz with 200 within {timeout_s:.0f} s")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -290,7 +295,7 @@ def main() -> int:
                     added += post_json(f"{project.url}/history", payload)["added"]
                 print(f"project service: feature history warmed with {added:,} labelled transactions "
                       f"({HISTORY_DAYS} days)", flush=True)
-            results = {name: {"rps": [], "lat": [], "answers": [], "cpu": [], "windows": []} for name in ("bare", "project")}
+            results = {name: {"rps": [], "lat": [], "answers": [], "cpu": [], "server_cpu": [], "windows": []} for name in ("bare", "project")}
             for r in range(args.rounds):
                 chunk = bodies[r * per_round:(r + 1) * per_round]
                 for name, server in (("bare", bare), ("project", project)):
@@ -298,9 +303,10 @@ def main() -> int:
                     try:
                         _, _, statuses, answers = run_load(server.port, requests[:args.warmup], args.clients, args.timeout_s)
                         check_answers(name, statuses, answers)
-                        wall_start, cpu_start = time.time(), time.process_time()
+                        wall_start, cpu_start, server_start = time.time(), time.process_time(), server.cpu_seconds()
                         wall, latencies, statuses, answers = run_load(server.port, requests[args.warmup:], args.clients,
                                                                       args.timeout_s)
+                        results[name]["server_cpu"].append((server.cpu_seconds() - server_start) / wall)
                     except TooSlow as exc:
                         raise SystemExit(f"round {r + 1}, {name} server: {exc}; stopped") from None
                     results[name]["cpu"].append((time.process_time() - cpu_start) / wall)
@@ -347,7 +353,9 @@ def main() -> int:
         rounds = ", ".join(f"{v:,.0f}" for v in results[name]["rps"])
         print(f"  {label:34} {rps:8,.0f} req/s (rounds: {rounds})  p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms")
     print(f"  (load generator in this process, on the same cores: {statistics.median(results['bare']['cpu']):.0%} of a core "
-          f"during the bare rounds, {statistics.median(results['project']['cpu']):.0%} during the project rounds)")
+          f"during the bare rounds, {statistics.median(results['project']['cpu']):.0%} during the project rounds; "
+          f"servers: bare {statistics.median(results['bare']['server_cpu']):.0%}, "
+          f"project {statistics.median(results['project']['server_cpu']):.0%} of a core)")
     ratio = figures["project"][0] / figures["bare"][0]
     print(f"throughput ratio project/bare: {ratio:.2f} (goal ≥ 0.5: {'met' if ratio >= 0.5 else 'NOT met'}); "
           f"project p99 < 50 ms: {'yes' if figures['project'][1] < P99_GOAL_S else 'NO'}")

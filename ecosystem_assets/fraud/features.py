@@ -49,11 +49,12 @@ def _insert(times: list[float], values: list, t: float, value) -> None:
 @dataclass
 class FeatureState:
     """Per-customer (times, amounts) and per-terminal (times, transaction ids) history, in time
-    order and trimmed to what the windows can still see; fraud labels by transaction id."""
+    order and trimmed to what the windows can still see; the ids of transactions labelled fraud
+    (an unlabelled transaction counts as genuine, as the handbook's delayed labels do)."""
 
     customers: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     terminals: dict[str, tuple[list[float], list[str]]] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
+    frauds: set[str] = field(default_factory=set)
 
     def features(self, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> list[float]:
         """Features of a transaction given the history so far (it need not have been observed)."""
@@ -71,12 +72,11 @@ class FeatureState:
         until = t - LABEL_DELAY_DAYS * DAY  # labels of the last 7 days are not known yet
         times, ids = self.terminals.get(terminal_id, _EMPTY)
         end = bisect_left(times, until)
-        first = bisect_left(times, until - max(TERMINAL_WINDOWS) * DAY, 0, end)
-        frauds = [self.labels.get(tx_id, 0) for tx_id in ids[first:end]]  # the widest window, once
         for window in TERMINAL_WINDOWS:
-            start = bisect_left(times, until - window * DAY, first, end) - first
-            count = len(frauds) - start
-            row += [float(count), sum(frauds[start:]) / count if count else 0.0]
+            start = bisect_left(times, until - window * DAY, 0, end)
+            count = end - start
+            frauds = len(self.frauds.intersection(ids[start:end])) if count else 0
+            row += [float(count), frauds / count if count else 0.0]
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 
@@ -91,12 +91,14 @@ class FeatureState:
         _insert(times, ids, t, transaction_id)
         drop = bisect_left(times, t - _TERMINAL_KEEP)
         if drop:
-            for tx_id in ids[:drop]:
-                self.labels.pop(tx_id, None)
+            self.frauds.difference_update(ids[:drop])
             del times[:drop], ids[:drop]
 
     def label(self, transaction_id: str, is_fraud: int) -> None:
-        self.labels[transaction_id] = int(is_fraud)
+        if is_fraud:
+            self.frauds.add(transaction_id)
+        else:
+            self.frauds.discard(transaction_id)
 
 
 def offline_features(transactions: Iterable[dict]) -> list[list[float]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_MAX_LEAVES = 64  # one uint64 bitmask per tree
+_MAX_LEAVES = 64  # one uint64 bitmask per tree (uint32 when every tree has ≤ 32 leaves: less to move)
 
 
 def _tree_masks(nodes) -> tuple[list[int], list[int], list[int], list[float]] | None:
@@ -50,6 +50,7 @@ class CompiledForest:
     def __init__(self, feature, threshold, missing_right, masks, tree_starts, leaf_values, leaf_offsets, baseline: float):
         self.feature, self.threshold, self.missing_right, self.masks = feature, threshold, missing_right, masks
         self.tree_starts, self.leaf_values, self.leaf_offsets, self.baseline = tree_starts, leaf_values, leaf_offsets, baseline
+        self.all_leaves, self.one = ~masks.dtype.type(0), masks.dtype.type(1)
 
     @classmethod
     def compile(cls, estimator: Any) -> CompiledForest | None:
@@ -66,11 +67,13 @@ class CompiledForest:
         if not trees or any(t["is_categorical"].any() for t in trees):
             return None
         feature, threshold, missing_right, masks, tree_starts, leaf_values, leaf_offsets = [], [], [], [], [], [], []
+        most_leaves = 0
         for nodes in trees:
             compiled = _tree_masks(nodes)
             if compiled is None:
                 return None
             splits, tree_masks, _, values = compiled
+            most_leaves = max(most_leaves, len(values))
             tree_starts.append(len(masks))
             leaf_offsets.append(len(leaf_values))
             leaf_values += values
@@ -81,8 +84,10 @@ class CompiledForest:
             threshold += [float(nodes["num_threshold"][n]) for n in splits]
             missing_right += [not nodes["missing_go_to_left"][n] for n in splits]
             masks += tree_masks
+        width = np.uint32 if most_leaves <= 32 else np.uint64
+        masks = [m & int(np.iinfo(width).max) for m in masks]
         return cls(np.asarray(feature, dtype=np.intp), np.asarray(threshold), np.asarray(missing_right, dtype=bool),
-                   np.asarray(masks, dtype=np.uint64), np.asarray(tree_starts, dtype=np.intp),
+                   np.asarray(masks, dtype=width), np.asarray(tree_starts, dtype=np.intp),
                    np.asarray(leaf_values), np.asarray(leaf_offsets, dtype=np.intp), baseline)
 
     def predict_proba1(self, X) -> Any:
@@ -94,8 +99,8 @@ class CompiledForest:
         go_right = x > self.threshold  # sklearn: left when x <= threshold
         if np.isnan(X).any():
             go_right = np.where(np.isnan(x), self.missing_right, go_right)
-        alive = np.bitwise_and.reduceat(np.where(go_right, self.masks, ~np.uint64(0)), self.tree_starts, axis=1)
-        lowest = alive & (~alive + np.uint64(1))  # the lowest set bit: the leaf reached
+        alive = np.bitwise_and.reduceat(np.where(go_right, self.masks, self.all_leaves), self.tree_starts, axis=1)
+        lowest = alive & (~alive + self.one)  # the lowest set bit: the leaf reached
         leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # its bit number (powers of two are exact)
         raw = self.leaf_values[leaf + self.leaf_offsets].sum(axis=1) + self.baseline
         return 1.0 / (1.0 + np.exp(-raw))

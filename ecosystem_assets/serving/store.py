@@ -6,7 +6,7 @@ The prediction log is also the online feature history: on start the service repl
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +64,9 @@ def time_ordered_id() -> str:
     index, so inserts append to it instead of touching random pages: with uuid4 ids an insert of a
     prediction row cost SQLite about twice as much."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 12 for rand_a, 62 for rand_b
+    # 80 random bits (12 for rand_a, 62 for rand_b) from the process's generator, which Python
+    # reseeds in a forked child: os.urandom's system call cost more than the rest of the insert.
+    rand = random.getrandbits(80)
     value = (ms << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     return f"{value:032x}"
 
@@ -113,12 +115,19 @@ class _DriverStatement:
     Only for columns the drivers take as is (strings, floats, integers, booleans)."""
 
     def __init__(self, statement: Any, dialect: sa.Dialect):
+        from operator import itemgetter
+
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.keys = tuple(compiled.positiontup) if compiled.positional else None
+        keys = list(compiled.positiontup) if compiled.positional else None
+        # Positional drivers (sqlite3) take tuples in the statement's order; named ones take the dict.
+        self._positional = itemgetter(*keys) if keys and len(keys) > 1 else None
+        self._single = keys[0] if keys and len(keys) == 1 else None
 
     def params(self, values: dict[str, Any]) -> tuple | dict[str, Any]:
-        return tuple(values[k] for k in self.keys) if self.keys is not None else values
+        if self._positional is not None:
+            return self._positional(values)
+        return (values[self._single],) if self._single is not None else values
 
 
 class PredictionStore:
