@@ -73,12 +73,15 @@ class RequestCounter:
         await self.app(scope, receive, counting_send)
 
 
-def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_window_hours: float = 24.0) -> FastAPI:
+def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_window_hours: float = 24.0,
+               write_inline: bool | None = None) -> FastAPI:
+    """The service; ``write_inline`` (default: for SQLite) writes batches on the event loop, else
+    in a writer thread."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     store = PredictionStore(db_url)
     watcher = ChampionWatcher(tracking_uri, poll_s=poll_s)
-    scorer = Scorer(store, watcher)
+    scorer = Scorer(store, watcher, write_inline=write_inline)
     registry = CollectorRegistry()  # per app: several services can live in one test process
     requests = Counter("fraud_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
     latency = Histogram("fraud_predict_seconds", "Time to answer /predict", registry=registry,

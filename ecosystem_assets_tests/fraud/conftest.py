@@ -41,9 +41,12 @@ class Service:
 
 
 @pytest.fixture
-def fraud_service(registry: str, tmp_path: Path) -> Iterator[Service]:
+def fraud_service(request, registry: str, tmp_path: Path) -> Iterator[Service]:
+    """The service on SQLite; parametrize indirectly with "writer-thread" for the path a networked
+    database takes (batches written in a thread, not on the event loop)."""
     from ecosystem_assets.serving.app import create_app
 
-    app = create_app(f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2)
+    writer = getattr(request, "param", "inline")
+    app = create_app(f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2, write_inline=writer == "inline")
     with UvicornThread(app) as server:
         yield Service(app, server)

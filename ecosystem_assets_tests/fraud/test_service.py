@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 import requests
 
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
@@ -68,6 +69,7 @@ def test_bad_payloads_get_422_naming_the_field(fraud_service):
     assert fraud_service.store.counts() == (0, 0)
 
 
+@pytest.mark.parametrize("fraud_service", ["inline", "writer-thread"], indirect=True)
 def test_2000_requests_from_8_threads_all_stored(fraud_service):
     url = fraud_service.url
     rows = frames(DRIFT - timedelta(days=3), DRIFT - timedelta(days=1)).head(1000).to_dict("records")

@@ -65,3 +65,12 @@ def test_history_is_loaded_once_and_joins_the_feature_history(store):
     seen = store.feature_history(since=0)
     assert [r["transaction_id"] for r in seen] == ["h0", "h1", "h2", "h3", "h4", "tx-p"]
     assert seen[-1]["is_fraud"] is True and store.latest_seen_time() == 200.0
+
+
+def test_a_failed_batch_commits_nothing_and_the_store_goes_on(store):
+    store.write_batch([row("a", 100.0, True)], [])
+    with pytest.raises(store.engine.dialect.dbapi.IntegrityError):  # the driver's own error (DBAPI)
+        store.write_batch([row("b", 101.0, False), row("a", 102.0, False)], [("a", True)])
+    assert store.counts() == (1, 0)  # neither "b" nor the label: one transaction
+    assert store.write_batch([row("c", 103.0, False)], [("a", False)]) == [("recorded", "tx-a")]
+    assert store.counts() == (2, 1)
