@@ -23,7 +23,7 @@ champion's version and unique prediction ids; afterwards its store holds exactly
 row per request sent, for exactly the transaction ids sent. The mean micro-batch size is read from
 the store (the rows of one batch share one `created_at`).
 
-    python bench/fraud_service.py [--requests 4000] [--rounds 3] [--warmup 500] [--clients 8]
+    python bench/fraud_service.py [--requests 4000] [--rounds 5] [--warmup 500] [--clients 8]
 """
 
 import argparse
@@ -237,7 +237,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="measured requests per server per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/project rounds (median throughput)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating bare/project rounds (median throughput)")
     parser.add_argument("--warmup", type=int, default=500, help="unmeasured requests per server before each round")
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--no-history", action="store_true", help="do not warm the service's feature history")

@@ -175,6 +175,8 @@ class Scorer:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
+            # One more turn of the loop lets requests whose bytes already arrived join this batch:
+            # at 8 clients, batches of 8 instead of two alternating halves of 4.
             await asyncio.sleep(0)
             while not self._queue.empty() and len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
