@@ -60,3 +60,31 @@ def test_monitoring_is_per_serving_version(fraud_service):
     assert body["model_version"] == "1" and body["predictions"] == len(day) == body["labelled"]
     flagged = body["flagged_labelled"]
     assert flagged > 0 and body["precision"] is not None
+
+
+def test_late_arrivals_land_in_time_order():
+    """Concurrent clients deliver some transactions late: once all have arrived, the state (and so
+    every later feature row) is the one an in-order history gives."""
+    import random
+
+    history = frames(DRIFT - timedelta(days=40), DRIFT - timedelta(days=1)).sort_values("timestamp", kind="stable")
+    records = history.to_dict("records")
+    shuffled = records[:]
+    rng = random.Random(7)
+    for i in range(0, len(shuffled) - 50, 50):  # shuffle within blocks: late by up to ~50 transactions
+        block = shuffled[i:i + 50]
+        rng.shuffle(block)
+        shuffled[i:i + 50] = block
+    states = []
+    for order in (records, shuffled):
+        state = FeatureState()
+        for r in order:
+            state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], r["timestamp"].to_pydatetime())
+            state.label(r["transaction_id"], r["is_fraud"])
+        states.append(state)
+    probe = frames(DRIFT, DRIFT).to_dict("records")
+    in_order, late = (np.array([s.features(r["customer_id"], r["terminal_id"], r["amount"], r["timestamp"].to_pydatetime())
+                                for r in probe]) for s in states)
+    assert shuffled != records
+    np.testing.assert_allclose(late, in_order, rtol=0, atol=1e-9)
+    assert in_order[:, FEATURES.index("terminal_risk_30d")].max() > 0  # the fraud labels were in play
