@@ -1,0 +1,701 @@
+"""Static review of deploy/: what a reviewer checks before anything reaches a cluster.
+
+No Docker engine, cluster or helm binary is needed; each check uses the project's pinned
+libraries as the authority:
+
+- every YAML file parses; the Kubernetes manifests deserialize into the official `kubernetes`
+  client models with no unknown field at any depth (a typo fails: see the negative cases);
+- pods run non-root with requests and limits; the fraud service has one replica, probes on
+  /healthz and a read-only root filesystem; Services select real pods and named ports;
+- `mlflow server` is given only options the pinned mlflow has;
+- every environment variable set anywhere is one that `ecosystem_assets/settings.py` reads or a
+  documented Dagster / MLflow / AWS / library one;
+- `deploy/dagster.k8s.yaml` passes Dagster's own instance schema and each configured class's
+  config schema (`dagster._config.process_config`, private API, tests only), env placeholders
+  resolved from dummy values (no Postgres needed);
+- `deploy/helm/values.yaml` validates against the chart's values schema, vendored in
+  data/dagster-chart-values.schema.json (source and version caveat: data/README.md), and agrees
+  with dagster.k8s.yaml;
+- the GPU run tags of vision_training_job, fed through dagster-k8s's own K8sRunLauncher code,
+  produce a run Job on the GPU node group with the toleration and an nvidia.com/gpu limit;
+- the Dockerfile is multi-stage, non-root, installs from pyproject.toml, and its RUN lines are
+  valid shell; every <PLACEHOLDER> is documented in deploy/README.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+VALUES = DEPLOY / "helm" / "values.yaml"
+INSTANCE = DEPLOY / "dagster.k8s.yaml"
+GPU_TAGS = K8S / "gpu-run-tags.yaml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+SCHEMA = Path(__file__).parent / "data" / "dagster-chart-values.schema.json"
+MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "secrets.example.yaml")
+NAMESPACE = "ecosystem"
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def manifest_objects() -> list[dict[str, Any]]:
+    return [d for name in MANIFESTS for d in docs(K8S / name)]
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in manifest_objects() if d["kind"] == kind]
+
+
+def deployment(name: str) -> dict[str, Any]:
+    (found,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == name]
+    return found
+
+
+def values() -> dict[str, Any]:
+    return yaml.safe_load(VALUES.read_text())
+
+
+def user_deployment() -> dict[str, Any]:
+    (found,) = values()["dagster-user-deployments"]["deployments"]
+    return found
+
+
+# --- Kubernetes models: strict, recursive ------------------------------------------------------
+
+def k8s_field_errors(value: Any, type_name: str, path: str) -> list[str]:
+    """Every key of ``value`` (camelCase, as in a manifest) must be a field of the client model
+    ``type_name``, recursively, and scalars must have the field's type."""
+    import kubernetes.client as k8s
+
+    if value is None:
+        return []
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list"]
+        return [e for i, v in enumerate(value) for e in k8s_field_errors(v, type_name[5:-1], f"{path}[{i}]")]
+    if type_name.startswith(("dict(", "dict[")):
+        if not isinstance(value, dict):
+            return [f"{path}: expected a mapping"]
+        inner = re.match(r"dict[\(\[][^,]*,\s*(.*)[\)\]]$", type_name).group(1)
+        return [e for k, v in value.items() for e in k8s_field_errors(v, inner, f"{path}.{k}")]
+    scalars = {"str": str, "int": int, "bool": bool, "float": (int, float), "datetime": str, "date": str}
+    if type_name in scalars:
+        ok = isinstance(value, scalars[type_name]) and not (type_name == "int" and isinstance(value, bool))
+        return [] if ok else [f"{path}: {value!r} is not {type_name}"]
+    if type_name == "object":  # IntOrString, Quantity
+        return [] if isinstance(value, (str, int, float)) else [f"{path}: {value!r} is not a scalar"]
+    model = getattr(k8s, type_name)
+    if not isinstance(value, dict):
+        return [f"{path}: expected a {type_name} mapping"]
+    camel_to_snake = {camel: snake for snake, camel in model.attribute_map.items()}
+    errors = []
+    for key, sub in value.items():
+        if key not in camel_to_snake:
+            errors.append(f"{path}.{key}: not a field of {type_name}")
+        else:
+            errors += k8s_field_errors(sub, model.openapi_types[camel_to_snake[key]], f"{path}.{key}")
+    return errors
+
+
+KIND_MODELS = {
+    ("v1", "Namespace"): "V1Namespace",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("v1", "Secret"): "V1Secret",
+    ("v1", "Service"): "V1Service",
+    ("apps/v1", "Deployment"): "V1Deployment",
+}
+
+
+def manifest_errors(doc: dict[str, Any]) -> list[str]:
+    model = KIND_MODELS.get((doc.get("apiVersion"), doc.get("kind")))
+    if model is None:
+        return [f"unexpected apiVersion/kind {doc.get('apiVersion')}/{doc.get('kind')}"]
+    return k8s_field_errors(doc, model, doc["kind"])
+
+
+def test_every_yaml_file_parses():
+    files = sorted(DEPLOY.rglob("*.yaml"))
+    assert {f.name for f in files} >= {"values.yaml", "dagster.k8s.yaml", "dagster.local.yaml", "kustomization.yaml",
+                                       "gpu-run-tags.yaml", *MANIFESTS}
+    for path in files:
+        assert docs(path), f"{path} is empty"
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifests_are_valid_kubernetes_objects(name: str):
+    import kubernetes.client as k8s
+
+    for doc in docs(K8S / name):
+        assert doc["metadata"].get("namespace", NAMESPACE) == NAMESPACE or doc["kind"] == "Namespace"
+        assert manifest_errors(doc) == [], name
+        # And the client's own deserializer builds it (required fields present, enums valid).
+        response = type("Response", (), {"data": json.dumps(doc)})()
+        model = k8s.ApiClient().deserialize(response, KIND_MODELS[(doc["apiVersion"], doc["kind"])])
+        assert model.metadata.name == doc["metadata"]["name"]
+
+
+def test_strict_check_catches_typos():
+    doc = copy.deepcopy(deployment("fraud-service"))
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")  # top-level typo
+    container["ports"][0]["containerport"] = container["ports"][0].pop("containerPort")  # nested typo
+    doc["spec"]["replicas"] = "1"  # wrong type
+    errors = manifest_errors(doc)
+    assert any("readinesProbe: not a field of V1Container" in e for e in errors)
+    assert any("containerport: not a field of V1ContainerPort" in e for e in errors)
+    assert any("replicas: '1' is not int" in e for e in errors)
+
+
+# --- pods: non-root, resources, probes ---------------------------------------------------------
+
+def assert_pod_hardened(pod_security: dict, container_security: dict, resources: dict, where: str):
+    assert pod_security.get("runAsNonRoot") is True, where
+    assert pod_security.get("runAsUser", 0) != 0, where
+    assert container_security.get("allowPrivilegeEscalation") is False, where
+    assert container_security.get("capabilities", {}).get("drop") == ["ALL"], where
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind}"
+
+
+def test_manifest_pods_run_as_non_root_with_resources():
+    for dep in by_kind("Deployment"):
+        spec = dep["spec"]["template"]["spec"]
+        for container in spec["containers"]:
+            assert_pod_hardened(spec["securityContext"], container["securityContext"], container["resources"],
+                                dep["metadata"]["name"])
+            assert container.get("readinessProbe") and container.get("livenessProbe"), dep["metadata"]["name"]
+
+
+def test_code_server_and_runs_run_as_non_root_with_resources():
+    ud = user_deployment()
+    assert_pod_hardened(ud["podSecurityContext"], ud["securityContext"], ud["resources"], "code server")
+    launcher = values()["runLauncher"]["config"]["k8sRunLauncher"]
+    assert_pod_hardened(launcher["runK8sConfig"]["podSpecConfig"]["securityContext"], launcher["securityContext"],
+                        ud["resources"], "run pods")
+    daemon, webserver = values()["dagsterDaemon"], values()["dagsterWebserver"]
+    for part in (daemon, webserver):
+        assert {"cpu", "memory"} <= set(part["resources"]["limits"])
+
+
+def test_fraud_service_is_one_replica_with_healthz_probes():
+    dep = deployment("fraud-service")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["type"] == "Recreate"  # never two pods during a rollout
+    assert "ONE replica" in (K8S / "fraud-service.yaml").read_text()  # and the reason is written down
+    pod = dep["spec"]["template"]
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["ecosystem-assets", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # /healthz answers 503 until a champion exists: liveness must not restart a waiting service.
+    assert container["livenessProbe"]["httpGet"]["path"] != "/healthz"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FRAUD_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "fraud-db", "key": "FRAUD_DB_URL"}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.ecosystem:5000"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+    assert spec["serviceAccountName"] == "fraud-service"
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == "8000"
+    assert not [d for d in manifest_objects() if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_services_select_pods_and_named_ports():
+    for svc in by_kind("Service"):
+        selector = svc["spec"]["selector"]
+        pods = [d for d in by_kind("Deployment")
+                if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(pods) == 1, svc["metadata"]["name"]
+        assert pods[0]["spec"]["selector"]["matchLabels"].items() <= pods[0]["spec"]["template"]["metadata"]["labels"].items()
+        port_names = {p["name"] for c in pods[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= port_names
+
+
+def test_service_accounts_carry_irsa_roles():
+    accounts = {sa["metadata"]["name"]: sa for sa in by_kind("ServiceAccount")}
+    assert set(accounts) == {"mlflow", "fraud-service"}  # `dagster` comes from the Helm chart
+    for name, sa in accounts.items():
+        assert PLACEHOLDER.fullmatch(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), name
+        assert deployment(name)["spec"]["template"]["spec"]["serviceAccountName"] == name
+    helm_sa = values()["serviceAccount"]
+    assert helm_sa["name"] == values()["global"]["serviceAccountName"] == "dagster"
+    assert "eks.amazonaws.com/role-arn" in helm_sa["annotations"]
+
+
+def test_mlflow_server_options_exist_in_the_pinned_mlflow():
+    from mlflow.cli import server
+
+    (container,) = deployment("mlflow")["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["mlflow", "server"]
+    known = {opt for param in server.params for opt in param.opts + param.secondary_opts}
+    given = [arg.split("=", 1)[0] for arg in container["args"][2:] if arg.startswith("-")]
+    assert set(given) <= known, set(given) - known
+    assert "--serve-artifacts" in given
+    assert "--artifacts-destination=s3://<ARTIFACT_BUCKET>/mlflow-artifacts" in container["args"]
+    allowed = next(a for a in container["args"] if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert "mlflow.ecosystem:5000" in allowed  # the Host header of MLFLOW_TRACKING_URI
+    backend = next(e for e in container["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI")
+    assert backend["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    envvars = {param.envvar for param in server.params if param.envvar}
+    assert "MLFLOW_BACKEND_STORE_URI" in envvars  # the option reads it when the flag is absent
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+# --- environment variables ---------------------------------------------------------------------
+
+def settings_names() -> set[str]:
+    tree = ast.parse((ROOT / "ecosystem_assets" / "settings.py").read_text())
+    return {
+        node.args[0].value for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get"
+        and node.args and isinstance(node.args[0], ast.Constant)
+    }
+
+
+def documented_names() -> set[str]:
+    import mlflow.environment_variables as mlflow_env
+    from mlflow.cli import server
+
+    mlflow_names = {n for n in dir(mlflow_env) if n.startswith("MLFLOW_")}
+    mlflow_names |= {p.envvar for p in server.params if isinstance(p.envvar, str)}
+    return mlflow_names | {
+        # Dagster: DAGSTER_HOME, and the Postgres connection that deploy/dagster.k8s.yaml reads
+        # (DAGSTER_PG_PASSWORD is also what the Helm chart sets from its Postgres secret).
+        "DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
+        "AWS_REGION", "AWS_DEFAULT_REGION",  # AWS SDKs (boto3)
+        "DO_NOT_TRACK",  # Evidently's telemetry switch (DESIGN.md)
+        "GX_ANALYTICS_ENABLED",  # Great Expectations' telemetry switch
+        "HOME",  # POSIX; points at the writable /tmp where the root filesystem is read-only
+    }
+
+
+def env_names_used() -> dict[str, str]:
+    """Every environment variable name set by the manifests, the Helm values and the instance."""
+    used: dict[str, str] = {}
+    secrets = {s["metadata"]["name"]: s for s in by_kind("Secret")}
+    for dep in by_kind("Deployment"):
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            used |= {e["name"]: dep["metadata"]["name"] for e in c.get("env", [])}
+            for source in c.get("envFrom", []):
+                if "secretRef" in source:
+                    used |= dict.fromkeys(secrets[source["secretRef"]["name"]]["stringData"], dep["metadata"]["name"])
+    ud = user_deployment()
+    used |= dict.fromkeys(ud["env"], "helm env")
+    for ref in ud["envSecrets"]:
+        used |= dict.fromkeys(secrets[ref["name"]]["stringData"], f"helm envSecrets {ref['name']}")
+
+    def env_refs(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"env"} and isinstance(node["env"], str):
+                used[node["env"]] = "dagster.k8s.yaml"
+            for v in node.values():
+                env_refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                env_refs(v)
+
+    instance = yaml.safe_load(INSTANCE.read_text())
+    env_refs(instance)
+    used |= dict.fromkeys(instance["run_launcher"]["config"]["env_vars"], "dagster.k8s.yaml env_vars")
+    for name in instance["run_launcher"]["config"]["env_secrets"]:
+        used |= dict.fromkeys(secrets[name]["stringData"], f"dagster.k8s.yaml env_secrets {name}")
+    return used
+
+
+def test_every_env_var_is_read_by_settings_or_documented():
+    names = settings_names()
+    assert {"ECOSYSTEM_STORAGE_URL", "MLFLOW_TRACKING_URI", "FRAUD_DB_URL", "SALES_API_TOKEN"} <= names
+    allowed = names | documented_names()
+    used = env_names_used()
+    unknown = {name: where for name, where in used.items() if name not in allowed}
+    assert unknown == {}
+    # The negative case: a near miss is not let through.
+    assert "MLFLOW_TRACKING_URL" not in allowed and "FRAUD_DB_URI" not in allowed
+
+
+def test_secrets_are_placeholders_and_referenced_ones_exist():
+    secrets = {s["metadata"]["name"]: s for s in by_kind("Secret")}
+    for secret in secrets.values():
+        for key, value in secret["stringData"].items():
+            assert "REPLACE_WITH_" in value, f"{secret['metadata']['name']}.{key} looks like a real value"
+    referenced = {ref["name"] for ref in user_deployment()["envSecrets"]}
+    referenced |= {values()["global"]["postgresqlSecretName"]}
+    referenced |= set(yaml.safe_load(INSTANCE.read_text())["run_launcher"]["config"]["env_secrets"])
+    for dep in by_kind("Deployment"):
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "valueFrom" in e}
+    assert referenced == set(secrets)
+    assert "postgresql-password" in secrets[values()["global"]["postgresqlSecretName"]]["stringData"]
+
+
+# --- the Dagster instance ----------------------------------------------------------------------
+
+@pytest.fixture
+def pg_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"DAGSTER_PG_HOST": "db.invalid", "DAGSTER_PG_USER": "dagster",
+                        "DAGSTER_PG_PASSWORD": "not-a-password", "DAGSTER_PG_DB": "dagster"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def instance_errors(config: dict[str, Any], home: Path) -> list[str]:
+    """Dagster's checks of a dagster.yaml: the instance schema, then each configured class's schema."""
+    from dagster._config import process_config
+    from dagster._core.errors import DagsterInvalidConfigError
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._core.storage.config import pg_config
+    from dagster._serdes.config_class import class_from_code_pointer
+
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    try:
+        processed, _ = dagster_instance_config(str(home))
+    except DagsterInvalidConfigError as exc:
+        return [str(exc)]
+    errors = []
+    result = process_config(pg_config(), processed["storage"]["postgres"])
+    errors += [e.message for e in result.errors or []]
+    for key in ("run_launcher", "run_coordinator", "compute_logs"):
+        klass = class_from_code_pointer(processed[key]["module"], processed[key]["class"])
+        result = process_config(klass.config_type(), processed[key].get("config") or {})
+        errors += [f"{key}: {e.message}" for e in result.errors or []]
+    return errors
+
+
+def test_instance_config_passes_dagster_schema(tmp_path: Path, pg_env: None):
+    from dagster._core.instance.ref import InstanceRef
+
+    config = yaml.safe_load(INSTANCE.read_text())
+    assert instance_errors(config, tmp_path / "home") == []
+    ref = InstanceRef.from_dir(str(tmp_path / "home"))
+    assert ref.storage_data.module_name == "dagster_postgres"  # runs, event log, schedules
+    assert (ref.run_launcher_data.module_name, ref.run_launcher_data.class_name) == ("dagster_k8s", "K8sRunLauncher")
+    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
+    assert ref.compute_logs_data.class_name == "S3ComputeLogManager"
+    assert config["telemetry"] == {"enabled": False}
+    launcher = config["run_launcher"]["config"]
+    assert (launcher["job_namespace"], launcher["service_account_name"]) == (NAMESPACE, "dagster")
+    assert launcher["env_secrets"]
+
+
+def test_instance_check_catches_typos(tmp_path: Path, pg_env: None):
+    config = yaml.safe_load(INSTANCE.read_text())
+    config["run_launcher"]["config"]["job_namspace"] = config["run_launcher"]["config"].pop("job_namespace")
+    config["run_coordinator"]["config"]["tag_concurrency_limits"][0]["limt"] = 1
+    errors = instance_errors(config, tmp_path / "home")
+    assert any("job_namspace" in e for e in errors) and any("limt" in e for e in errors)
+
+
+def test_run_queue_limits_one_gpu_training_and_one_fraud_retrain():
+    instance_limits = yaml.safe_load(INSTANCE.read_text())["run_coordinator"]["config"]["tag_concurrency_limits"]
+    queued = values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queued["tagConcurrencyLimits"] == instance_limits
+    limits = {(limit["key"], limit["value"]): limit["limit"] for limit in instance_limits}
+    assert limits == {("ecosystem/run-queue", "gpu-training"): 1, ("ecosystem/run-queue", "fraud-retrain"): 1}
+    assert yaml.safe_load(GPU_TAGS.read_text())["ecosystem/run-queue"] == "gpu-training"
+    assert queued["maxConcurrentRuns"] == yaml.safe_load(INSTANCE.read_text())["run_coordinator"]["config"]["max_concurrent_runs"]
+
+
+# --- Helm values -------------------------------------------------------------------------------
+
+def chart_schema() -> dict[str, Any]:
+    """The vendored chart schema without its references to an external Kubernetes schema site
+    (never fetched in tests); those fields are checked against the kubernetes models instead."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()
+                    if not (k == "$ref" and isinstance(v, str) and v.startswith("http"))}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return strip(json.loads(SCHEMA.read_text()))
+
+
+def overlay_validator(schema: dict[str, Any]):
+    """Helm validates the chart's defaults merged with ours; our file is the overlay, so the
+    schema's `required` (satisfied by the chart's own values.yaml) is not enforced here."""
+    from jsonschema import Draft202012Validator, validators
+
+    overlay = validators.extend(Draft202012Validator, {"required": lambda *_: iter(())})
+    return overlay(schema)
+
+
+def unknown_keys(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str) -> list[str]:
+    """Keys the schema does not declare, even where it allows extra keys (the chart ignores them,
+    so they are typos in practice)."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    if "anyOf" in schema:
+        branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
+        if isinstance(value, dict):
+            objects = [b for b in branches if "$ref" in b or b.get("type") == "object"]
+            return unknown_keys(value, objects[0], root, path) if objects else []
+        if isinstance(value, list):
+            arrays = [b for b in branches if b.get("type") == "array"]
+            return unknown_keys(value, arrays[0], root, path) if arrays else []
+        return []
+    if isinstance(value, list) and "items" in schema:
+        return [e for i, v in enumerate(value) for e in unknown_keys(v, schema["items"], root, f"{path}[{i}]")]
+    if isinstance(value, dict) and schema.get("properties"):
+        errors = []
+        for key, sub in value.items():
+            if key not in schema["properties"]:
+                errors.append(f"{path}.{key}")
+            else:
+                errors += unknown_keys(sub, schema["properties"][key], root, f"{path}.{key}")
+        return errors
+    return []
+
+
+def helm_errors(doc: dict[str, Any]) -> list[str]:
+    schema = chart_schema()
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in overlay_validator(schema).iter_errors(doc)]
+    return errors + [f"{p}: not in the chart's schema" for p in unknown_keys(doc, schema, schema, "values")]
+
+
+def test_helm_values_validate_against_the_chart_schema():
+    assert helm_errors(values()) == []
+    assert "DagsterHelmValues" == json.loads(SCHEMA.read_text())["title"]
+
+
+def test_helm_schema_check_catches_typos():
+    doc = values()
+    doc["dagster-user-deployments"]["deployments"][0]["envSecret"] = [{"name": "x"}]  # extra keys allowed by schema
+    doc["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRun"] = 3
+    doc["runLauncher"]["type"] = "K8SRunLauncher"
+    errors = "\n".join(helm_errors(doc))
+    assert "envSecret: not in the chart's schema" in errors
+    assert "maxConcurrentRun" in errors and "K8SRunLauncher" in errors
+
+
+def test_helm_kubernetes_fields_are_valid_models():
+    v = values()
+    ud = user_deployment()
+    launcher = v["runLauncher"]["config"]["k8sRunLauncher"]
+    checks = [
+        (ud["resources"], "V1ResourceRequirements"), (ud["podSecurityContext"], "V1PodSecurityContext"),
+        (ud["securityContext"], "V1SecurityContext"), (ud["envSecrets"], "list[V1SecretEnvSource]"),
+        (launcher["securityContext"], "V1SecurityContext"), (launcher["runK8sConfig"]["podSpecConfig"], "V1PodSpec"),
+        (v["dagsterDaemon"]["resources"], "V1ResourceRequirements"),
+        (v["dagsterWebserver"]["resources"], "V1ResourceRequirements"),
+    ]
+    for value, model in checks:
+        assert k8s_field_errors(value, model, model) == []
+
+
+def test_helm_values_describe_our_deployment():
+    v = values()
+    ud = user_deployment()
+    assert v["postgresql"]["enabled"] is False and v["generatePostgresqlPasswordSecret"] is False
+    assert v["postgresql"]["postgresqlParams"] == {"sslmode": "require"}
+    assert v["dagsterDaemon"]["enabled"] is True  # schedules and fraud_retrain_sensor
+    assert v["runLauncher"]["type"] == "K8sRunLauncher"
+    assert v["telemetry"] == {"enabled": False}
+    assert ud["dagsterApiGrpcArgs"] == ["-m", "ecosystem_assets.definitions"] and ud["port"] == 3030
+    assert ud["image"]["tag"].endswith("-cuda")  # runs start from this image; GPU runs need CUDA
+    assert all(isinstance(value, str) for value in ud["env"].values())  # a ConfigMap takes strings only
+    secret_names = {"SALES_API_TOKEN", "SMTP_PASSWORD", "SMTP_USER", "FRAUD_DB_URL", "DAGSTER_PG_PASSWORD"}
+    assert not secret_names & set(ud["env"])
+    assert ud["env"]["MLFLOW_TRACKING_URI"] == "http://mlflow.ecosystem:5000"
+    assert ud["env"]["FRAUD_SERVICE_URL"] == "http://fraud-service.ecosystem:8000"
+
+
+def test_helm_values_agree_with_the_instance_config():
+    v = values()
+    instance = yaml.safe_load(INSTANCE.read_text())
+    launcher, chart_launcher = instance["run_launcher"]["config"], v["runLauncher"]["config"]["k8sRunLauncher"]
+    assert chart_launcher["jobNamespace"] == launcher["job_namespace"]
+    assert v["global"]["serviceAccountName"] == launcher["service_account_name"]
+    assert v["global"]["postgresqlSecretName"] == launcher["postgres_password_secret"]
+    assert user_deployment()["resources"] == launcher["resources"]
+    assert [s["name"] for s in user_deployment()["envSecrets"]] == launcher["env_secrets"]
+    assert chart_launcher["securityContext"] == launcher["security_context"]
+    assert chart_launcher["runK8sConfig"]["podSpecConfig"]["securityContext"] == \
+        launcher["run_k8s_config"]["pod_spec_config"]["security_context"]
+    s3 = v["computeLogManager"]["config"]["s3ComputeLogManager"]
+    assert {k: s3[k] for k in ("bucket", "prefix", "region")} == instance["compute_logs"]["config"]
+    monitoring = v["dagsterDaemon"]["runMonitoring"]
+    assert monitoring["startTimeoutSeconds"] == instance["run_monitoring"]["start_timeout_seconds"]
+    # The release `dagster` names the chart's instance ConfigMap `dagster-instance`.
+    assert launcher["instance_config_map"] == "dagster-instance"
+    assert launcher["dagster_home"] == "/opt/dagster/dagster_home"
+
+
+# --- the GPU run -------------------------------------------------------------------------------
+
+def run_job(tags: dict[str, Any], tmp_path: Path):
+    """The Kubernetes Job that dagster-k8s's K8sRunLauncher builds for a run with ``tags``: the
+    launcher from deploy/dagster.k8s.yaml, then the code location's container context as the
+    chart passes it (includeConfigInLaunchedRuns), then the run's tags, merged in that order."""
+    from dagster._config import process_config
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._utils.tags import normalize_tags
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    config = dict(yaml.safe_load(INSTANCE.read_text())["run_launcher"]["config"],
+                  load_incluster_config=False, kubeconfig_file=str(kubeconfig))
+    result = process_config(K8sRunLauncher.config_type(), config)
+    assert result.success, result.errors
+    launcher = K8sRunLauncher.from_config_value(None, result.value)
+
+    ud = user_deployment()
+    code_location = K8sContainerContext.create_from_config({"k8s": {
+        "image_pull_policy": ud["image"]["pullPolicy"],
+        "env_config_maps": [f"dagster-{ud['name']}-user-env"],
+        "env_secrets": [s["name"] for s in ud["envSecrets"]],
+        "resources": ud["resources"],
+        "namespace": NAMESPACE,
+        "service_account_name": values()["global"]["serviceAccountName"],
+    }})
+    normalized = normalize_tags(tags)  # what define_asset_job(tags=...) stores: dict values as JSON
+    run = DagsterRun(job_name="vision_training_job", run_id="1" * 8 + "-1111-1111-1111-" + "1" * 12, tags=normalized)
+    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False).merge(
+        code_location.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(normalized))))
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image="repo:tag-cuda", run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-test",
+        user_defined_k8s_config=context.run_k8s_config, labels={}, env_vars=[],
+    )
+    return context.namespace, job.spec.template.spec
+
+
+def test_gpu_tags_put_training_runs_on_the_gpu_node_group(tmp_path: Path, pg_env: None):
+    tags = yaml.safe_load(GPU_TAGS.read_text())
+    namespace, pod = run_job(tags, tmp_path)
+    (container,) = pod.containers
+    assert namespace == NAMESPACE and pod.service_account_name == "dagster"
+    assert pod.node_selector == {"node-pool": "gpu"}
+    assert [(t.key, t.operator, t.value, t.effect) for t in pod.tolerations] == \
+        [("nvidia.com/gpu", "Equal", "true", "NoSchedule")]
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert container.resources.requests == {"cpu": "3", "memory": "10Gi"}  # the tag's, not the default run size
+    assert any(m.mount_path == "/dev/shm" for m in container.volume_mounts)
+    assert next(v for v in pod.volumes if v.name == "dshm").empty_dir.medium == "Memory"
+    assert pod.security_context.run_as_non_root is True
+    assert {s.secret_ref.name for s in container.env_from if s.secret_ref} == {"ecosystem-app-secrets", "fraud-db"}
+
+
+def test_other_runs_stay_off_the_gpus(tmp_path: Path, pg_env: None):
+    _, pod = run_job({}, tmp_path)
+    (container,) = pod.containers
+    assert not pod.tolerations and not pod.node_selector
+    assert "nvidia.com/gpu" not in (container.resources.limits or {})
+    assert container.resources.requests == user_deployment()["resources"]["requests"]
+    assert pod.security_context.run_as_non_root is True
+    assert container.security_context.allow_privilege_escalation is False
+
+
+def test_gpu_tags_with_a_typo_are_rejected(tmp_path: Path, pg_env: None):
+    tags = yaml.safe_load(GPU_TAGS.read_text())
+    tags["dagster-k8s/config"]["pod_spec_config"]["node_selektor"] = {"node-pool": "gpu"}
+    with pytest.raises(Exception, match="node_selektor"):
+        run_job(tags, tmp_path)
+
+
+# --- image, kustomize, placeholders ------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_dockerfile_is_multistage_non_root_and_installs_from_pyproject():
+    instructions = dockerfile_instructions()
+    text = DOCKERFILE.read_text()
+    froms = [arg for op, arg in instructions if op == "FROM"]
+    assert len(froms) >= 2
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[\w.-]*-slim[\w.-]*$", text, re.M)
+    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root") and users[-1].split(":")[0].isdigit()
+    assert not [op for op, _ in instructions if op == "HEALTHCHECK"]
+    exposed = {port for op, arg in final if op == "EXPOSE" for port in arg.split()}
+    assert {"3030", "8000"} <= exposed
+    env = " ".join(arg for op, arg in final if op == "ENV")
+    assert "DAGSTER_HOME=/opt/dagster/dagster_home" in env
+    runs = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert "COPY pyproject.toml" in text and "pip install --no-deps ." in runs and "pip check" in runs
+    assert '["project"]["dependencies"]' in runs  # the pins come from pyproject.toml
+    assert "[dev]" not in text and "-e ." not in runs
+    assert "ARG TORCH_VARIANT" in text and "https://download.pytorch.org/whl/cpu" in runs
+
+
+def test_dockerfile_run_lines_are_valid_shell():
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    for op, arg in dockerfile_instructions():
+        if op == "RUN":
+            result = subprocess.run([bash, "-n", "-c", arg], capture_output=True, text=True)
+            assert result.returncode == 0, f"{arg[:80]}: {result.stderr}"
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".ecosystem", ".git", "bench/.data", ".pytest_cache", "**/__pycache__"} <= ignored
+
+
+def test_kustomization_lists_the_manifests_but_not_the_secrets():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == NAMESPACE
+    assert set(kustomization["resources"]) == {"namespace.yaml", "mlflow.yaml", "fraud-service.yaml"}
+    assert all((K8S / r).is_file() for r in kustomization["resources"])
+    assert set(kustomization) <= {"apiVersion", "kind", "namespace", "resources", "images"}
+    images = {i["name"] for i in kustomization["images"]}
+    used = {c["image"] for d in by_kind("Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    assert used == images == {"ecosystem-assets-cpu"}
+    assert "secrets.yaml" in (K8S / ".gitignore").read_text().split()
+
+
+def test_kustomize_renders_the_objects_with_the_ecr_image():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (it renders kustomizations offline)")
+    result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
+        (d["kind"], d["metadata"]["name"]) for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml")
+        for d in docs(K8S / name))
+    images = {c["image"] for d in rendered if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"<ECR_REPOSITORY_URL>:<IMAGE_TAG>-cpu"}
+    assert all(manifest_errors(d) == [] for d in rendered)
+
+
+def test_every_placeholder_is_documented():
+    readme = (DEPLOY / "README.md").read_text()
+    documented = set(re.findall(r"^\| `<([A-Z][A-Z0-9_]*)>` \|", readme, re.M))
+    used = set()
+    for path in [*DEPLOY.rglob("*.yaml"), DOCKERFILE]:
+        used |= set(PLACEHOLDER.findall(path.read_text()))
+    assert used == documented
+    outputs = ROOT / "infra" / "outputs.tf"
+    if outputs.is_file():  # the Terraform outputs that the README names exist
+        named = set(re.findall(r"^\| `<[A-Z_]+>` \| Terraform output `(\w+)`", readme, re.M))
+        assert named and named <= set(re.findall(r'^output "(\w+)"', outputs.read_text(), re.M))
