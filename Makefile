@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(abspath $(ECOSYSTEM_HOME))/dagster
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo dev serve replay test bench clean
+.PHONY: setup demo dev serve replay test infra-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,12 @@ replay: setup
 	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '28 days ago' +%F)} \
 	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30
 
-test: setup
+# checkov over infra/ (in its own venv: its pins fight the project's), then the suite.
+test: setup infra-check
 	$(BIN)/python -m pytest -q
+
+infra-check:
+	bash infra/check.sh
 
 bench: setup
 	$(BIN)/python bench/load_time.py

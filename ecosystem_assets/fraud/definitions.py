@@ -4,6 +4,7 @@ import dagster as dg
 
 from ecosystem_assets.fraud.assets import build_fraud_assets
 from ecosystem_assets.fraud.sensors import build_retrain_sensor
+from ecosystem_assets.run_tags import FRAUD_RETRAIN
 from ecosystem_assets.settings import Settings
 
 RETRAIN_JOB = "fraud_retrain_job"
@@ -14,7 +15,8 @@ def fraud_definitions(settings: Settings) -> dg.Definitions:
     partitions = dg.DailyPartitionsDefinition(start_date=settings.fraud_start_date, timezone="UTC")
     assets = build_fraud_assets(partitions, settings.fraud_precision_threshold)
     retrain = dg.define_asset_job(RETRAIN_JOB, selection=dg.AssetSelection.assets("fraud_features", "fraud_model"),
-                                  description="Rebuild the training table and retrain; promotes only a better model.")
+                                  description="Rebuild the training table and retrain; promotes only a better model.",
+                                  tags=FRAUD_RETRAIN)
     monitoring = dg.define_asset_job(MONITORING_JOB, selection=dg.AssetSelection.assets("fraud_monitoring_metrics"),
                                      description="Live precision/recall and feature drift of the serving model.")
     schedule = dg.ScheduleDefinition(name="fraud_monitoring_schedule", job=monitoring, cron_schedule=settings.fraud_monitoring_cron,

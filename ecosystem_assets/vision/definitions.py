@@ -6,6 +6,7 @@ torchrun) come from `ecosystem_assets.resources.wiring`.
 
 import dagster as dg
 
+from ecosystem_assets.run_tags import GPU_TRAINING
 from ecosystem_assets.settings import Settings
 from ecosystem_assets.vision.assets import build_vision_assets
 from ecosystem_assets.vision.checks import DATASET_CHECKS
@@ -15,6 +16,7 @@ def vision_definitions(settings: Settings) -> dg.Definitions:
     job = dg.define_asset_job(
         "vision_training_job", selection=dg.AssetSelection.groups("vision"),
         description="Dataset → checks → DDP training under torchrun → evaluation and promotion.",
+        tags=GPU_TRAINING,  # on Kubernetes: a GPU node, one training at a time
     )
     return dg.Definitions(
         assets=build_vision_assets(settings.image_dataset_url),

@@ -41,7 +41,6 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 VALUES = DEPLOY / "helm" / "values.yaml"
 INSTANCE = DEPLOY / "dagster.k8s.yaml"
-GPU_TAGS = K8S / "gpu-run-tags.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 SCHEMA = Path(__file__).parent / "data" / "dagster-chart-values.schema.json"
 MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "secrets.example.yaml")
@@ -131,7 +130,7 @@ def manifest_errors(doc: dict[str, Any]) -> list[str]:
 def test_every_yaml_file_parses():
     files = sorted(DEPLOY.rglob("*.yaml"))
     assert {f.name for f in files} >= {"values.yaml", "dagster.k8s.yaml", "dagster.local.yaml", "kustomization.yaml",
-                                       "gpu-run-tags.yaml", *MANIFESTS}
+                                       *MANIFESTS}
     for path in files:
         assert docs(path), f"{path} is empty"
 
@@ -408,7 +407,8 @@ def test_run_queue_limits_one_gpu_training_and_one_fraud_retrain():
     assert queued["tagConcurrencyLimits"] == instance_limits
     limits = {(limit["key"], limit["value"]): limit["limit"] for limit in instance_limits}
     assert limits == {("ecosystem/run-queue", "gpu-training"): 1, ("ecosystem/run-queue", "fraud-retrain"): 1}
-    assert yaml.safe_load(GPU_TAGS.read_text())["ecosystem/run-queue"] == "gpu-training"
+    assert job_tags("vision_training_job")["ecosystem/run-queue"] == "gpu-training"
+    assert job_tags("fraud_retrain_job")["ecosystem/run-queue"] == "fraud-retrain"
     assert queued["maxConcurrentRuns"] == yaml.safe_load(INSTANCE.read_text())["run_coordinator"]["config"]["max_concurrent_runs"]
 
 
@@ -584,8 +584,15 @@ def run_job(tags: dict[str, Any], tmp_path: Path):
     return context.namespace, job.spec.template.spec
 
 
+def job_tags(job_name: str) -> dict[str, Any]:
+    """The tags every run of the job carries, from the code location itself."""
+    from ecosystem_assets.definitions import defs
+
+    return dict(defs.resolve_job_def(job_name).tags)
+
+
 def test_gpu_tags_put_training_runs_on_the_gpu_node_group(tmp_path: Path, pg_env: None):
-    tags = yaml.safe_load(GPU_TAGS.read_text())
+    tags = job_tags("vision_training_job")
     namespace, pod = run_job(tags, tmp_path)
     (container,) = pod.containers
     assert namespace == NAMESPACE and pod.service_account_name == "dagster"
@@ -611,7 +618,11 @@ def test_other_runs_stay_off_the_gpus(tmp_path: Path, pg_env: None):
 
 
 def test_gpu_tags_with_a_typo_are_rejected(tmp_path: Path, pg_env: None):
-    tags = yaml.safe_load(GPU_TAGS.read_text())
+    import copy
+
+    from ecosystem_assets.run_tags import GPU_TRAINING
+
+    tags = copy.deepcopy(GPU_TRAINING)
     tags["dagster-k8s/config"]["pod_spec_config"]["node_selektor"] = {"node-pool": "gpu"}
     with pytest.raises(Exception, match="node_selektor"):
         run_job(tags, tmp_path)
