@@ -153,8 +153,39 @@ resource "aws_iam_role_policy_attachment" "node" {
   policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
 }
 
-resource "aws_launch_template" "cpu" {
-  name_prefix            = "${local.name}-cpu-"
+# The two node groups differ only in these settings.
+locals {
+  node_groups = {
+    # Long-running services and CPU run Jobs: on-demand, never below cpu_node_min.
+    cpu = {
+      ami_type       = "AL2023_x86_64_STANDARD"
+      instance_types = var.cpu_instance_types
+      disk_gib       = var.cpu_node_disk_gib
+      min_size       = var.cpu_node_min
+      desired_size   = var.cpu_node_desired
+      max_size       = var.cpu_node_max
+      labels         = { (local.node_pool_label) = "cpu" }
+      taints         = []
+    }
+    # DDP training runs. From zero: a pending training pod makes the cluster autoscaler add a node;
+    # idle nodes go away. Only pods that tolerate the taint (the training run Jobs, the NVIDIA
+    # device plugin) run on GPUs.
+    gpu = {
+      ami_type       = var.gpu_ami_type # NVIDIA driver and container toolkit preinstalled.
+      instance_types = var.gpu_instance_types
+      disk_gib       = var.gpu_node_disk_gib
+      min_size       = 0
+      desired_size   = 0
+      max_size       = var.gpu_node_max
+      labels         = { (local.node_pool_label) = "gpu", "nvidia.com/gpu.present" = "true" }
+      taints         = [{ key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" }]
+    }
+  }
+}
+
+resource "aws_launch_template" "node" {
+  for_each               = local.node_groups
+  name_prefix            = "${local.name}-${each.key}-"
   update_default_version = true
 
   # IMDSv2 only, one hop: pods cannot reach the node role's credentials.
@@ -167,7 +198,7 @@ resource "aws_launch_template" "cpu" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = var.cpu_node_disk_gib
+      volume_size           = each.value.disk_gib
       volume_type           = "gp3"
       encrypted             = true
       delete_on_termination = true
@@ -176,50 +207,25 @@ resource "aws_launch_template" "cpu" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = { Name = "${local.name}-cpu" }
+    tags          = { Name = "${local.name}-${each.key}" }
   }
 }
 
-resource "aws_launch_template" "gpu" {
-  name_prefix            = "${local.name}-gpu-"
-  update_default_version = true
-
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.gpu_node_disk_gib
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-
-  tag_specifications {
-    resource_type = "instance"
-    tags          = { Name = "${local.name}-gpu" }
-  }
-}
-
-resource "aws_eks_node_group" "cpu" {
+resource "aws_eks_node_group" "node" {
+  for_each        = local.node_groups
   cluster_name    = aws_eks_cluster.main.name
-  node_group_name = "${local.name}-cpu"
+  node_group_name = "${local.name}-${each.key}"
   version         = aws_eks_cluster.main.version
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = aws_subnet.private[*].id
-  ami_type        = "AL2023_x86_64_STANDARD"
+  ami_type        = each.value.ami_type
   capacity_type   = "ON_DEMAND"
-  instance_types  = var.cpu_instance_types
+  instance_types  = each.value.instance_types
 
   scaling_config {
-    min_size     = var.cpu_node_min
-    desired_size = var.cpu_node_desired
-    max_size     = var.cpu_node_max
+    min_size     = each.value.min_size
+    desired_size = each.value.desired_size
+    max_size     = each.value.max_size
   }
 
   update_config {
@@ -227,58 +233,22 @@ resource "aws_eks_node_group" "cpu" {
   }
 
   launch_template {
-    id      = aws_launch_template.cpu.id
-    version = aws_launch_template.cpu.latest_version
+    id      = aws_launch_template.node[each.key].id
+    version = aws_launch_template.node[each.key].latest_version
   }
 
-  labels = { (local.node_pool_label) = "cpu" }
+  labels = each.value.labels
+
+  dynamic "taint" {
+    for_each = each.value.taints
+    content {
+      key    = taint.value.key
+      value  = taint.value.value
+      effect = taint.value.effect
+    }
+  }
 
   # The cluster autoscaler owns the size after creation.
-  lifecycle {
-    ignore_changes = [scaling_config[0].desired_size]
-  }
-
-  depends_on = [aws_iam_role_policy_attachment.node]
-}
-
-resource "aws_eks_node_group" "gpu" {
-  cluster_name    = aws_eks_cluster.main.name
-  node_group_name = "${local.name}-gpu"
-  version         = aws_eks_cluster.main.version
-  node_role_arn   = aws_iam_role.node.arn
-  subnet_ids      = aws_subnet.private[*].id
-  ami_type        = var.gpu_ami_type # NVIDIA driver and container toolkit preinstalled.
-  capacity_type   = "ON_DEMAND"
-  instance_types  = var.gpu_instance_types
-
-  # From zero: a pending training pod makes the cluster autoscaler add a node; idle nodes go away.
-  scaling_config {
-    min_size     = 0
-    desired_size = 0
-    max_size     = var.gpu_node_max
-  }
-
-  update_config {
-    max_unavailable = 1
-  }
-
-  launch_template {
-    id      = aws_launch_template.gpu.id
-    version = aws_launch_template.gpu.latest_version
-  }
-
-  labels = {
-    (local.node_pool_label)  = "gpu"
-    "nvidia.com/gpu.present" = "true"
-  }
-
-  # Only pods that tolerate this (the training run Jobs, the NVIDIA device plugin) run on GPUs.
-  taint {
-    key    = "nvidia.com/gpu"
-    value  = "true"
-    effect = "NO_SCHEDULE"
-  }
-
   lifecycle {
     ignore_changes = [scaling_config[0].desired_size]
   }
@@ -294,7 +264,7 @@ resource "aws_autoscaling_group_tag" "gpu_node_template" {
     "k8s.io/cluster-autoscaler/node-template/label/nvidia.com/gpu.present"   = "true"
     "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"           = "true:NoSchedule"
   }
-  autoscaling_group_name = aws_eks_node_group.gpu.resources[0].autoscaling_groups[0].name
+  autoscaling_group_name = aws_eks_node_group.node["gpu"].resources[0].autoscaling_groups[0].name
 
   tag {
     key                 = each.key
@@ -313,5 +283,5 @@ resource "aws_eks_addon" "core" {
   resolve_conflicts_on_update = "OVERWRITE"
 
   # coredns needs nodes to become healthy.
-  depends_on = [aws_eks_node_group.cpu]
+  depends_on = [aws_eks_node_group.node]
 }

@@ -17,6 +17,16 @@ locals {
   mlflow_prefix = "mlflow-artifacts"
   # S3 calls made with SSE-KMS objects need the key, but only through S3.
   kms_via_s3 = "s3.${var.region}.amazonaws.com"
+  # Object actions of the S3 workloads (reads by version too: the image manifest records VersionIds).
+  s3_object_read = ["s3:GetObject", "s3:GetObjectVersion"]
+  s3_object_read_write = [
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+  ]
 }
 
 data "aws_iam_policy_document" "irsa_assume" {
@@ -48,58 +58,86 @@ resource "aws_iam_role" "irsa" {
   max_session_duration = 3600
 }
 
+# One inline policy per role; the documents follow.
+locals {
+  # role key (as in irsa_subjects) => name and JSON of the role's policy
+  irsa_policies = {
+    dagster            = { name = "artifacts-rw-images-ro", json = data.aws_iam_policy_document.dagster.json }
+    mlflow             = { name = "mlflow-artifacts-rw", json = data.aws_iam_policy_document.mlflow_artifacts["mlflow"].json }
+    fraud-service      = { name = "mlflow-artifacts-ro", json = data.aws_iam_policy_document.mlflow_artifacts["fraud-service"].json }
+    cluster-autoscaler = { name = "scale-node-groups", json = data.aws_iam_policy_document.cluster_autoscaler.json }
+    external-secrets   = { name = "read-db-master-secret", json = data.aws_iam_policy_document.external_secrets.json }
+  }
+}
+
+resource "aws_iam_role_policy" "irsa" {
+  for_each = local.irsa_policies
+  name     = each.value.name
+  role     = aws_iam_role.irsa[each.key].id
+  policy   = each.value.json
+}
+
+# --- the stack's KMS key for the S3 workloads ---
+# Usable only through S3: reading SSE-KMS objects needs Decrypt, writing them also GenerateDataKey
+# (with bucket keys). Merged into the S3 workloads' documents below.
+
+data "aws_iam_policy_document" "kms_via_s3" {
+  for_each = {
+    read       = { sid = "DecryptThroughS3", actions = ["kms:Decrypt"] }
+    read_write = { sid = "BucketKeyThroughS3", actions = ["kms:Decrypt", "kms:GenerateDataKey"] }
+  }
+
+  statement {
+    sid       = each.value.sid
+    actions   = each.value.actions
+    resources = [aws_kms_key.main.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via_s3]
+    }
+  }
+}
+
 # --- (a) Dagster: user code and run Jobs (and the webserver, which shows compute logs) ---
 # Read/write the artifact bucket (storage, compute logs, MLflow artifacts when the tracking server
 # does not proxy them); read-only on the image dataset.
 
 data "aws_iam_policy_document" "dagster" {
+  source_policy_documents = [data.aws_iam_policy_document.kms_via_s3["read_write"].json]
+
   statement {
     sid       = "ListBuckets"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
-    resources = [aws_s3_bucket.artifacts.arn, aws_s3_bucket.images.arn]
+    resources = [aws_s3_bucket.data["artifacts"].arn, aws_s3_bucket.data["images"].arn]
   }
   statement {
-    sid = "ReadWriteArtifacts"
-    actions = [
-      "s3:GetObject",
-      "s3:GetObjectVersion",
-      "s3:PutObject",
-      "s3:DeleteObject",
-      "s3:AbortMultipartUpload",
-      "s3:ListMultipartUploadParts",
-    ]
-    resources = ["${aws_s3_bucket.artifacts.arn}/*"]
+    sid       = "ReadWriteArtifacts"
+    actions   = local.s3_object_read_write
+    resources = ["${aws_s3_bucket.data["artifacts"].arn}/*"]
   }
   statement {
     sid       = "ReadImageDataset"
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = ["${aws_s3_bucket.images.arn}/*"]
-  }
-  statement {
-    sid       = "BucketKeyThroughS3"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.main.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.kms_via_s3]
-    }
+    actions   = local.s3_object_read
+    resources = ["${aws_s3_bucket.data["images"].arn}/*"]
   }
 }
 
-resource "aws_iam_role_policy" "dagster" {
-  name   = "artifacts-rw-images-ro"
-  role   = aws_iam_role.irsa["dagster"].id
-  policy = data.aws_iam_policy_document.dagster.json
-}
+# --- (b) MLflow tracking server and (c) fraud service: s3://<artifacts>/mlflow-artifacts/ only ---
+# The tracking server reads and writes its artifact store; the fraud service only downloads the
+# champion model's artifacts.
 
-# --- (b) MLflow tracking server: its artifact store is s3://<artifacts>/mlflow-artifacts/ ---
+data "aws_iam_policy_document" "mlflow_artifacts" {
+  for_each = {
+    mlflow        = { sid = "ReadWriteArtifacts", actions = local.s3_object_read_write, kms = "read_write" }
+    fraud-service = { sid = "ReadModelArtifacts", actions = local.s3_object_read, kms = "read" }
+  }
+  source_policy_documents = [data.aws_iam_policy_document.kms_via_s3[each.value.kms].json]
 
-data "aws_iam_policy_document" "mlflow" {
   statement {
     sid       = "ListArtifactPrefix"
     actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.artifacts.arn]
+    resources = [aws_s3_bucket.data["artifacts"].arn]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
@@ -107,76 +145,17 @@ data "aws_iam_policy_document" "mlflow" {
     }
   }
   statement {
-    sid = "ReadWriteArtifacts"
-    actions = [
-      "s3:GetObject",
-      "s3:GetObjectVersion",
-      "s3:PutObject",
-      "s3:DeleteObject",
-      "s3:AbortMultipartUpload",
-      "s3:ListMultipartUploadParts",
-    ]
-    resources = ["${aws_s3_bucket.artifacts.arn}/${local.mlflow_prefix}/*"]
+    sid       = each.value.sid
+    actions   = each.value.actions
+    resources = ["${aws_s3_bucket.data["artifacts"].arn}/${local.mlflow_prefix}/*"]
   }
-  statement {
-    sid       = "BucketKeyThroughS3"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.main.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.kms_via_s3]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "mlflow" {
-  name   = "mlflow-artifacts-rw"
-  role   = aws_iam_role.irsa["mlflow"].id
-  policy = data.aws_iam_policy_document.mlflow.json
-}
-
-# --- (c) fraud service: downloads the champion model's artifacts, nothing else ---
-
-data "aws_iam_policy_document" "fraud_service" {
-  statement {
-    sid       = "ListArtifactPrefix"
-    actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.artifacts.arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = [local.mlflow_prefix, "${local.mlflow_prefix}/*"]
-    }
-  }
-  statement {
-    sid       = "ReadModelArtifacts"
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = ["${aws_s3_bucket.artifacts.arn}/${local.mlflow_prefix}/*"]
-  }
-  statement {
-    sid       = "DecryptThroughS3"
-    actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.main.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.kms_via_s3]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "fraud_service" {
-  name   = "mlflow-artifacts-ro"
-  role   = aws_iam_role.irsa["fraud-service"].id
-  policy = data.aws_iam_policy_document.fraud_service.json
 }
 
 # --- cluster autoscaler: without it the GPU group never leaves 0 nodes ---
 
 locals {
   node_group_asg_arns = [
-    for asg in concat(aws_eks_node_group.cpu.resources[0].autoscaling_groups, aws_eks_node_group.gpu.resources[0].autoscaling_groups) :
+    for asg in flatten([for group in aws_eks_node_group.node : group.resources[0].autoscaling_groups]) :
     "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${asg.name}"
   ]
 }
@@ -201,19 +180,13 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
   statement {
     sid       = "ReadNodeGroupLabelsAndTaints"
     actions   = ["eks:DescribeNodegroup"]
-    resources = [aws_eks_node_group.cpu.arn, aws_eks_node_group.gpu.arn]
+    resources = [for group in aws_eks_node_group.node : group.arn]
   }
   statement {
     sid       = "ScaleOurNodeGroupsOnly"
     actions   = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
     resources = local.node_group_asg_arns
   }
-}
-
-resource "aws_iam_role_policy" "cluster_autoscaler" {
-  name   = "scale-node-groups"
-  role   = aws_iam_role.irsa["cluster-autoscaler"].id
-  policy = data.aws_iam_policy_document.cluster_autoscaler.json
 }
 
 # --- External Secrets Operator: reads the RDS-managed master secret, only that one ---
@@ -234,10 +207,4 @@ data "aws_iam_policy_document" "external_secrets" {
       values   = ["secretsmanager.${var.region}.amazonaws.com"]
     }
   }
-}
-
-resource "aws_iam_role_policy" "external_secrets" {
-  name   = "read-db-master-secret"
-  role   = aws_iam_role.irsa["external-secrets"].id
-  policy = data.aws_iam_policy_document.external_secrets.json
 }

@@ -38,12 +38,12 @@ output "private_subnet_ids" {
 
 output "artifact_bucket" {
   description = "Artifact bucket: Dagster storage (ecosystem/), MLflow artifacts (mlflow-artifacts/), compute logs (compute-logs/)."
-  value       = aws_s3_bucket.artifacts.bucket
+  value       = aws_s3_bucket.data["artifacts"].bucket
 }
 
 output "image_bucket" {
   description = "Image-dataset bucket (ImageFolder layout <class>/<file> under a prefix)."
-  value       = aws_s3_bucket.images.bucket
+  value       = aws_s3_bucket.data["images"].bucket
 }
 
 output "access_log_bucket" {
@@ -139,8 +139,8 @@ output "gpu_tolerations" {
 output "app_environment" {
   description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from the master secret (README)."
   value = {
-    ECOSYSTEM_STORAGE_URL = "s3://${aws_s3_bucket.artifacts.bucket}/ecosystem"
-    IMAGE_DATASET_URL     = "s3://${aws_s3_bucket.images.bucket}/dataset"
+    ECOSYSTEM_STORAGE_URL = "s3://${aws_s3_bucket.data["artifacts"].bucket}/ecosystem"
+    IMAGE_DATASET_URL     = "s3://${aws_s3_bucket.data["images"].bucket}/dataset"
     MLFLOW_TRACKING_URI   = "http://mlflow.${var.k8s_namespace}.svc.cluster.local:5000"
     AWS_REGION            = var.region
     DAGSTER_PG_HOST       = aws_db_instance.postgres.address

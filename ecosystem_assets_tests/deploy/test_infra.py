@@ -4,10 +4,15 @@ CI has no AWS account and cannot download providers, so `terraform validate` can
 infra/*.tf is parsed with python-hcl2 instead and the security-relevant settings are asserted on
 the parsed configuration. `terraform fmt -check` runs when the binary is on PATH. The checkov scan
 is separate (infra/check.sh: it needs its own virtualenv).
+
+Repeated resources are written once with `for_each` over a map; `instances()` expands them into one
+body per key (each.key / each.value and `dynamic` blocks substituted), so every assertion still
+reads one concrete bucket, role or node group.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -22,6 +27,8 @@ from hcl2 import SerializationOptions
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 DATA_BUCKETS = ("artifacts", "images")
+# bucket => its address below aws_s3_bucket (the data buckets are one resource with for_each)
+BUCKETS = {"artifacts": 'data["artifacts"]', "images": 'data["images"]', "access_logs": "access_logs"}
 # Strings come back without their quotes, references as "${...}", blocks as lists of dicts.
 _OPTIONS = SerializationOptions(strip_string_quotes=True, with_comments=False, explicit_blocks=False)
 
@@ -46,11 +53,12 @@ def parsed() -> dict[str, Any]:
 
 
 def resources(rtype: str) -> dict[str, dict[str, Any]]:
+    """The resource blocks of `rtype` as written (a for_each block once, unexpanded)."""
     return parsed()["resource"].get(rtype, {})
 
 
-def policy_documents() -> dict[str, dict[str, Any]]:
-    return parsed()["data"].get("aws_iam_policy_document", {})
+def local(name: str) -> Any:
+    return parsed()["locals"][name]
 
 
 def one(blocks: Any) -> dict[str, Any]:
@@ -67,10 +75,131 @@ def resolve_locals(text: str) -> str:
     return text
 
 
+# --- for_each and dynamic blocks -------------------------------------------------------------------
+
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+
+
+def _for_each_entries(expression: Any) -> dict[str, Any]:
+    """The map a for_each iterates: a literal map, a map-valued local, or toset() of literal strings."""
+    if isinstance(expression, dict):
+        return expression
+    if match := re.fullmatch(r"\$\{local\.(\w+)\}", expression):
+        entries = local(match.group(1))
+        assert isinstance(entries, dict), f"for_each over local.{match.group(1)}: not a map"
+        return entries
+    if match := re.fullmatch(r"\$\{toset\((\[[^\]]*\])\)\}", expression):
+        return {item: item for item in json.loads(match.group(1))}
+    raise AssertionError(f"for_each the tests cannot evaluate: {expression}")
+
+
+def _lookup(iterator: str, match: re.Match[str], key: str, value: Any) -> Any:
+    """<iterator>.key, <iterator>.value or <iterator>.value.a.b for one entry."""
+    current = key if match.group(1) == "key" else value
+    for field in filter(None, match.group(2).split(".")):
+        if isinstance(current, str):  # a reference (${aws_s3_bucket.data["images"]}): its attribute
+            reference = re.fullmatch(r"\$\{([^{}]+)\}", current)
+            assert reference, f"{iterator}.value.{field} of {current!r}"
+            current = "${%s.%s}" % (reference.group(1), field)
+        else:
+            current = current[field]
+    return current
+
+
+def _substitute(node: Any, iterator: str, key: str, value: Any) -> Any:
+    """`node` with <iterator>.key / <iterator>.value replaced by one entry's key and value."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, iterator, key, value) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, iterator, key, value) for v in node]
+    if not isinstance(node, str):
+        return node
+    reference = re.compile(rf"\b{iterator}\.(key|value)((?:\.\w+)*)")
+    if whole := re.fullmatch(r"\$\{(.*)\}", node):
+        if (match := reference.fullmatch(whole.group(1))) is not None:
+            return _lookup(iterator, match, key, value)  # keeps its type: a list, a map, a number
+
+    def as_expression(match: re.Match[str]) -> str:
+        found = _lookup(iterator, match, key, value)
+        assert isinstance(found, str), f"{match.group(0)} = {found!r} inside an expression"
+        inner = re.fullmatch(r"\$\{([^{}]*)\}", found)
+        return inner.group(1) if inner else json.dumps(found)
+
+    def splice(interpolation: re.Match[str]) -> str:
+        if (match := reference.fullmatch(interpolation.group(1))) is not None:
+            found = _lookup(iterator, match, key, value)
+            assert isinstance(found, str), f"{interpolation.group(0)} = {found!r} inside a string"
+            return found
+        return "${%s}" % reference.sub(as_expression, interpolation.group(1))
+
+    return _INTERPOLATION.sub(splice, node)
+
+
+def instances(rtype: str, section: str = "resource") -> dict[str, dict[str, Any]]:
+    """Bodies of `rtype` by address: `name`, or `name["key"]` per entry of a for_each."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, body in parsed()[section].get(rtype, {}).items():
+        if "for_each" not in body:
+            found[name] = _generate_dynamic(body)
+            continue
+        rest = {k: v for k, v in body.items() if k != "for_each"}
+        for key, value in _for_each_entries(body["for_each"]).items():
+            found[f'{name}["{key}"]'] = _generate_dynamic(_substitute(rest, "each", key, value))
+    return found
+
+
+def _generate_dynamic(body: dict[str, Any]) -> dict[str, Any]:
+    """`dynamic "x" { for_each = [...]; content {...} }` replaced by the x blocks it generates."""
+    generated = {k: v for k, v in body.items() if k != "dynamic"}
+    for dynamic in body.get("dynamic", []):
+        for block, spec in dynamic.items():
+            items = spec["for_each"]
+            assert isinstance(items, list), f"dynamic {block}: for_each the tests cannot evaluate: {items}"
+            content = one(spec["content"])
+            blocks = [_substitute(content, block, str(index), item) for index, item in enumerate(items)]
+            if blocks:
+                generated.setdefault(block, []).extend(blocks)
+    return generated
+
+
 def configuring(rtype: str, bucket: str) -> list[dict[str, Any]]:
-    """The resources of `rtype` whose `bucket` argument is aws_s3_bucket.<bucket>."""
-    ref = "${aws_s3_bucket.%s.id}" % bucket
-    return [body for body in resources(rtype).values() if body.get("bucket") == ref]
+    """The instances of `rtype` whose `bucket` argument is the id of bucket `bucket` (a key of BUCKETS)."""
+    ref = "${aws_s3_bucket.%s.id}" % BUCKETS[bucket]
+    return [body for body in instances(rtype).values() if body.get("bucket") == ref]
+
+
+# --- IAM policy documents --------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A list argument: literal, a list-valued local, or an expression kept as one string."""
+    if isinstance(value, list):
+        return value
+    if (match := re.fullmatch(r"\$\{local\.(\w+)\}", value)) and isinstance(local(match.group(1)), list):
+        return local(match.group(1))
+    return [value]
+
+
+def statements(reference: str) -> list[dict[str, Any]]:
+    """The statements of the policy document that `${data.aws_iam_policy_document.X[...].json}` names,
+    its source_policy_documents' first (as the provider merges them); actions and resources as lists,
+    string locals in resources substituted."""
+    match = re.fullmatch(r'\$\{data\.aws_iam_policy_document\.(\w+(?:\["[^"]+"\])?)\.json\}', reference)
+    assert match, f"not a reference to a policy document: {reference}"
+    document = instances("aws_iam_policy_document", "data")[match.group(1)]
+    merged = [s for source in document.get("source_policy_documents", []) for s in statements(source)]
+    for statement in document.get("statement", []):
+        merged.append({
+            **statement,
+            "actions": _as_list(statement["actions"]),
+            "resources": [resolve_locals(r) for r in _as_list(statement.get("resources", []))],
+        })
+    return merged
+
+
+def bucket_policy(bucket: str) -> list[dict[str, Any]]:
+    (policy,) = configuring("aws_s3_bucket_policy", bucket)
+    return statements(policy["policy"])
 
 
 def test_layout_is_complete() -> None:
@@ -106,9 +235,21 @@ def test_tfvars_example_sets_only_declared_variables() -> None:
     assert example["deletion_protection"] is True
 
 
-@pytest.mark.parametrize("bucket", [*DATA_BUCKETS, "access_logs"])
+def test_buckets_and_their_names() -> None:
+    # Every bucket of the stack is in BUCKETS (so the parametrized tests below see all of them), and
+    # the names the deployment's outputs and README mention are unchanged.
+    names = {address: body["bucket"] for address, body in instances("aws_s3_bucket").items()}
+    assert names == {
+        'data["artifacts"]': "${local.name}-artifacts-${local.bucket_suffix}",
+        'data["images"]': "${local.name}-images-${local.bucket_suffix}",
+        "access_logs": "${local.name}-access-logs-${local.bucket_suffix}",
+    }
+    assert set(names) == set(BUCKETS.values())
+
+
+@pytest.mark.parametrize("bucket", BUCKETS)
 def test_bucket_is_versioned_encrypted_private_tls_only_with_lifecycle(bucket: str) -> None:
-    assert bucket in resources("aws_s3_bucket")
+    assert BUCKETS[bucket] in instances("aws_s3_bucket")
 
     (versioning,) = configuring("aws_s3_bucket_versioning", bucket)
     assert one(versioning["versioning_configuration"])["status"] == "Enabled"
@@ -120,11 +261,12 @@ def test_bucket_is_versioned_encrypted_private_tls_only_with_lifecycle(bucket: s
     (block,) = configuring("aws_s3_bucket_public_access_block", bucket)
     assert all(block[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
 
-    (policy,) = configuring("aws_s3_bucket_policy", bucket)
-    document = policy_documents()[re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", policy["policy"]).group(1)]
-    arn = "${aws_s3_bucket.%s.arn}" % bucket
+    (ownership,) = configuring("aws_s3_bucket_ownership_controls", bucket)
+    assert one(ownership["rule"])["object_ownership"] == "BucketOwnerEnforced"
+
+    arn = "${aws_s3_bucket.%s.arn}" % BUCKETS[bucket]
     deny_plain_http = [
-        s for s in document["statement"]
+        s for s in bucket_policy(bucket)
         if s.get("effect") == "Deny" and "s3:*" in s["actions"] and {arn, arn + "/*"} <= set(s["resources"])
         and any(c["variable"] == "aws:SecureTransport" and c["values"] == ["false"] for c in s.get("condition", []))
     ]
@@ -143,6 +285,12 @@ def test_data_buckets_use_the_stack_kms_key_and_are_access_logged(bucket: str) -
     assert default == {"sse_algorithm": "aws:kms", "kms_master_key_id": "${aws_kms_key.main.arn}"}
     (logging,) = configuring("aws_s3_bucket_logging", bucket)
     assert logging["target_bucket"] == "${aws_s3_bucket.access_logs.id}"
+    assert logging["target_prefix"] == f"{bucket}/"
+    # Only S3 log delivery for the data buckets' logs may write into the log bucket.
+    (delivery,) = [s for s in bucket_policy("access_logs") if s.get("effect", "Allow") == "Allow"]
+    assert delivery["actions"] == ["s3:PutObject"] and delivery["resources"] == ["${aws_s3_bucket.access_logs.arn}/*"]
+    assert one(delivery["principals"]) == {"type": "Service", "identifiers": ["logging.s3.amazonaws.com"]}
+    assert {c["variable"] for c in delivery["condition"]} == {"aws:SourceAccount", "aws:SourceArn"}
 
 
 def test_kms_key_rotates() -> None:
@@ -194,80 +342,118 @@ def test_outputs_feed_the_deployment() -> None:
     assert {"artifact_bucket", "image_bucket", "ecr_repository_url", "db_address", "db_endpoint", "db_master_secret_arn",
             "cluster_name", "dagster_role_arn", "mlflow_role_arn", "fraud_service_role_arn", "app_environment"} <= set(outputs)
     assert all(body.get("description") for body in outputs.values())
+    assert outputs["artifact_bucket"]["value"] == '${aws_s3_bucket.data["artifacts"].bucket}'
+    assert outputs["image_bucket"]["value"] == '${aws_s3_bucket.data["images"].bucket}'
     env = outputs["app_environment"]["value"]
-    assert env["ECOSYSTEM_STORAGE_URL"].startswith("s3://${aws_s3_bucket.artifacts.bucket}/")
-    assert env["IMAGE_DATASET_URL"].startswith("s3://${aws_s3_bucket.images.bucket}/")
+    assert env["ECOSYSTEM_STORAGE_URL"].startswith('s3://${aws_s3_bucket.data["artifacts"].bucket}/')
+    assert env["IMAGE_DATASET_URL"].startswith('s3://${aws_s3_bucket.data["images"].bucket}/')
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.")
-
-
-def _statements(document: str) -> list[dict[str, Any]]:
-    return [{**s, "resources": [resolve_locals(r) for r in s["resources"]]} for s in policy_documents()[document]["statement"]]
+    # Each workload's role ARN output names that workload's role.
+    for role in local("irsa_subjects"):
+        output = outputs[role.replace("-", "_") + "_role_arn"]
+        assert output["value"] == '${aws_iam_role.irsa["%s"].arn}' % role
 
 
 def _s3_actions(statements: list[dict[str, Any]], resource_prefix: str) -> set[str]:
     return {a for s in statements for a in s["actions"] for r in s["resources"] if r.startswith(resource_prefix)}
 
 
+def role_policy(role: str) -> list[dict[str, Any]]:
+    """Statements of the inline policy of IRSA role `role` (the only policy the role has)."""
+    policies = {address: body for address, body in instances("aws_iam_role_policy").items() if "aws_iam_role.irsa[" in body["role"]}
+    (body,) = [body for body in policies.values() if body["role"] == '${aws_iam_role.irsa["%s"].id}' % role]
+    return statements(body["policy"])
+
+
+def test_every_irsa_role_has_exactly_one_inline_policy_and_no_managed_ones() -> None:
+    roles = set(local("irsa_subjects"))
+    attached = [body["role"] for body in instances("aws_iam_role_policy").values() if "aws_iam_role.irsa[" in body["role"]]
+    assert sorted(attached) == sorted('${aws_iam_role.irsa["%s"].id}' % role for role in roles)
+    assert not [body for body in resources("aws_iam_role_policy_attachment").values() if "aws_iam_role.irsa" in str(body["role"])]
+
+
 def test_irsa_policies_name_concrete_buckets_and_keys() -> None:
-    artifacts, images, key = "${aws_s3_bucket.artifacts.arn}", "${aws_s3_bucket.images.arn}", "${aws_kms_key.main.arn}"
-    for document in ("dagster", "mlflow", "fraud_service"):
-        for statement in _statements(document):
-            assert statement["resources"], document
+    artifacts, images, key = '${aws_s3_bucket.data["artifacts"].arn}', '${aws_s3_bucket.data["images"].arn}', "${aws_kms_key.main.arn}"
+    for role in ("dagster", "mlflow", "fraud-service"):
+        for statement in role_policy(role):
+            assert statement["resources"], role
             for resource in statement["resources"]:
-                assert resource.startswith((artifacts, images, key)), f"{document}: {resource}"
+                assert resource.startswith((artifacts, images, key)), f"{role}: {resource}"
             if any(r == key for r in statement["resources"]):
                 # The key is usable only through S3, not for decrypting anything else.
                 assert statement["condition"][0]["variable"] == "kms:ViaService"
+                assert statement["condition"][0]["values"] == ["${local.kms_via_s3}"]
+    assert local("kms_via_s3") == "s3.${var.region}.amazonaws.com"
 
-    dagster = _statements("dagster")
+    dagster = role_policy("dagster")
     assert {"s3:GetObject", "s3:PutObject"} <= _s3_actions(dagster, artifacts + "/*")
     assert _s3_actions(dagster, images + "/*") == {"s3:GetObject", "s3:GetObjectVersion"}
 
-    mlflow = _statements("mlflow")
+    mlflow = role_policy("mlflow")
     assert {r for s in mlflow for r in s["resources"] if r.startswith(artifacts + "/")} == {artifacts + "/mlflow-artifacts/*"}
     assert {"s3:GetObject", "s3:PutObject"} <= _s3_actions(mlflow, artifacts + "/mlflow-artifacts/")
     assert not _s3_actions(mlflow, images)
 
-    fraud = _statements("fraud_service")
+    fraud = role_policy("fraud-service")
     assert {r for s in fraud for r in s["resources"] if r.startswith(artifacts + "/")} == {artifacts + "/mlflow-artifacts/*"}
     assert not {a for s in fraud for a in s["actions"] if re.search("Put|Delete|Encrypt|GenerateDataKey", a)}
+    assert not _s3_actions(fraud, images)
+
+    # The other two roles: the database's master secret only; their own node groups only.
+    (secret, decrypt) = role_policy("external-secrets")
+    assert secret["resources"] == ["${aws_db_instance.postgres.master_user_secret[0].secret_arn}"]
+    assert decrypt["resources"] == [key] and decrypt["condition"][0]["variable"] == "kms:ViaService"
+    autoscaler = role_policy("cluster-autoscaler")
+    scaling = [s for s in autoscaler if any(a.startswith("autoscaling:Set") or "Terminate" in a for a in s["actions"])]
+    assert [s["resources"] for s in scaling] == [["${local.node_group_asg_arns}"]]
 
 
 def test_irsa_roles_trust_only_their_service_accounts() -> None:
-    trust = policy_documents()["irsa_assume"]
+    trust = parsed()["data"]["aws_iam_policy_document"]["irsa_assume"]
     assert parsed()["resource"]["aws_iam_role"]["irsa"]["for_each"] == trust["for_each"] == "${local.irsa_subjects}"
+    assert resources("aws_iam_role")["irsa"]["assume_role_policy"] == "${data.aws_iam_policy_document.irsa_assume[each.key].json}"
     (statement,) = trust["statement"]
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
     assert one(statement["principals"])["identifiers"] == ["${aws_iam_openid_connect_provider.eks.arn}"]
     conditions = {c["variable"]: c for c in statement["condition"]}
     assert conditions["${local.oidc_issuer}:sub"]["test"] == "StringEquals"
+    assert conditions["${local.oidc_issuer}:sub"]["values"] == "${each.value}"
     assert conditions["${local.oidc_issuer}:aud"]["values"] == ["sts.amazonaws.com"]
-    subjects = parsed()["locals"]["irsa_subjects"]
+    subjects = local("irsa_subjects")
     assert {"dagster", "mlflow", "fraud-service"} <= set(subjects)
     assert all("*" not in str(s) for s in subjects.values())
 
 
 def test_wildcard_resources_only_for_unscopable_describe_calls() -> None:
-    for name, document in policy_documents().items():
-        for statement in document["statement"]:
-            if "*" in statement.get("resources", []):
+    documents = instances("aws_iam_policy_document", "data")
+    for address in documents:
+        for statement in statements("${data.aws_iam_policy_document.%s.json}" % address):
+            if "*" in statement["resources"]:
                 assert statement.get("effect", "Allow") == "Allow"
                 unscoped = [a for a in statement["actions"] if not re.match(r"[a-z0-9]+:(Describe|Get\w*FromInstanceRequirements)", a)]
-                assert unscoped == [], f"{name}: {unscoped} on '*'"
+                assert unscoped == [], f"{address}: {unscoped} on '*'"
 
 
 def test_gpu_node_group_scales_from_zero_tainted_and_labelled() -> None:
-    gpu = resources("aws_eks_node_group")["gpu"]
+    groups = instances("aws_eks_node_group")
+    assert set(groups) == {'node["cpu"]', 'node["gpu"]'}
+    gpu, cpu = groups['node["gpu"]'], groups['node["cpu"]']
     scaling = one(gpu["scaling_config"])
     assert scaling["min_size"] == 0 and scaling["desired_size"] == 0 and scaling["max_size"] == "${var.gpu_node_max}"
     assert one(gpu["taint"]) == {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
     assert "gpu" in gpu["labels"].values()
-    cpu = resources("aws_eks_node_group")["cpu"]
     assert "taint" not in cpu and one(cpu["scaling_config"])["min_size"] == "${var.cpu_node_min}"
+    assert "cpu" in cpu["labels"].values()
+    # The autoscaler's scale-from-zero hints are on the GPU group's ASG.
+    hints = resources("aws_autoscaling_group_tag")["gpu_node_template"]
+    assert hints["autoscaling_group_name"].startswith('${aws_eks_node_group.node["gpu"].')
     # Nodes and the control plane live in private subnets; pods cannot reach the node role.
-    for group in (gpu, cpu):
+    templates = instances("aws_launch_template")
+    for name, group in (("gpu", gpu), ("cpu", cpu)):
         assert group["subnet_ids"] == "${aws_subnet.private[*].id}"
-    for template in resources("aws_launch_template").values():
+        assert one(group["launch_template"])["id"] == '${aws_launch_template.node["%s"].id}' % name
+        assert 'node["%s"]' % name in templates
+    for template in templates.values():
         metadata = one(template["metadata_options"])
         assert metadata["http_tokens"] == "required" and metadata["http_put_response_hop_limit"] == 1
         assert one(one(template["block_device_mappings"])["ebs"])["encrypted"] is True
