@@ -34,10 +34,11 @@ serve: setup
 	$(BIN)/ecosystem-assets serve --port $(or $(PORT),8000)
 
 # The closed-loop story (README): skimming rings start 28 days ago; the story's cooldown is short
-# because 30 days are replayed in minutes. Run `make dev` and `make serve` first, in other terminals.
+# because 30 days are replayed in minutes, at 12 s a day at least (the sensor ticks every 30 s).
+# Run `make dev` and `make serve` first, in other terminals.
 replay: setup
 	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '28 days ago' +%F)} \
-	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30
+	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30 --day-seconds $${DAY_SECONDS:-12}
 
 # checkov over infra/ (in its own venv: its pins fight the project's), then the suite.
 test: setup infra-check

@@ -103,9 +103,14 @@ def serve(host: str, port: int, poll_s: float) -> int:
     return 0
 
 
-def replay(service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool) -> int:
+def replay(service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool,
+           day_seconds: float = 0.0) -> int:
     """Replay simulated days through the service; after each day, land its transactions in storage and
-    run the monitoring job, so that `dagster dev` shows the checks and the sensor reacting."""
+    run the monitoring job, so that `dagster dev` shows the checks and the sensor reacting. Each day
+    lasts at least ``day_seconds`` of wall-clock time: the sensor's interval and the retrain cooldown
+    are wall-clock times, so without a pace a faster service would change which day a retrain lands on."""
+    import time
+
     from ecosystem_assets.fraud.assets import HISTORY_DAYS
     from ecosystem_assets.fraud.definitions import MONITORING_JOB
     from ecosystem_assets.fraud.replay import replay_day, send_history
@@ -130,6 +135,7 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
         instance = _instance()
         assets_job = defs.resolve_implicit_global_asset_job_def()
     for offset in range(days):
+        began = time.monotonic()
         day = start + timedelta(days=offset)
         frame = source.days(day, day)[day]
         print("  " + replay_day(service, day.isoformat(), frame, workers=workers).line(), flush=True)
@@ -139,6 +145,7 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
             result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=instance, raise_on_error=False)
             checks = ", ".join(f"{e.check_name} {'passed' if e.passed else 'FAILED'}" for e in result.get_asset_check_evaluations())
             print(f"    monitoring: {checks}", flush=True)
+        time.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
     return 0
 
 
@@ -158,13 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("--history-days", type=int, default=37, help="labelled days before FIRST to warm the features")
     replay_cmd.add_argument("--workers", type=int, default=8)
     replay_cmd.add_argument("--no-dagster", action="store_true", help="only send traffic; no storage or monitoring runs")
+    replay_cmd.add_argument("--day-seconds", type=float, default=0.0,
+                            help="shortest wall-clock time of a simulated day (the story's pace; see `make replay`)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.partition)
     if args.command == "serve":
         return serve(args.host, args.port, args.poll)
     if args.command == "replay":
-        return replay(args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster)
+        return replay(args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster,
+                      args.day_seconds)
     return 2
 
 
