@@ -75,8 +75,7 @@ class FeatureState:
         for window in TERMINAL_WINDOWS:
             start = bisect_left(times, until - window * DAY, 0, end)
             count = end - start
-            frauds = len(self.frauds.intersection(ids[start:end])) if count else 0
-            row += [float(count), frauds / count if count else 0.0]
+            row += [float(count), len(self.frauds.intersection(ids[start:end])) / count if count else 0.0]
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 

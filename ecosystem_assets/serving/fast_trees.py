@@ -21,8 +21,8 @@ from typing import Any
 _MAX_LEAVES = 64  # one uint64 bitmask per tree (uint32 when every tree has ≤ 32 leaves: less to move)
 
 
-def _tree_masks(nodes) -> tuple[list[int], list[int], list[int], list[float]] | None:
-    """(split node ids, their masks, leaf ids left to right, leaf values) of one sklearn tree."""
+def _tree_masks(nodes) -> tuple[list[int], list[int], list[float]] | None:
+    """(split node ids, their masks, leaf values left to right) of one sklearn tree."""
     leaves: list[int] = []
     spans: dict[int, tuple[int, int]] = {}  # node → (first, last + 1) leaf number under it
     stack = [(0, False)]
@@ -43,7 +43,7 @@ def _tree_masks(nodes) -> tuple[list[int], list[int], list[int], list[float]] | 
     for node in splits:
         first, end = spans[int(nodes["left"][node])]
         masks.append(every & ~(((1 << (end - first)) - 1) << first))
-    return splits, masks, leaves, [float(nodes["value"][leaf]) for leaf in leaves]
+    return splits, masks, [float(nodes["value"][leaf]) for leaf in leaves]
 
 
 class CompiledForest:
@@ -72,7 +72,7 @@ class CompiledForest:
             compiled = _tree_masks(nodes)
             if compiled is None:
                 return None
-            splits, tree_masks, _, values = compiled
+            splits, tree_masks, values = compiled
             most_leaves = max(most_leaves, len(values))
             tree_starts.append(len(masks))
             leaf_offsets.append(len(leaf_values))

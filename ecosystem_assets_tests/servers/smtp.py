@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ecosystem_assets_tests.servers.ports import free_port
 
 
 @dataclass
@@ -31,12 +32,6 @@ class Recorder:
         login = session.auth_data if session.authenticated else None
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, login))
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
+
+from ecosystem_assets_tests.servers.ports import free_port
 
 
 class UvicornThread:
     def __init__(self, app: Any):
         import uvicorn
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -172,14 +172,12 @@ def test_bad_sources_fail_with_clear_errors(tmp_path, versioned_bucket, s3_endpo
 
 
 def test_unreachable_endpoint_and_bad_credentials(versioned_bucket, s3_endpoint, monkeypatch):
-    import socket
-
     import requests
 
+    from ecosystem_assets_tests.servers.ports import free_port
+
     write_image_folder(ds.open_source(f"s3://{versioned_bucket}/imgs"), {"a": 2, "b": 2})
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
+    dead = free_port()  # a port nothing listens on
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
     with pytest.raises(ds.DatasetError, match=f"cannot list images at s3://{versioned_bucket}/imgs: .*127.0.0.1:{dead}"):
         ds.build_manifest(ds.open_source(f"s3://{versioned_bucket}/imgs"))
