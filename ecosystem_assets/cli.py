@@ -115,9 +115,10 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
     from ecosystem_assets.fraud.definitions import MONITORING_JOB
     from ecosystem_assets.fraud.replay import replay_day, send_history
     from ecosystem_assets.resources.fraud import TransactionSource
-    from ecosystem_assets.settings import Settings
+    from ecosystem_assets.settings import Settings, secret
 
     settings = Settings.from_env()
+    tokens = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
     start = datetime.fromisoformat(first).date() if first else datetime.now(ZoneInfo("UTC")).date() - timedelta(days=days)
     source = TransactionSource(drift_from=settings.fraud_drift_from)
     print(f"Replaying {days} days from {start} through {service} (drift from {settings.fraud_drift_from or 'never'})")
@@ -125,7 +126,7 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
         past = source.days(start - timedelta(days=min(history_days, HISTORY_DAYS)), start - timedelta(days=1))
         import pandas as pd
 
-        added = send_history(service, pd.concat(past.values(), ignore_index=True))
+        added = send_history(service, pd.concat(past.values(), ignore_index=True), feedback_token=tokens["feedback_token"])
         print(f"  feature history: {added} labelled past transactions loaded")
     if with_dagster:
         import dagster as dg
@@ -138,7 +139,7 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
         began = time.monotonic()
         day = start + timedelta(days=offset)
         frame = source.days(day, day)[day]
-        print("  " + replay_day(service, day.isoformat(), frame, workers=workers).line(), flush=True)
+        print("  " + replay_day(service, day.isoformat(), frame, workers=workers, **tokens).line(), flush=True)
         if with_dagster:
             assets_job.execute_in_process(asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(),
                                           instance=instance, raise_on_error=False)

@@ -22,6 +22,13 @@ class SettingsError(ValueError):
     """A configuration value is malformed; the message names the variable."""
 
 
+def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret's value, read when it is needed (never stored in `Settings`); None when unset or blank.
+    For code outside Dagster (the fraud service, the CLI); Dagster resources use `dg.EnvVar`."""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or None
+
+
 def _split_addresses(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -51,6 +58,15 @@ class Settings:
     fraud_drift_from: str | None = None
     fraud_monitoring_cron: str = "0 * * * *"
     fraud_retrain_cooldown_hours: float = 6.0
+    fraud_transactions_url: str | None = None
+    # The fraud service's bearer tokens: only whether they are set (the service and the resources
+    # read the values themselves, through the environment and `dg.EnvVar`).
+    fraud_predict_token_set: bool = False
+    fraud_feedback_token_set: bool = False
+    fraud_max_clock_skew_s: float = 300.0
+    fraud_max_amount: float = 1_000_000.0
+    fraud_max_predict_bytes: int = 16_384
+    fraud_max_history_bytes: int = 16 * 1024 * 1024
 
     @property
     def outbox_dir(self) -> Path:
@@ -90,11 +106,17 @@ class Settings:
         port_text = get("SMTP_PORT") or "587"
         if not port_text.isdigit():
             raise SettingsError(f"SMTP_PORT={port_text!r} is not a port number")
-        threshold_text = get("FRAUD_PRECISION_THRESHOLD") or "0.80"
-        try:
-            threshold = float(threshold_text)
-        except ValueError as exc:
-            raise SettingsError(f"FRAUD_PRECISION_THRESHOLD={threshold_text!r} is not a number") from exc
+        def number(name: str, default: str, kind: type = float, minimum: float = 0.0) -> float:
+            text = get(name) or default
+            try:
+                value = kind(text)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from exc
+            if not value >= minimum:  # also refuses NaN
+                raise SettingsError(f"{name}={text!r} must be at least {minimum:g}")
+            return value
+
+        threshold = number("FRAUD_PRECISION_THRESHOLD", "0.80")
 
         drift_from = get("FRAUD_DRIFT_FROM")
         if drift_from:
@@ -102,11 +124,7 @@ class Settings:
                 date.fromisoformat(drift_from)
             except ValueError as exc:
                 raise SettingsError(f"FRAUD_DRIFT_FROM={drift_from!r} is not a YYYY-MM-DD date") from exc
-        cooldown_text = get("FRAUD_RETRAIN_COOLDOWN_HOURS") or "6"
-        try:
-            cooldown = float(cooldown_text)
-        except ValueError as exc:
-            raise SettingsError(f"FRAUD_RETRAIN_COOLDOWN_HOURS={cooldown_text!r} is not a number") from exc
+        cooldown = number("FRAUD_RETRAIN_COOLDOWN_HOURS", "6")
 
         recipients = _split_addresses(get("REPORT_RECIPIENTS") or "sales-team@localhost")
         if not recipients:
@@ -135,4 +153,11 @@ class Settings:
             fraud_drift_from=drift_from,
             fraud_monitoring_cron=get("FRAUD_MONITORING_CRON") or "0 * * * *",
             fraud_retrain_cooldown_hours=cooldown,
+            fraud_transactions_url=get("FRAUD_TRANSACTIONS_URL"),
+            fraud_predict_token_set=get("FRAUD_PREDICT_TOKEN") is not None,
+            fraud_feedback_token_set=get("FRAUD_FEEDBACK_TOKEN") is not None,
+            fraud_max_clock_skew_s=number("FRAUD_MAX_CLOCK_SKEW_S", "300"),
+            fraud_max_amount=number("FRAUD_MAX_AMOUNT", "1000000"),
+            fraud_max_predict_bytes=int(number("FRAUD_MAX_PREDICT_BYTES", "16384", int, 256)),
+            fraud_max_history_bytes=int(number("FRAUD_MAX_HISTORY_BYTES", str(16 * 1024 * 1024), int, 256)),
         )

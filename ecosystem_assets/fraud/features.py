@@ -32,6 +32,7 @@ FEATURES = (
 )
 _CUSTOMER_KEEP = max(CUSTOMER_WINDOWS) * DAY
 _TERMINAL_KEEP = (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * DAY
+HISTORY_KEEP_S = max(_CUSTOMER_KEEP, _TERMINAL_KEEP)  # older transactions can no longer change any feature
 _EMPTY: tuple[list, list] = ([], [])
 
 

@@ -37,13 +37,19 @@ def _payload(row: dict[str, Any]) -> dict[str, Any]:
             "amount": float(row["amount"]), "timestamp": row["timestamp"].isoformat()}
 
 
-def send_history(service_url: str, frame, timeout_s: float = 120.0) -> int:
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header for ``token`` (none for an open, loopback-only service)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def send_history(service_url: str, frame, timeout_s: float = 120.0, feedback_token: str | None = None) -> int:
     """Warm the service's feature history with labelled past transactions; returns how many were new."""
     import requests
 
     added = 0
     records = frame.to_dict("records")
     with requests.Session() as session:
+        session.headers.update(bearer(feedback_token))
         for start in range(0, len(records), HISTORY_BATCH):
             batch = [{**_payload(r), "is_fraud": bool(r["is_fraud"])} for r in records[start:start + HISTORY_BATCH]]
             response = session.post(f"{service_url}/history", json={"transactions": batch}, timeout=timeout_s)
@@ -52,22 +58,25 @@ def send_history(service_url: str, frame, timeout_s: float = 120.0) -> int:
     return added
 
 
-def replay_day(service_url: str, day: str, frame, workers: int = 8, timeout_s: float = 30.0) -> DayReport:
+def replay_day(service_url: str, day: str, frame, workers: int = 8, timeout_s: float = 30.0,
+               predict_token: str | None = None, feedback_token: str | None = None) -> DayReport:
     """Score every transaction of ``frame`` (in time order, ``workers`` at a time) and send its label."""
     import requests
 
     report = DayReport(day)
+    predict_headers, feedback_headers = bearer(predict_token), bearer(feedback_token)
     lock = threading.Lock()
     local = threading.local()
 
     def one(row: dict[str, Any]) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
-        response = session.post(f"{service_url}/predict", json={"transaction": _payload(row)}, timeout=timeout_s)
+        response = session.post(f"{service_url}/predict", json={"transaction": _payload(row)}, headers=predict_headers,
+                                timeout=timeout_s)
         response.raise_for_status()
         answer = response.json()
         session.post(f"{service_url}/feedback", json={"prediction_id": answer["prediction_id"], "is_fraud": bool(row["is_fraud"])},
-                     timeout=timeout_s).raise_for_status()
+                     headers=feedback_headers, timeout=timeout_s).raise_for_status()
         with lock:
             report.transactions += 1
             report.frauds += int(row["is_fraud"])

@@ -40,17 +40,20 @@ class FraudServiceResource(dg.ConfigurableResource):
     db_url: str
     tracking_uri: str
     timeout_s: float = 30.0
+    feedback_token: str | None = Field(default=None, description="FRAUD_FEEDBACK_TOKEN (a secret, set with dg.EnvVar).")
 
     def monitoring(self, window_hours: float) -> dict[str, Any]:
         if self.url:
             import requests
 
-            response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours}, timeout=self.timeout_s)
+            headers = {"Authorization": f"Bearer {self.feedback_token}"} if self.feedback_token else {}
+            response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours}, headers=headers,
+                                    timeout=self.timeout_s)
             if response.status_code != 200:
                 raise RuntimeError(f"fraud service {self.url} answered /monitoring with HTTP {response.status_code}: {response.text[:200]}")
             return response.json()
         from ecosystem_assets.serving.monitoring import monitoring_summary
-        from ecosystem_assets.serving.scoring import champion_version
+        from ecosystem_assets.serving.champion import champion_version
 
         version = champion_version(self.tracking_uri)
         return monitoring_summary(self.store(), str(version.version) if version else None, window_hours)

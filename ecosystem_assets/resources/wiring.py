@@ -36,7 +36,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ),
         "transactions": TransactionSource(drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(
-            url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri
+            url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri,
+            feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
         ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "mlflow_tracking": MlflowTracking(

@@ -15,7 +15,8 @@ from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ecosystem_assets.serving.monitoring import monitoring_summary
-from ecosystem_assets.serving.scoring import ChampionWatcher, NoChampion, Scorer
+from ecosystem_assets.serving.champion import ChampionWatcher
+from ecosystem_assets.serving.scoring import NoChampion, Scorer
 from ecosystem_assets.serving.store import ConflictingFeedback, PredictionStore, UnknownPrediction
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]

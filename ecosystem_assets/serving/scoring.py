@@ -1,7 +1,5 @@
-"""Scoring with the live champion: the model comes from MLflow's ``models:/fraud-detector@champion``
-and is swapped in by a watcher thread when the alias moves, without a restart or a dropped request
-(each request takes one reference to the current champion and uses it to the end).
-"""
+"""Scoring with the live champion (see champion.py): online features, micro-batched scoring and
+group-committed writes to the prediction log."""
 
 from __future__ import annotations
 
@@ -12,81 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ecosystem_assets.fraud.features import LABEL_DELAY_DAYS, TERMINAL_WINDOWS, FeatureState
+from ecosystem_assets.fraud.features import HISTORY_KEEP_S, FeatureState
 from ecosystem_assets.fraud.model import MODEL_NAME
+from ecosystem_assets.serving.champion import CHAMPION_ALIAS, ChampionWatcher
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore, time_ordered_id
 
 log = logging.getLogger(__name__)
-CHAMPION_ALIAS = "champion"
-
-
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    estimator: Any
-    threshold: float
-    score: Any  # X (n × features) → P(fraud); see fast_trees
-
-
-def champion_version(tracking_uri: str) -> Any | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
-
-
-def load_champion(tracking_uri: str, version: Any) -> Champion:
-    import mlflow.sklearn
-
-    mlflow.set_tracking_uri(tracking_uri)  # `models:/` URIs resolve against the global registry URI
-    from ecosystem_assets.serving.fast_trees import fast_scorer
-
-    estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    return Champion(str(version.version), estimator, float(version.tags["threshold"]), fast_scorer(estimator))
-
-
-class ChampionWatcher:
-    """Holds the current champion; a daemon thread polls the registry alias every ``poll_s`` seconds."""
-
-    def __init__(self, tracking_uri: str, poll_s: float = 2.0):
-        self.tracking_uri = tracking_uri
-        self.poll_s = poll_s
-        self.current: Champion | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def refresh(self) -> bool:
-        """Load the champion if the alias points at another version; True when it changed."""
-        version = champion_version(self.tracking_uri)
-        if version is None or (self.current and self.current.version == str(version.version)):
-            return False
-        champion = load_champion(self.tracking_uri, version)
-        self.current = champion  # one reference assignment: requests see the old or the new model
-        log.info("serving %s version %s (threshold %.4f)", MODEL_NAME, champion.version, champion.threshold)
-        return True
-
-    def start(self) -> None:
-        try:
-            self.refresh()
-        except Exception:  # noqa: BLE001 — a registry hiccup at start must not keep the service down
-            log.exception("could not load the champion; will retry")
-        self._thread = threading.Thread(target=self._loop, name="champion-watcher", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001
-                log.exception("champion refresh failed; keeping version %s", self.current and self.current.version)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
 
 class NoChampion(RuntimeError):
@@ -123,13 +52,23 @@ class Scorer:
         self._lock = threading.Lock()  # FeatureState: event loop (features) and batch thread (labels)
         self._queue: Any = None
         self._executor: Any = None
+        self.newest_seen: float | None = None  # newest transaction time in the feature history
+
+    def oldest_accepted(self) -> float | None:
+        """The oldest transaction time (epoch s) the history can still place: older ones would change
+        no feature (the windows reach back HISTORY_KEEP_S from the newest transaction)."""
+        return None if self.newest_seen is None else self.newest_seen - HISTORY_KEEP_S
+
+    def _seen(self, t: float) -> None:
+        if self.newest_seen is None or t > self.newest_seen:
+            self.newest_seen = t
 
     def warm_up(self) -> int:
         """Rebuild the feature history from the store (what the windows can still see)."""
         latest = self.store.latest_seen_time()
         if latest is None:
             return 0
-        rows = self.store.feature_history(latest - (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * 86_400)
+        rows = self.store.feature_history(latest - HISTORY_KEEP_S)
         self.observe_history(rows)
         return len(rows)
 
@@ -138,6 +77,7 @@ class Scorer:
             for r in rows:
                 ts = datetime.fromtimestamp(r["tx_time"], timezone(timedelta(minutes=r["tx_offset_min"])))
                 self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], ts)
+                self._seen(r["tx_time"])
                 if r["is_fraud"] is not None:
                     self.state.label(r["transaction_id"], int(r["is_fraud"]))
 
@@ -208,6 +148,7 @@ class Scorer:
         with self._lock:
             features = self.state.features(tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
             self.state.observe(tx["transaction_id"], tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
+            self._seen(ts.timestamp())
         row = {
             "prediction_id": time_ordered_id(), "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
             "terminal_id": tx["terminal_id"], "amount": float(tx["amount"]), "tx_time": ts.timestamp(),
