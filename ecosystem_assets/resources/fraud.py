@@ -10,12 +10,20 @@ from pydantic import Field
 
 
 class TransactionSource(dg.ConfigurableResource):
-    """Labelled card transactions by day. Default: the seeded simulator (`fraud/simulate.py`)."""
+    """Labelled card transactions by day: the seeded simulator (`fraud/simulate.py`) by default, or
+    day-partitioned Parquet at ``url`` (`fraud/transaction_files.py`: layout, checks, late labels)."""
 
+    url: str | None = Field(default=None, description="FRAUD_TRANSACTIONS_URL: local folder or s3://bucket/prefix of "
+                                                      "date=YYYY-MM-DD/*.parquet; unset → the simulator.")
     n_customers: int = 1000
     n_terminals: int = 2000
     seed: int = 7
-    drift_from: str | None = Field(default=None, description="YYYY-MM-DD: the skimming-ring pattern starts that day.")
+    drift_from: str | None = Field(default=None, description="YYYY-MM-DD: the skimming-ring pattern starts that day (simulator).")
+
+    @property
+    def source_label(self) -> str:
+        """Where the transactions come from, for metadata and logs."""
+        return self.url or f"simulator (seed {self.seed}, drift from {self.drift_from or 'never'})"
 
     def simulation_config(self):
         from ecosystem_assets.fraud.simulate import SimulationConfig
@@ -24,7 +32,15 @@ class TransactionSource(dg.ConfigurableResource):
         return SimulationConfig(n_customers=self.n_customers, n_terminals=self.n_terminals, seed=self.seed, drift_from=drift)
 
     def days(self, first: date, last: date):  # -> dict[date, pd.DataFrame]
+        """Every day from ``first`` to ``last`` inclusive. From files, ``is_fraud`` is nullable Int64 on
+        days with labels still missing; a bad file raises `TransactionFileError` naming it."""
         from datetime import timedelta
+
+        if self.url:
+            from ecosystem_assets.fraud.transaction_files import read_days
+            from ecosystem_assets.storage import open_store
+
+            return read_days(open_store(self.url), first, last, self.url)
 
         from ecosystem_assets.fraud.simulate import Population
 

@@ -34,7 +34,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             smtp_ca_file=settings.smtp_ca_file,
             outbox_dir=str(settings.outbox_dir),
         ),
-        "transactions": TransactionSource(drift_from=settings.fraud_drift_from),
+        "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(
             url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri,
             feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
