@@ -59,18 +59,29 @@ def _transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
     @dg.asset(group_name="fraud", partitions_def=partitions, kinds={"python", "parquet"},
               backfill_policy=dg.BackfillPolicy.single_run())
     def fraud_transactions(context: dg.AssetExecutionContext, transactions: TransactionSource, storage: ArtifactStorage):
-        """Labelled card transactions of each day (the seeded simulator by default): the training data
-        and the ground truth that the live service's feedback reflects. A range of days runs as one run."""
+        """Labelled card transactions of each day (the seeded simulator by default, or the Parquet days
+        at FRAUD_TRANSACTIONS_URL): the training data and the ground truth that the live service's
+        feedback reflects. A range of days runs as one run; re-materializing a day picks up labels
+        that arrived since (rows still unlabelled are stored with a null `is_fraud`)."""
+        from ecosystem_assets.fraud.transaction_files import TransactionFileError
+        from ecosystem_assets.storage import StorageError
+
         window = context.partition_time_window
         first, last = window.start.date(), (window.end - timedelta(days=1)).date()
-        frames = transactions.days(first, last)
+        try:
+            frames = transactions.days(first, last)
+        except (TransactionFileError, StorageError) as exc:
+            raise dg.Failure(description=str(exc)) from None
         for day, frame in frames.items():
             storage.store.write_bytes(transactions_key(day), _parquet(frame))
         total = sum(len(f) for f in frames.values())
+        labelled = sum(int(f["is_fraud"].notna().sum()) for f in frames.values())
         frauds = sum(int(f["is_fraud"].sum()) for f in frames.values())
         return dg.MaterializeResult(metadata={
             "days": dg.MetadataValue.int(len(frames)), "transactions": dg.MetadataValue.int(total),
-            "fraud_rate": dg.MetadataValue.float(frauds / total if total else 0.0),
+            "unlabelled": dg.MetadataValue.int(total - labelled),
+            "fraud_rate": dg.MetadataValue.float(frauds / labelled if labelled else 0.0),
+            "source": transactions.source_label,
             "drift_from": transactions.drift_from or "none",
             "path": dg.MetadataValue.path(storage.store.uri(transactions_key(last))),
         })
@@ -93,6 +104,7 @@ def build_fraud_assets(partitions: dg.PartitionsDefinition, precision_threshold:
 
         from ecosystem_assets.fraud.checks import feature_expectations
         from ecosystem_assets.fraud.features import FEATURES, feature_table
+        from ecosystem_assets.fraud.transaction_files import training_labels
         from ecosystem_assets.quality import validate_frame
 
         end = date.fromisoformat(config.end_date) if config.end_date else _newest_day(storage)
@@ -103,13 +115,18 @@ def build_fraud_assets(partitions: dg.PartitionsDefinition, precision_threshold:
             raise dg.Failure(description=f"fraud_transactions is missing {len(missing)} days needed for {first_train}..{end} "
                                          f"(with {HISTORY_DAYS} days of history): {missing[0]}..{missing[-1]}; backfill them first.")
         raw = pd.concat([pd.read_parquet(io.BytesIO(storage.store.read_bytes(transactions_key(d)))) for d in days], ignore_index=True)
+        # Late labels: unlabelled rows are history (genuine for the terminal risk), not training rows.
+        raw, unlabelled = training_labels(raw)
         table = feature_table(raw)
         table = table[table["timestamp"] >= pd.Timestamp(first_train, tz="UTC")].reset_index(drop=True)
+        dropped = table["transaction_id"].isin(unlabelled)
+        table = table[~dropped].reset_index(drop=True)
         gate = validate_frame(table, "fraud_features", feature_expectations(FEATURES))
         uri = storage.store.write_bytes(FEATURES_KEY, _parquet(table))
         yield dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(uri), "rows": dg.MetadataValue.int(len(table)),
             "first_day": first_train.isoformat(), "last_day": end.isoformat(),
+            "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
             "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
             "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
         })
