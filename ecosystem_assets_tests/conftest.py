@@ -72,3 +72,21 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory) -> Iterator[str]:
+    """A real Postgres server for the session (see servers/postgres.py); its admin URL."""
+    from ecosystem_assets_tests.servers.postgres import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgres") / "pgdata") as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's Postgres server; its URL."""
+    from ecosystem_assets_tests.servers.postgres import fresh_database
+
+    with fresh_database(postgres_server_url) as url:
+        yield url

@@ -43,10 +43,15 @@ class Service:
 @pytest.fixture
 def fraud_service(request, registry: str, tmp_path: Path) -> Iterator[Service]:
     """The service on SQLite; parametrize indirectly with "writer-thread" for the path a networked
-    database takes (batches written in a thread, not on the event loop)."""
+    database takes (batches written in a thread, not on the event loop), or with "postgres" for a
+    real Postgres server (writer thread, as in production)."""
     from ecosystem_assets.serving.app import create_app
 
-    writer = getattr(request, "param", "inline")
-    app = create_app(f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2, write_inline=writer == "inline")
+    mode = getattr(request, "param", "inline")
+    if mode == "postgres":
+        db_url = request.getfixturevalue("postgres_url")
+    else:
+        db_url = f"sqlite:///{tmp_path / 'service.db'}"
+    app = create_app(db_url, registry, poll_s=0.2, write_inline=mode == "inline")
     with UvicornThread(app) as server:
         yield Service(app, server)

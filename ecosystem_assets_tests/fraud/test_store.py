@@ -1,33 +1,20 @@
-"""The prediction/feedback store on SQLite (WAL) and, when ECOSYSTEM_TEST_POSTGRES_URL is set, Postgres."""
+"""The prediction/feedback store on SQLite (WAL) and on a real Postgres server started by the tests."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from ecosystem_assets.fraud.features import FEATURES
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, ConflictingFeedback, PredictionStore, UnknownPrediction
 
-POSTGRES = os.environ.get("ECOSYSTEM_TEST_POSTGRES_URL")
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason="ECOSYSTEM_TEST_POSTGRES_URL not set"))])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path: Path):
     if request.param == "sqlite":
-        yield PredictionStore(f"sqlite:///{tmp_path / 'service.db'}")
-        return
-    schema = f"t_{uuid.uuid4().hex[:10]}"  # a private schema per test
-    admin = sa.create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    url = sa.engine.make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield PredictionStore(url.render_as_string(hide_password=False))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        return PredictionStore(f"sqlite:///{tmp_path / 'service.db'}")
+    return PredictionStore(request.getfixturevalue("postgres_url"))
 
 
 def row(pid: str, tx_time: float, decision: bool, version: str = "1") -> dict:
