@@ -1,0 +1,166 @@
+"""Storing and loading the fraud model without ever running code from the registry.
+
+Whoever can write to the MLflow registry decides what a version's files contain, *including its
+MLmodel file*. A pickle (MLflow's "pickle"/"cloudpickle" formats) runs arbitrary code when it is
+loaded, and `mlflow.sklearn.load_model` trusts whatever `serialization_format` and
+`skops_trusted_types` the MLmodel file names. So nothing here unpickles, and nothing read from a
+version's files decides what may be built from them.
+
+The format is skops (`skops.io`, MLflow 3's default for scikit-learn): a zip of JSON describing
+the object tree plus numpy arrays in .npy form, read back with `allow_pickle=False`. Before a file
+is loaded, skops lists every type it would construct; anything outside skops's own safe set (the
+scikit-learn estimators, numpy and scipy containers) and `TRUSTED_TYPES` below, which lives in
+this code and never in the artifact, is refused by name. We chose skops over saving the compiled
+tree arrays (serving/fast_trees.py) with `np.load(allow_pickle=False)` because it stores the
+estimator itself: training's champion comparison needs `predict_proba`, and the service keeps
+checking its compiled scorer against sklearn's at load time, so one stored form serves both, and
+the format and its safety audit are maintained upstream rather than by us.
+
+A version that is not stored as skops, holds an unexpected type, is not a readable skops file or
+does not score the fixed `PROBE` rows (one finite probability in [0, 1] per row) is refused with
+`ModelRefused`, whose message names the version and the reason.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ecosystem_assets.fraud.features import FEATURES
+from ecosystem_assets.fraud.model import MODEL_NAME
+
+# The one type a fitted HistGradientBoostingClassifier needs beyond skops's default safe set (its
+# trees). A plain data holder: attributes and a structured numpy array of nodes, no code on load.
+TRUSTED_TYPES: list[str] = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+SKOPS = "skops"
+_SKOPS_FILE = "model.skops"  # where mlflow.sklearn puts a skops model inside its directory
+_MAX_REASON = 300
+
+# Deterministic rows in the feature space (FEATURES order), from an ordinary daytime purchase to
+# an empty history, a burst at a risky terminal at night and extreme values. A champion must give
+# each one finite probability in [0, 1] before it serves.
+_PROBE_ROWS: list[dict[str, float]] = [
+    {"amount": 42.5, "customer_nb_tx_1d": 2, "customer_mean_amount_1d": 40.0, "customer_nb_tx_7d": 9,
+     "customer_mean_amount_7d": 47.3, "customer_nb_tx_30d": 35, "customer_mean_amount_30d": 51.2,
+     "terminal_nb_tx_7d": 18, "terminal_risk_7d": 0.0, "terminal_nb_tx_30d": 80, "terminal_risk_30d": 0.0125,
+     "is_night": 0, "is_weekend": 0},
+    {"amount": 0.0, "customer_nb_tx_1d": 1, "customer_mean_amount_1d": 0.0, "customer_nb_tx_7d": 1,
+     "customer_mean_amount_7d": 0.0, "customer_nb_tx_30d": 1, "customer_mean_amount_30d": 0.0,
+     "terminal_nb_tx_7d": 0, "terminal_risk_7d": 0.0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0,
+     "is_night": 0, "is_weekend": 1},
+    {"amount": 980.0, "customer_nb_tx_1d": 7, "customer_mean_amount_1d": 610.0, "customer_nb_tx_7d": 12,
+     "customer_mean_amount_7d": 390.0, "customer_nb_tx_30d": 40, "customer_mean_amount_30d": 120.0,
+     "terminal_nb_tx_7d": 25, "terminal_risk_7d": 0.6, "terminal_nb_tx_30d": 90, "terminal_risk_30d": 0.4,
+     "is_night": 1, "is_weekend": 0},
+    {"amount": 12.99, "customer_nb_tx_1d": 1, "customer_mean_amount_1d": 12.99, "customer_nb_tx_7d": 3,
+     "customer_mean_amount_7d": 20.0, "customer_nb_tx_30d": 14, "customer_mean_amount_30d": 25.0,
+     "terminal_nb_tx_7d": 3, "terminal_risk_7d": 1.0, "terminal_nb_tx_30d": 10, "terminal_risk_30d": 0.3,
+     "is_night": 1, "is_weekend": 1},
+    {"amount": 250_000.0, "customer_nb_tx_1d": 60, "customer_mean_amount_1d": 9_000.0, "customer_nb_tx_7d": 300,
+     "customer_mean_amount_7d": 5_000.0, "customer_nb_tx_30d": 900, "customer_mean_amount_30d": 2_000.0,
+     "terminal_nb_tx_7d": 5_000, "terminal_risk_7d": 0.05, "terminal_nb_tx_30d": 20_000, "terminal_risk_30d": 0.02,
+     "is_night": 0, "is_weekend": 0},
+    {"amount": 75.0, "customer_nb_tx_1d": 3, "customer_mean_amount_1d": 60.0, "customer_nb_tx_7d": 10,
+     "customer_mean_amount_7d": 55.0, "customer_nb_tx_30d": 30, "customer_mean_amount_30d": 58.0,
+     "terminal_nb_tx_7d": 40, "terminal_risk_7d": 0.1, "terminal_nb_tx_30d": 150, "terminal_risk_30d": 0.08,
+     "is_night": 0, "is_weekend": 1},
+]
+
+
+class ModelRefused(ValueError):
+    """A registry version that must not serve; ``reason`` is short and safe to show (no secrets)."""
+
+    def __init__(self, version: str, reason: str):
+        self.version, self.reason = str(version), reason[:_MAX_REASON]
+        super().__init__(f"{MODEL_NAME} version {self.version} refused: {self.reason}")
+
+
+def probe_rows():
+    """The probe set as an (n × len(FEATURES)) float array."""
+    import numpy as np
+
+    return np.array([[float(row[name]) for name in FEATURES] for row in _PROBE_ROWS])
+
+
+def check_on_probe(version: str, score: Any) -> None:
+    """Refuse ``score`` (X → P(fraud) per row) unless it gives one finite probability in [0, 1]
+    per probe row."""
+    import numpy as np
+
+    X = probe_rows()
+    try:
+        p = np.asarray(score(X), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 — any failure to score is the model's fault
+        raise ModelRefused(version, f"fails to score the probe rows: {type(exc).__name__}: {exc}") from None
+    if p.shape != (len(X),):
+        raise ModelRefused(version, f"gives shape {p.shape} on {len(X)} probe rows, not one probability per row")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ModelRefused(version, f"gives probabilities outside [0, 1] or not finite on the probe rows: {p.tolist()}")
+
+
+def proba1(estimator: Any):
+    """X → P(class 1) through ``predict_proba``, which must give two columns."""
+    def score(X):
+        p = estimator.predict_proba(X)
+        if getattr(p, "shape", None) != (len(X), 2):
+            raise ValueError(f"predict_proba gave shape {getattr(p, 'shape', None)}, expected ({len(X)}, 2)")
+        return p[:, 1]
+
+    return score
+
+
+def _sklearn_flavor(version: str, model_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        conf = yaml.safe_load((model_dir / "MLmodel").read_text())
+        flavor = conf["flavors"]["sklearn"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ModelRefused(version, f"no readable sklearn flavor in its MLmodel file ({type(exc).__name__})") from None
+    if not isinstance(flavor, dict):
+        raise ModelRefused(version, "no readable sklearn flavor in its MLmodel file")
+    return flavor
+
+
+def load_from_dir(version: str, model_dir: Path) -> Any:
+    """The estimator in a downloaded MLflow model directory, or `ModelRefused`."""
+    import skops.io
+
+    flavor = _sklearn_flavor(version, model_dir)
+    # The MLmodel file is the uploader's word: it only picks the error message. Safety comes from
+    # reading our fixed file name with skops and our own list of trusted types.
+    found = flavor.get("serialization_format", "pickle")
+    if found != SKOPS:
+        raise ModelRefused(version, f"stored as {str(found)[:40]!r}, not skops; pickled models are never loaded")
+    path = model_dir / _SKOPS_FILE
+    if not path.is_file():
+        raise ModelRefused(version, f"has no {_SKOPS_FILE} file")
+    try:
+        unexpected = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    except Exception as exc:  # noqa: BLE001 — not a zip, no schema, unknown protocol…
+        raise ModelRefused(version, f"is not a readable skops file ({type(exc).__name__})") from None
+    if unexpected:
+        raise ModelRefused(version, f"contains types outside the trusted list: {', '.join(unexpected)}")
+    try:
+        return skops.io.load(path, trusted=TRUSTED_TYPES)
+    except Exception as exc:  # noqa: BLE001 — skops audits again while loading; any failure refuses
+        raise ModelRefused(version, f"could not be loaded by skops ({type(exc).__name__}: {exc})") from None
+
+
+def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
+    """Download ``fraud-detector`` version ``version`` and load it safely (see module docstring).
+
+    Raises `ModelRefused` when the version's files are at fault; registry or network errors
+    propagate unchanged (worth retrying).
+    """
+    from mlflow.artifacts import download_artifacts
+
+    uri = getattr(client_or_tracking_uri, "tracking_uri", client_or_tracking_uri)
+    version = str(version)
+    with tempfile.TemporaryDirectory(prefix="fraud-model-") as tmp:
+        local = download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=tmp,
+                                   tracking_uri=uri, registry_uri=uri)
+        estimator = load_from_dir(version, Path(local))
+    check_on_probe(version, proba1(estimator))
+    return estimator
