@@ -11,56 +11,38 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
+from ecosystem_assets.serving import api_models
+from ecosystem_assets.serving.api_models import (  # noqa: F401 — PredictRequest/Response: also for bench/
+    MAX_FEEDBACK_BYTES,
+    FeedbackRequest,
+    HistoryRequest,
+    InvalidBody,
+    Limits,
+    PredictRequest,
+    PredictResponse,
+)
+from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
+from ecosystem_assets.serving.limits import read_body
 from ecosystem_assets.serving.monitoring import monitoring_summary
 from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
 from ecosystem_assets.serving.store import ConflictingFeedback, PredictionStore, UnknownPrediction
 
-Id = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-class Transaction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    transaction_id: Id
-    customer_id: Id
-    terminal_id: Id
-    amount: float = Field(ge=0, allow_inf_nan=False)
-    timestamp: AwareDatetime  # ISO-8601 with offset; a naive time is rejected
-
-
-class PredictRequest(BaseModel):
-    transaction: Transaction
-
-
-class PredictResponse(BaseModel):
-    prediction_id: str
-    fraud_probability: float
-    is_fraud: bool
-    model_version: str
-
-
-class LabelledTransaction(Transaction):
-    is_fraud: bool | None = None
-
-
-class HistoryRequest(BaseModel):
-    transactions: list[LabelledTransaction] = Field(max_length=50_000)
-
-
-class FeedbackRequest(BaseModel):
-    prediction_id: Id
-    is_fraud: bool
+UNMATCHED = "unmatched"  # the endpoint label of requests no route matched (404s): one series, whatever the path
 
 
 class RequestCounter:
-    """Counts HTTP requests by path and status for Prometheus (`fraud_requests_total`).
+    """Counts HTTP requests by route and status for Prometheus (`fraud_requests_total`).
 
     A plain ASGI middleware (FastAPI's `@app.middleware("http")` wraps every response in a stream
     and cost two thirds of a bare endpoint's throughput) that counts into a dict on the event loop;
-    `collect` turns the dict into the counter at scrape time, so a request pays no metric locks."""
+    `collect` turns the dict into the counter at scrape time, so a request pays no metric locks.
+    The label is the matched route's path template, which the router leaves in ``scope["route"]``
+    (the same scope dict) before the response starts; raw paths would give a series per URL."""
 
     def __init__(self, app, counts: dict[tuple[str, str], int]):
         self.app, self.counts = app, counts
@@ -68,11 +50,12 @@ class RequestCounter:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        counts, path = self.counts, scope["path"]
+        counts = self.counts
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                key = (path, str(message["status"]))
+                route = scope.get("route")
+                key = (getattr(route, "path", None) or UNMATCHED, str(message["status"]))
                 counts[key] = counts.get(key, 0) + 1
             await send(message)
 
@@ -94,11 +77,32 @@ class RequestCounts:
         yield family
 
 
+def _conflicting_transaction() -> type[Exception] | tuple:
+    """store.ConflictingTransaction (a transaction id scored before with another body), or () —
+    catches nothing — with a store that does not raise it."""
+    from ecosystem_assets.serving import store as store_module
+
+    return getattr(store_module, "ConflictingTransaction", ())
+
+
+def _error_body(errors: list[dict], total: int) -> dict:
+    body: dict = {"detail": errors}
+    if total > len(errors):
+        body["errors_total"] = total  # only the first MAX_ERRORS are listed
+    return body
+
+
 def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_window_hours: float = 24.0,
-               write_inline: bool | None = None) -> FastAPI:
+               write_inline: bool | None = None, *, predict_token: str | None = None, feedback_token: str | None = None,
+               max_amount: float = 1_000_000.0, max_clock_skew_s: float = 300.0, max_predict_bytes: int = 16_384,
+               max_history_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     """The service; ``write_inline`` (default: for SQLite) writes batches on the event loop, else
-    in a writer thread."""
+    in a writer thread. A scope whose token is None is open (`ecosystem-assets serve` allows that
+    on loopback only); the limits are Settings.fraud_max_* (api_models lists every input rule)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    auth = BearerAuth(predict_token, feedback_token)  # refuses two identical tokens
+    conflicting_transaction = _conflicting_transaction()
 
     store = PredictionStore(db_url)
     watcher = ChampionWatcher(tracking_uri, poll_s=poll_s)
@@ -129,20 +133,49 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
 
     app.add_middleware(RequestCounter, counts=requests.counts)
 
+    @app.exception_handler(InvalidBody)
+    async def invalid_body(_request: Request, exc: InvalidBody) -> JSONResponse:
+        return JSONResponse(_error_body(exc.errors, exc.total), status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the whole input (a 60 MB body came back in a 59 MB 422).
+        errors = exc.errors()
+        return JSONResponse(_error_body([api_models.short_error(e) for e in errors[:api_models.MAX_ERRORS]], len(errors)),
+                            status_code=422)
+
+    def limits() -> Limits:
+        return Limits.now(max_amount, max_clock_skew_s, scorer.oldest_accepted())
+
+    def require(scope: str):
+        async def check(request: Request) -> None:
+            auth.check(request.headers.get("authorization"), scope)
+        return check
+
+    # Bodies are read here, not declared as parameters: the token is checked before a byte is read,
+    # the size before anything is parsed, and the bytes are validated once (api_models.parse).
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest) -> dict:
+    async def predict(request: Request) -> dict:
+        """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
+        timestamp}}`` (api_models.PredictRequest; scope "predict")."""
+        auth.check(request.headers.get("authorization"), PREDICT)
+        body = api_models.parse(PredictRequest, await read_body(request, max_predict_bytes), limits())
         started = time.perf_counter()
         try:
             result = await scorer.predict(body.transaction.model_dump())
         except NoChampion as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
+        except conflicting_transaction as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
         latency.observe(time.perf_counter() - started)
         if result["is_fraud"]:
             flagged.inc()
         return result
 
-    @app.post("/feedback")
-    async def post_feedback(body: FeedbackRequest) -> dict:
+    @app.post("/feedback", dependencies=[Depends(require(FEEDBACK))])
+    async def post_feedback(request: Request) -> dict:
+        """The label of a scored transaction: ``{prediction_id, is_fraud}`` (scope "feedback")."""
+        body = api_models.parse(FeedbackRequest, await read_body(request, MAX_FEEDBACK_BYTES), limits())
         try:
             status = await scorer.feedback(body.prediction_id, body.is_fraud)
         except UnknownPrediction:
@@ -151,17 +184,26 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             raise HTTPException(status_code=409, detail=str(exc)) from None
         return {"prediction_id": body.prediction_id, "status": status}
 
-    @app.post("/history")
-    def post_history(body: HistoryRequest) -> dict:
-        """Warm a new service's feature history with labelled past transactions from the warehouse."""
-        added = scorer.load_history([t.model_dump() for t in body.transactions])
+    @app.post("/history", dependencies=[Depends(require(FEEDBACK))])
+    async def post_history(request: Request) -> dict:
+        """Warm a new service's feature history with labelled past transactions from the warehouse:
+        ``{"transactions": [...]}`` (scope "feedback")."""
+        from starlette.concurrency import run_in_threadpool
+
+        raw = await read_body(request, max_history_bytes)
+        # Up to 16 MiB: parsed and stored in a thread, so /predict keeps being answered meanwhile.
+        body = await run_in_threadpool(api_models.parse, HistoryRequest, raw, limits())
+        try:
+            added = await run_in_threadpool(lambda: scorer.load_history([t.model_dump() for t in body.transactions]))
+        except conflicting_transaction as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
         return {"received": len(body.transactions), "added": added}
 
     def monitoring_body(window_hours: float) -> dict:
         champion = watcher.current
         return monitoring_summary(store, champion.version if champion else None, window_hours)
 
-    @app.get("/monitoring")
+    @app.get("/monitoring", dependencies=[Depends(require(FEEDBACK))])
     def monitoring(window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = default_window_hours) -> dict:
         """Precision/recall of the serving model over the last ``window_hours`` of traffic."""
         return monitoring_body(window_hours)
