@@ -121,13 +121,16 @@ def read_file(data: bytes, day: date, where: str):  # -> pd.DataFrame
         raise TransactionFileError(f"{prefix} column 'amount' has {int(bad.sum())} values that are negative or not finite, "
                                    f"e.g. {row['amount']} for transaction {row['transaction_id']}")
 
-    frame["timestamp"] = frame["timestamp"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    # Compared in the file's own unit first: a far-off time (year 2300 in µs) must be reported as
+    # outside the day, not overflow the conversion to nanoseconds.
+    frame["timestamp"] = frame["timestamp"].dt.tz_convert("UTC")
     start = pd.Timestamp(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
     outside = (frame["timestamp"] < start) | (frame["timestamp"] >= start + timedelta(days=1))
     if outside.any():
         row = frame[outside].iloc[0]
         raise TransactionFileError(f"{prefix} column 'timestamp' has {int(outside.sum())} values outside {day} (UTC), "
                                    f"e.g. {row['timestamp'].isoformat()} for transaction {row['transaction_id']}")
+    frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
 
     labels = frame["is_fraud"].astype("Int64")
     wrong = labels.notna() & ~labels.isin([0, 1])

@@ -184,7 +184,8 @@ def test_reads_s3(s3_bucket, tmp_path):
     write_days(tmp_path / "tx", frame, files_per_day=2)
     s3 = boto3.client("s3")
     for path in sorted((tmp_path / "tx").rglob("*.parquet")):
-        s3.put_object(Bucket=s3_bucket, Key=f"landing/card/{path.relative_to(tmp_path / 'tx').as_posix()}", Body=path.read_bytes())
+        key = f"landing/card/{path.relative_to(tmp_path / 'tx').as_posix()}"
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
     url = f"s3://{s3_bucket}/landing/card"
     got = read(url, DAY, DAY + timedelta(days=2))
     assert sorted(got) == [DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)]
@@ -236,6 +237,20 @@ def test_timestamp_outside_its_day(tmp_path):
     late = frame.loc[3, "timestamp"]
     assert message == (f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} column 'timestamp' has 1 values outside 2026-07-02 "
                        f"(UTC), e.g. {late.isoformat()} for transaction {frame.loc[3, 'transaction_id']}")
+
+
+def test_timestamp_far_outside_its_day(tmp_path):
+    """A year-2300 time in microseconds (beyond pandas' nanosecond range) is reported, not overflowed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, frame, path = one_day(tmp_path)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    micros = table.column("timestamp").cast(pa.timestamp("us", "UTC")).to_pylist()
+    micros[0] = micros[0].replace(year=2300)
+    pq.write_table(table.set_column(table.schema.get_field_index("timestamp"), "timestamp",
+                                    pa.array(micros, pa.timestamp("us", "UTC"))), path)
+    assert "column 'timestamp' has 1 values outside 2026-07-02 (UTC), e.g. 2300-07-02T" in refused(root)
 
 
 def test_timestamp_in_another_zone_counts_in_utc(tmp_path):
