@@ -103,6 +103,16 @@ def serve(host: str, port: int, poll_s: float) -> int:
     return 0
 
 
+def _check_outcome(evaluation) -> str:
+    """passed, FAILED, or not judged (a warning: too little to judge)."""
+    from ecosystem_assets.fraud.checks import JUDGED
+
+    judged = evaluation.metadata.get(JUDGED)
+    if getattr(judged, "value", judged) is False:
+        return "not judged"
+    return "passed" if evaluation.passed else "FAILED"
+
+
 def replay(service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool,
            day_seconds: float = 0.0) -> int:
     """Replay simulated days through the service; after each day, land its transactions in storage and
@@ -143,8 +153,12 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
         if with_dagster:
             assets_job.execute_in_process(asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(),
                                           instance=instance, raise_on_error=False)
-            result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=instance, raise_on_error=False)
-            checks = ", ".join(f"{e.check_name} {'passed' if e.passed else 'FAILED'}" for e in result.get_asset_check_evaluations())
+            # The window ends where the simulated day does, not at whatever newest row the store holds.
+            end = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo("UTC")).isoformat()
+            result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+                instance=instance, raise_on_error=False,
+                run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}})
+            checks = ", ".join(f"{e.check_name} {_check_outcome(e)}" for e in result.get_asset_check_evaluations())
             print(f"    monitoring: {checks}", flush=True)
         time.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
     return 0

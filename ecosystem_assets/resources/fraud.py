@@ -58,13 +58,14 @@ class FraudServiceResource(dg.ConfigurableResource):
     timeout_s: float = 30.0
     feedback_token: str | None = Field(default=None, description="FRAUD_FEEDBACK_TOKEN (a secret, set with dg.EnvVar).")
 
-    def monitoring(self, window_hours: float) -> dict[str, Any]:
+    def monitoring(self, window_hours: float, end: float) -> dict[str, Any]:
+        """The /monitoring summary of the ``window_hours`` before ``end`` (epoch seconds: the evaluation time)."""
         if self.url:
             import requests
 
             headers = {"Authorization": f"Bearer {self.feedback_token}"} if self.feedback_token else {}
-            response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours}, headers=headers,
-                                    timeout=self.timeout_s)
+            response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours, "end": repr(end)},
+                                    headers=headers, timeout=self.timeout_s)
             if response.status_code != 200:
                 raise RuntimeError(f"fraud service {self.url} answered /monitoring with HTTP {response.status_code}: {response.text[:200]}")
             return response.json()
@@ -72,7 +73,7 @@ class FraudServiceResource(dg.ConfigurableResource):
         from ecosystem_assets.serving.champion import champion_version
 
         version = champion_version(self.tracking_uri)
-        return monitoring_summary(self.store(), str(version.version) if version else None, window_hours)
+        return monitoring_summary(self.store(), str(version.version) if version else None, window_hours, end)
 
     def store(self):
         from ecosystem_assets.serving.store import PredictionStore

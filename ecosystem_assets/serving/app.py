@@ -27,7 +27,7 @@ from ecosystem_assets.serving.api_models import (  # noqa: F401 — PredictReque
 )
 from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
 from ecosystem_assets.serving.limits import read_body
-from ecosystem_assets.serving.monitoring import monitoring_summary
+from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
 from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
 from ecosystem_assets.serving.store import ConflictingFeedback, PredictionStore, UnknownPrediction
@@ -199,14 +199,20 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             raise HTTPException(status_code=409, detail=str(exc)) from None
         return {"received": len(body.transactions), "added": added}
 
-    def monitoring_body(window_hours: float) -> dict:
+    def monitoring_body(window_hours: float, end: float | None = None) -> dict:
         champion = watcher.current
-        return monitoring_summary(store, champion.version if champion else None, window_hours)
+        return monitoring_summary(store, champion.version if champion else None, window_hours, end)
 
     @app.get("/monitoring", dependencies=[Depends(require(FEEDBACK))])
-    def monitoring(window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = default_window_hours) -> dict:
-        """Precision/recall of the serving model over the last ``window_hours`` of traffic."""
-        return monitoring_body(window_hours)
+    def monitoring(window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = default_window_hours,
+                   end: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+        """Precision/recall of the serving model over the ``window_hours`` of traffic before ``end``
+        (ISO-8601 with offset, or epoch seconds; default now): the evaluation time, not the newest row."""
+        try:
+            end_s = parse_end(end) if end is not None else None
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return monitoring_body(window_hours, end_s)
 
     @app.get("/metrics")
     def metrics() -> Response:

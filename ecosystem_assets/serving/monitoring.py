@@ -1,18 +1,48 @@
-"""The /monitoring body, shared by the service and by in-process monitoring (no FRAUD_SERVICE_URL)."""
+"""The /monitoring body, shared by the service and by in-process monitoring (no FRAUD_SERVICE_URL).
+
+The window ends at the evaluation time (a schedule's tick, a replayed day's end, or now), never at
+the newest stored transaction: one far-future row or a few of today's requests during a replay of
+past days would otherwise become the window and the verdicts would judge them instead.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import datetime
 from typing import Any
 
 from ecosystem_assets.serving.store import PredictionStore
 
 
-def monitoring_summary(store: PredictionStore, model_version: str | None, window_hours: float) -> dict[str, Any]:
-    """Precision/recall of ``model_version`` (the serving model) over the last ``window_hours`` of
-    traffic, plus the same over all versions: right after a swap the window still holds the old
-    model's predictions, which say nothing about the new one."""
-    overall = store.window_metrics(window_hours)
-    serving = store.window_metrics(window_hours, model_version=model_version) if model_version else overall
+def parse_end(text: str) -> float:
+    """Epoch seconds from an ISO-8601 time with an offset (``2026-09-18T00:00:00+00:00``) or from
+    epoch seconds (``1789689600``). A time without an offset is refused: whose midnight would it be?"""
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"end={text!r} is not a time")
+        return seconds
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"end={text!r} is neither ISO-8601 with an offset nor epoch seconds") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"end={text!r} has no UTC offset (write e.g. {text}+00:00)")
+    return moment.timestamp()
+
+
+def monitoring_summary(store: PredictionStore, model_version: str | None, window_hours: float,
+                       end: float | None = None) -> dict[str, Any]:
+    """Precision/recall of ``model_version`` (the serving model) over the ``window_hours`` of traffic
+    before ``end`` (epoch seconds; default now), plus the same over all versions: right after a swap
+    the window still holds the old model's predictions, which say nothing about the new one."""
+    end = time.time() if end is None else end
+    overall = store.window_metrics(window_hours, end)
+    serving = store.window_metrics(window_hours, end, model_version=model_version) if model_version else overall
     return {
         "window_hours": window_hours,
         "model_version": model_version,

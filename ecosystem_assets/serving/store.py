@@ -185,18 +185,13 @@ class PredictionStore:
             connection.close()  # back to the pool
         return outcomes
 
-    def latest_tx_time(self) -> float | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(predictions.c.tx_time))).scalar()
-
-    def window_metrics(self, window_hours: float, model_version: str | None = None) -> WindowMetrics:
-        """Precision and recall over labelled predictions of the last ``window_hours`` of traffic
-        (by transaction time, ending at the newest transaction: replays and live traffic alike)."""
-        end = self.latest_tx_time()
-        if end is None:
-            return WindowMetrics(None, None, 0, 0, 0, 0, None, None)
+    def window_metrics(self, window_hours: float, end: float, model_version: str | None = None) -> WindowMetrics:
+        """Precision and recall over labelled predictions with end − ``window_hours`` ≤ transaction
+        time < ``end`` (epoch seconds: the evaluation time). Rows from ``end`` on are outside, however
+        many there are: a far-future row or today's traffic must not move a replayed day's window.
+        Half-open like a daily partition: a day's window holds its transactions at 00:00:00."""
         start = end - window_hours * 3600
-        conditions = [predictions.c.tx_time > start]
+        conditions = [predictions.c.tx_time >= start, predictions.c.tx_time < end]
         if model_version is not None:
             conditions.append(predictions.c.model_version == model_version)
         p, f = predictions.c, feedback.c
@@ -257,18 +252,16 @@ class PredictionStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def live_features(self, window_hours: float):  # -> pd.DataFrame
-        """Features (and labels where known) of the last ``window_hours`` of traffic, for drift."""
+    def live_features(self, window_hours: float, end: float):  # -> pd.DataFrame
+        """Features (and labels where known) of the traffic with end − ``window_hours`` ≤ transaction
+        time < ``end`` (epoch seconds), for drift: the same window as `window_metrics`."""
         import pandas as pd
 
-        end = self.latest_tx_time()
-        if end is None:
-            return pd.DataFrame(columns=[*FEATURES, "label", "model_version"])
         p, f = predictions.c, feedback.c
         query = (
             sa.select(*[p[c].label(name) for c, name in zip(FEATURE_COLUMNS, FEATURES)], f.is_fraud.label("label"), p.model_version)
             .select_from(predictions.outerjoin(feedback))
-            .where(p.tx_time > end - window_hours * 3600)
+            .where(p.tx_time >= end - window_hours * 3600, p.tx_time < end)
         )
         with self.engine.connect() as conn:
             return pd.read_sql(query, conn)

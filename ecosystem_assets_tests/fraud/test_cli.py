@@ -54,7 +54,8 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
         sent = sum(int(line.split(": ")[1].split(" transactions")[0]) for line in lines)
         assert all("model version(s) 1" in line for line in lines)
 
-        monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 24 * 3}, timeout=10).json()
+        monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 24 * 3, "end": "2026-09-12T00:00:00+00:00"},
+                                  timeout=10).json()
         assert monitoring["predictions"] == monitoring["labelled"] == sent > 1_000  # every label came back
         assert monitoring["model_version"] == "1" and monitoring["precision"] is not None
         metrics = requests.get(f"{url}/metrics", timeout=10).text

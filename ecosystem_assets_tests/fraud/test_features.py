@@ -24,7 +24,7 @@ def test_service_features_equal_offline_features(fraud_service):
     assert replay_day(fraud_service.url, str(first_live), live, workers=1).transactions == len(live)
 
     offline = feature_table(pd.concat([history, live], ignore_index=True)).set_index("transaction_id")
-    stored = fraud_service.store.live_features(window_hours=24 * 3)
+    stored = fraud_service.store.live_features(window_hours=24 * 3, end=pd.Timestamp(first_live + timedelta(days=1), tz="UTC").timestamp())
     with fraud_service.store.engine.connect() as conn:
         import sqlalchemy as sa
 
@@ -56,7 +56,8 @@ def test_terminal_risk_ignores_the_last_seven_days():
 def test_monitoring_is_per_serving_version(fraud_service):
     day = frames(DRIFT - timedelta(days=2), DRIFT - timedelta(days=2))
     replay_day(fraud_service.url, "d", day, workers=4)
-    body = requests.get(f"{fraud_service.url}/monitoring", params={"window_hours": 24}).json()
+    end = f"{DRIFT - timedelta(days=1)}T00:00:00+00:00"  # the window ends at the evaluation time (default now)
+    body = requests.get(f"{fraud_service.url}/monitoring", params={"window_hours": 24, "end": end}).json()
     assert body["model_version"] == "1" and body["predictions"] == len(day) == body["labelled"]
     flagged = body["flagged_labelled"]
     assert flagged > 0 and body["precision"] is not None

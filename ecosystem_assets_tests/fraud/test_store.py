@@ -33,15 +33,35 @@ def test_batches_labels_and_window_metrics(store):
     assert isinstance(outcomes[4], UnknownPrediction) and isinstance(outcomes[5], ConflictingFeedback)
     assert store.counts() == (5, 3)
 
-    v1 = store.window_metrics(24, model_version="1")  # "old" is outside the last 24 h of traffic
+    end = 10 * day + 3600  # "old" is outside the 24 h before it
+    v1 = store.window_metrics(24, end, model_version="1")
     assert (v1.predictions, v1.labelled, v1.flagged_labelled) == (3, 3, 2)
     assert v1.precision == 0.5 and v1.recall == 0.5
-    assert store.window_metrics(24).predictions == 4 and store.window_metrics(24 * 5).predictions == 5
+    assert store.window_metrics(24, end).predictions == 4 and store.window_metrics(24 * 5, end).predictions == 5
 
-    live = store.live_features(24)
+    live = store.live_features(24, end)
     assert list(live.columns[: len(FEATURES)]) == FEATURES and len(live) == 4
     assert live["amount"].tolist() == [0.0] * 4  # the feature column, not the raw amount
     assert sorted(live["label"].dropna().astype(int).tolist()) == [0, 1, 1]
+
+
+def test_the_window_ends_at_the_evaluation_time_not_at_the_newest_row(store):
+    """Far-future rows and later traffic (today's requests during a replay of past days) are outside
+    a window that ends earlier, however many there are. Half-open like a daily partition: a day's
+    window holds the transactions at its first second, not those at the next day's."""
+    day = 86_400.0
+    end = 20 * day
+    store.write_batch([row("before", end - day - 1, True), row("start", end - day, True), row("in", end - 60, False),
+                       row("last", end - 0.5, True), row("end", end, True), row("today", 100 * day, True),
+                       row("future", 10_000 * day, True)],
+                      [("start", True), ("in", False), ("last", False), ("end", False), ("today", False), ("future", False)])
+    window = store.window_metrics(24, end)
+    assert (window.predictions, window.labelled, window.flagged_labelled) == (3, 3, 2)
+    assert window.precision == 0.5 and (window.window_start, window.window_end) == (end - day, end)
+    assert len(store.live_features(24, end)) == 3
+    assert store.window_metrics(24, 101 * day).predictions == 1  # the same store judged at a later time
+    assert store.window_metrics(24, 30 * day).predictions == 0 and store.window_metrics(24, 30 * day).precision is None
+    assert len(store.live_features(24, 30 * day)) == 0
 
 
 def test_history_is_loaded_once_and_joins_the_feature_history(store):

@@ -65,12 +65,13 @@ def test_feature_gate_catches_bad_tables(table):
 
 
 @pytest.mark.parametrize(
-    ("labelled", "precision", "passed", "words"),
-    [(50, 0.1, True, "not judged"), (500, 0.79, False, "below 0.80"), (500, 0.8, True, "≥ 0.80"), (500, None, True, "undefined")],
+    ("labelled", "precision", "judged", "passed", "words"),
+    [(50, 0.1, False, False, "not judged: only 50"), (500, 0.79, True, False, "below 0.80"), (500, 0.8, True, True, "≥ 0.80"),
+     (500, None, False, False, "not judged: v3 flagged none")],
 )
-def test_precision_verdict(labelled, precision, passed, words):
-    ok, reason = precision_verdict({"labelled": labelled, "precision": precision, "model_version": "3"}, 0.8, 200)
-    assert ok is passed and words in reason
+def test_precision_verdict(labelled, precision, judged, passed, words):
+    verdict = precision_verdict({"labelled": labelled, "precision": precision, "model_version": "3"}, 0.8, 200)
+    assert (verdict.judged, verdict.passed) == (judged, passed) and words in verdict.reason
 
 
 def test_too_few_frauds_is_a_clear_error(table):
