@@ -91,14 +91,25 @@ def demo(partition: str | None) -> int:
 
 
 def serve(host: str, port: int, poll_s: float) -> int:
-    """Run the fraud service on FRAUD_DB_URL and MLFLOW_TRACKING_URI."""
+    """Run the fraud service on FRAUD_DB_URL and MLFLOW_TRACKING_URI, with the bearer tokens
+    FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN; without them only on a loopback address."""
+    from ecosystem_assets.serving.auth import TokenError, check_serving_tokens
+    from ecosystem_assets.settings import Settings, secret
+
+    settings = Settings.from_env()
+    tokens = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
+    try:
+        check_serving_tokens(host, **tokens)
+    except TokenError as exc:  # the message names the variables, never a value
+        print(f"ecosystem-assets serve: {exc}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from ecosystem_assets.serving.app import create_app
-    from ecosystem_assets.settings import Settings
 
-    settings = Settings.from_env()
-    app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=poll_s)
+    app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=poll_s, **tokens,
+                     max_amount=settings.fraud_max_amount, max_clock_skew_s=settings.fraud_max_clock_skew_s,
+                     max_predict_bytes=settings.fraud_max_predict_bytes, max_history_bytes=settings.fraud_max_history_bytes)
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0
 
@@ -169,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="materialize every workflow once (yesterday's sales report)")
     demo_cmd.add_argument("--partition", help="sales day YYYY-MM-DD (default: yesterday in REPORT_TIMEZONE)")
-    serve_cmd = commands.add_parser("serve", help="run the fraud service (FastAPI under uvicorn)")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd = commands.add_parser(
+        "serve", help="run the fraud service (FastAPI under uvicorn)",
+        description="Bearer tokens come from FRAUD_PREDICT_TOKEN (/predict) and FRAUD_FEEDBACK_TOKEN (/feedback, "
+                    "/history, /monitoring); without both, the service runs open and only on a loopback host.")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="a non-loopback host needs both tokens set")
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
     replay_cmd = commands.add_parser("replay", help="replay simulated days through the fraud service")
