@@ -16,9 +16,18 @@ estimator itself: training's champion comparison needs `predict_proba`, and the 
 checking its compiled scorer against sklearn's at load time, so one stored form serves both, and
 the format and its safety audit are maintained upstream rather than by us.
 
-A version that is not stored as skops, holds an unexpected type, is not a readable skops file or
-does not score the fixed `PROBE` rows (one finite probability in [0, 1] per row) is refused with
-`ModelRefused`, whose message names the version and the reason.
+Trusting `TreePredictor` has one cost that skops itself warns about: scikit-learn's compiled
+predict follows the node indices in its `nodes` array without bounds checks, so a crafted file
+could crash the process or read out of bounds. So the loaded object must be exactly a
+HistGradientBoostingClassifier over our features, and every tree is checked before anything
+scores with it (`check_trees`): the nodes have sklearn's record dtype, every split's children come
+after it and inside the array (so every walk ends at a leaf), every split's feature exists, and
+nothing is categorical (the fraud features are all numeric; categorical splits index further
+arrays and would need the same care).
+
+A version that is not stored as skops, holds an unexpected type, is not a readable skops file, is
+not such a well-formed classifier or does not score the fixed probe rows (one finite probability
+in [0, 1] per row) is refused with `ModelRefused`, whose message names the version and the reason.
 """
 
 from __future__ import annotations
@@ -110,6 +119,39 @@ def proba1(estimator: Any):
     return score
 
 
+def check_trees(version: str, estimator: Any) -> None:
+    """Refuse anything but a binary HistGradientBoostingClassifier over FEATURES whose trees
+    sklearn's unchecked compiled predict can walk safely (see the module docstring)."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    if type(estimator) is not HistGradientBoostingClassifier:
+        raise ModelRefused(version, f"is a {type(estimator).__name__}, not a HistGradientBoostingClassifier")
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features != len(FEATURES):
+        raise ModelRefused(version, f"expects {n_features} features, not the {len(FEATURES)} the service computes")
+    if getattr(estimator, "_preprocessor", None) is not None or getattr(estimator, "is_categorical_", None) is not None:
+        raise ModelRefused(version, "has categorical features; the fraud features are all numeric")
+    predictors = getattr(estimator, "_predictors", None)
+    if not isinstance(predictors, list) or not predictors or estimator.n_trees_per_iteration_ != 1:
+        raise ModelRefused(version, "is not a fitted binary classifier")
+    for i, iteration in enumerate(predictors):
+        if not isinstance(iteration, list) or len(iteration) != 1 or type(iteration[0]) is not TreePredictor:
+            raise ModelRefused(version, f"iteration {i} is not one tree")
+        nodes = iteration[0].nodes
+        if not isinstance(nodes, np.ndarray) or nodes.dtype != PREDICTOR_RECORD_DTYPE or nodes.ndim != 1 or not len(nodes):
+            raise ModelRefused(version, f"tree {i} has no node array of sklearn's record type")
+        split = nodes["is_leaf"] == 0
+        at = np.flatnonzero(split)
+        children_ok = ((nodes["left"][split] > at) & (nodes["left"][split] < len(nodes))
+                       & (nodes["right"][split] > at) & (nodes["right"][split] < len(nodes))).all()
+        features_ok = ((nodes["feature_idx"][split] >= 0) & (nodes["feature_idx"][split] < n_features)).all()
+        if not (children_ok and features_ok) or nodes["is_categorical"][split].any():
+            raise ModelRefused(version, f"tree {i} has split nodes pointing outside the tree or the features")
+
+
 def _sklearn_flavor(version: str, model_dir: Path) -> dict[str, Any]:
     import yaml
 
@@ -162,5 +204,6 @@ def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
         local = download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=tmp,
                                    tracking_uri=uri, registry_uri=uri)
         estimator = load_from_dir(version, Path(local))
+    check_trees(version, estimator)
     check_on_probe(version, proba1(estimator))
     return estimator

@@ -3,6 +3,10 @@
 Both models are scored on the same holdout: the most recent labelled days of the feature table,
 which neither fitting nor threshold choice has seen. The champion is re-scored there with its own
 threshold (a version tag), never compared by a number recorded on other data.
+
+Models are logged as skops and the champion is read back only through
+`model_store.load_fraud_estimator` (never unpickled): a champion that cannot be loaded safely is
+not a model to beat, so the new one is promoted over it, and the reason says so.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from ecosystem_assets.fraud import model
 from ecosystem_assets.fraud.features import FEATURES
+from ecosystem_assets.fraud.model_store import SKOPS, TRUSTED_TYPES, ModelRefused, load_fraud_estimator
 from ecosystem_assets.registry import get_champion, register_version, set_champion
 
 MODEL_NAME = model.MODEL_NAME
@@ -32,7 +37,10 @@ class Promotion:
     holdout_end: str
 
 
-def decide(new: model.Score, champion: model.Score | None, champion_version: str | None) -> tuple[bool, str]:
+def decide(new: model.Score, champion: model.Score | None, champion_version: str | None,
+           refused: str | None = None) -> tuple[bool, str]:
+    if refused is not None:
+        return True, f"the champion v{champion_version} cannot be loaded safely ({refused})"
     if champion is None:
         return True, "no champion yet"
     verdict = (
@@ -44,14 +52,20 @@ def decide(new: model.Score, champion: model.Score | None, champion_version: str
     return False, f"worse than the champion — {verdict}"
 
 
-def champion_score(client: Any, holdout, target_precision: float) -> tuple[str | None, model.Score | None]:
-    import mlflow.sklearn
-
+def champion_score(client: Any, holdout, target_precision: float) -> tuple[str | None, model.Score | None, str | None]:
+    """(champion version, its score on ``holdout``, why it was refused) — (None, None, None) without one."""
     current = get_champion(client, MODEL_NAME)
     if current is None:
-        return None, None
-    estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{current.version}")
-    return str(current.version), model.score_estimator(estimator, float(current.tags["threshold"]), holdout, target_precision)
+        return None, None, None
+    version = str(current.version)
+    try:
+        estimator = load_fraud_estimator(client, version)
+        threshold = float(current.tags["threshold"])
+    except ModelRefused as exc:
+        return version, None, exc.reason
+    except (KeyError, ValueError):
+        return version, None, "no numeric threshold tag"
+    return version, model.score_estimator(estimator, threshold, holdout, target_precision), None
 
 
 def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, holdout_days: int, target_precision: float,
@@ -75,7 +89,8 @@ def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, ho
         name="model",
         signature=infer_signature(example, trained.estimator.predict_proba(example.to_numpy())),
         input_example=example,
-        serialization_format="cloudpickle",  # skops (the MLflow 3 default) rejects HistGradientBoosting
+        serialization_format=SKOPS,  # never a pickle: loading one runs code (model_store.py)
+        skops_trusted_types=TRUSTED_TYPES,  # for MLflow's own check at save; loaders use their own list
         pyfunc_predict_fn="predict_proba",
     )
     holdout_start, holdout_end = (str(holdout["timestamp"].min().date()), str(holdout["timestamp"].max().date()))
@@ -83,11 +98,11 @@ def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, ho
             "target_precision": str(target_precision), "holdout": f"{holdout_start}..{holdout_end}"}
     version = str(register_version(client, MODEL_NAME, logged.model_uri, run_id, tags,
                                    "Card fraud classifier trained by the fraud_model asset.").version)
-    before, before_score = champion_score(client, holdout, target_precision)
+    before, before_score, refused = champion_score(client, holdout, target_precision)
     if before == version:
         promoted, reason = False, f"version {version} is already the champion"
     else:
-        promoted, reason = decide(new, before_score, before)
+        promoted, reason = decide(new, before_score, before, refused)
     if promoted:
         set_champion(client, MODEL_NAME, version)
     client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)

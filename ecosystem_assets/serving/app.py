@@ -115,6 +115,8 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
     flagged = Counter("fraud_flagged", "Predictions flagged as fraud", registry=registry)
     live = Gauge("fraud_live_metric", "Live metric of the serving model over the default window", ["metric"], registry=registry)
     version_info = Gauge("fraud_model_version", "Serving model version (value = version number)", registry=registry)
+    refused_info = Gauge("fraud_model_refused", "1 for the champion version the service refused to load", ["version"],
+                         registry=registry)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -222,6 +224,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         for name in ("precision", "recall", "labelled", "predictions"):
             live.labels(name).set(body[name] if body[name] is not None else float("nan"))
         version_info.set(float(body["model_version"]) if body["model_version"] else 0)
+        refused = watcher.refused
+        refused_info.clear()
+        if refused:
+            refused_info.labels(refused.version).set(1)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
@@ -229,6 +235,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         champion = watcher.current
         if champion is None:
             response.status_code = 503
-        return {"status": "ok" if champion else "no champion model", "model_version": champion and champion.version}
+        body = {"status": "ok" if champion else "no champion model", "model_version": champion and champion.version}
+        refused = watcher.refused  # the alias's version, when it could not be loaded or scored safely
+        if refused:
+            body["refused"] = {"version": refused.version, "reason": refused.reason}
+        return body
 
     return app

@@ -1,0 +1,167 @@
+"""Whoever can write to the registry cannot run code in the service, nor make it serve a model
+that does not score: such a champion is refused and the old one keeps serving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ecosystem_assets_tests.fraud.attacker import RunsCommand, register_files, register_sklearn, skops_mlmodel
+from ecosystem_assets_tests.fraud.test_service import TX, predict
+
+REFUSAL = "refused fraud-detector version"
+
+
+def wait_for(condition, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def refusal_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(REFUSAL)]
+
+
+def test_poisoned_champion_is_refused_and_the_old_one_keeps_serving(fraud_service, registry, tmp_path, caplog):
+    from mlflow import MlflowClient
+
+    caplog.set_level(logging.INFO, logger="ecosystem_assets.serving.champion")
+    url, marker = fraud_service.url, tmp_path / "pwned"
+    version = register_sklearn(registry, tmp_path / "attacker", RunsCommand(marker), "cloudpickle")
+    assert version == "2" and not marker.exists()
+    client = MlflowClient(registry)
+    client.set_registered_model_alias("fraud-detector", "champion", version)
+
+    health = wait_for(lambda: (h := requests.get(f"{url}/healthz").json()).get("refused") and h)
+    assert not marker.exists()
+    assert health["status"] == "ok" and health["model_version"] == "1"
+    assert health["refused"]["version"] == "2" and "cloudpickle" in health["refused"]["reason"]
+    answer = predict(url)
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert 'fraud_model_refused{version="2"} 1.0' in requests.get(f"{url}/metrics").text
+    watcher = fraud_service.app.state.watcher
+    for _ in range(3):  # later polls neither retry nor log again while the alias stays put
+        assert watcher.refresh() is False
+    assert len(refusal_lines(caplog)) == 1 and "still serving version 1" in refusal_lines(caplog)[0]
+
+    # The alias moves back: the refusal is over. Moved to the bad version again: tried and refused again.
+    client.set_registered_model_alias("fraud-detector", "champion", "1")
+    wait_for(lambda: "refused" not in requests.get(f"{url}/healthz").json())
+    assert "fraud_model_refused{" not in requests.get(f"{url}/metrics").text
+    client.set_registered_model_alias("fraud-detector", "champion", version)
+    wait_for(lambda: len(refusal_lines(caplog)) == 2)
+    assert not marker.exists() and predict(url, {**TX, "transaction_id": "t-after"}).json()["model_version"] == "1"
+    assert not [r for r in caplog.records if r.getMessage().startswith("serving fraud-detector version 2")]
+
+    # The payload was live: unpickling the stored file runs it (what the service must never do).
+    import pickle
+
+    (stored,) = Path(tmp_path / "attacker").rglob("model.pkl")
+    pickle.loads(stored.read_bytes())
+    assert marker.exists()
+
+
+def test_no_champion_is_503_and_first_champion_is_logged(fraud_service, registry, caplog):
+    from mlflow import MlflowClient
+
+    from ecosystem_assets.serving.champion import ChampionWatcher
+
+    caplog.set_level(logging.INFO, logger="ecosystem_assets.serving.champion")
+    client = MlflowClient(registry)
+    client.delete_registered_model_alias("fraud-detector", "champion")
+    watcher = ChampionWatcher(registry)
+    assert watcher.refresh() is False and watcher.current is None
+    client.set_registered_model_alias("fraud-detector", "champion", "1")
+    assert watcher.refresh() is True and watcher.current.version == "1"
+    assert "serving fraud-detector version 1 (was none)" in [r.getMessage() for r in caplog.records]
+
+
+def _hgb(n_features: int = 13, **changes):
+    """A small fitted HistGradientBoostingClassifier; ``changes`` maps a node field to a function
+    applied to the first tree's nodes (what an attacker edits in the stored arrays)."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, n_features))
+    model = HistGradientBoostingClassifier(max_iter=5).fit(X, (X[:, 0] > 0.3).astype(int))
+    for field, change in changes.items():
+        nodes = model._predictors[0][0].nodes
+        nodes[field] = change(nodes[field])
+    return model
+
+
+def _logistic_regression():
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    return LogisticRegression().fit(rng.normal(size=(200, 13)), rng.integers(0, 2, 200))
+
+
+def _function_transformer():
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(func=os.system)
+
+
+def _skops(make, **kwargs):
+    from ecosystem_assets.fraud.model_store import TRUSTED_TYPES
+
+    return lambda uri, art, marker: register_sklearn(uri, art, make(), "skops", trusted=TRUSTED_TYPES, **kwargs)
+
+
+CASES = {
+    # A skops file may only hold skops's safe types and ours, whatever its MLmodel file trusts.
+    "type outside the list": (lambda uri, art, marker: register_sklearn(
+        uri, art, _function_transformer(), "skops", trusted=["posix.system"]),
+        "types outside the trusted list: posix.system"),
+    "garbage bytes": (lambda uri, art, marker: register_files(
+        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": os.urandom(4096)}), "not a readable skops file"),
+    "pickle claiming to be skops": (lambda uri, art, marker: register_files(
+        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": __import__("cloudpickle").dumps(RunsCommand(marker))}),
+        "not a readable skops file"),
+    "another estimator": (_skops(_logistic_regression), "is a LogisticRegression, not a HistGradientBoostingClassifier"),
+    "trained on 5 features": (_skops(lambda: _hgb(5)), "expects 5 features, not the 13"),
+    # sklearn's compiled predict does not bounds-check node indices: refused before it runs.
+    "child index out of range": (_skops(lambda: _hgb(left=lambda a: a + 10**6)), "pointing outside the tree"),
+    "loops back to the root": (_skops(lambda: _hgb(right=lambda a: a * 0)), "pointing outside the tree"),
+    "scores NaN": (_skops(lambda: _hgb(value=lambda a: a * float("nan"))), "not finite"),
+    "threshold tag not a number": (_skops(_hgb, threshold="high"), "threshold tag 'high'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_versions_are_refused_by_the_watcher(case, registry, tmp_path):
+    from mlflow import MlflowClient
+
+    from ecosystem_assets.serving.champion import ChampionWatcher
+
+    make, words = CASES[case]
+    marker = tmp_path / "pwned"
+    watcher = ChampionWatcher(registry)
+    assert watcher.refresh() is True and watcher.current.version == "1"
+    version = make(registry, tmp_path / "attacker", marker)
+    MlflowClient(registry).set_registered_model_alias("fraud-detector", "champion", version)
+    assert watcher.refresh() is False
+    assert watcher.current.version == "1" and watcher.refused.version == version
+    assert words in watcher.refused.reason, watcher.refused.reason
+    assert not marker.exists()
+
+
+def test_loader_names_version_and_format(registry, tmp_path):
+    from ecosystem_assets.fraud.model_store import ModelRefused, load_fraud_estimator
+
+    version = register_sklearn(registry, tmp_path / "attacker", _hgb(), "pickle")
+    with pytest.raises(ModelRefused, match=f"fraud-detector version {version} refused: stored as 'pickle', not skops"):
+        load_fraud_estimator(registry, version)
+    assert load_fraud_estimator(registry, "1").n_features_in_ == 13  # the trained champion loads
