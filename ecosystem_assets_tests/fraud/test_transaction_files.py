@@ -88,6 +88,7 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     meta = materialized(loaded, "fraud_transactions", partitions=60)
     assert meta["source"] == str(tmp_path / "tx") and meta["days"] == 60
     assert meta["transactions"] == len(written) and meta["unlabelled"] == 25
+    assert meta["fraud_rate"] == pytest.approx(written["is_fraud"].sum() / written["is_fraud"].notna().sum())  # of labelled rows
     home = Path(ecosystem_env["ECOSYSTEM_HOME"])
     back = pd.concat([stored(home, FIRST + timedelta(days=i)) for i in range(60)], ignore_index=True)
     expected = written.sort_values(["timestamp", "transaction_id"]).reset_index(drop=True)
