@@ -75,11 +75,15 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A real Postgres server for the session (see servers/postgres.py); its admin URL."""
+    import tempfile
+
     from ecosystem_assets_tests.servers.postgres import postgres_server
 
-    with postgres_server(tmp_path_factory.mktemp("postgres") / "pgdata") as url:
+    # Not under pytest's basetemp: a second pytest session started meanwhile prunes old basetemps,
+    # which would delete a running server's data directory.
+    with tempfile.TemporaryDirectory(prefix="ecosystem-pg-") as root, postgres_server(Path(root) / "pgdata") as url:
         yield url
 
 

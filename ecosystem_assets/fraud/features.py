@@ -47,6 +47,17 @@ def _insert(times: list[float], values: list, t: float, value) -> None:
         values.insert(at, value)
 
 
+def _remove(histories: dict[str, tuple[list[float], list]], key: str, t: float, value) -> None:
+    """Remove the newest entry (t, value) of ``histories[key]`` (equal entries are interchangeable)."""
+    times, values = histories.get(key, _EMPTY)
+    for at in range(bisect_right(times, t) - 1, bisect_left(times, t) - 1, -1):
+        if values[at] == value:
+            del times[at], values[at]
+            break
+    if key in histories and not times:
+        del histories[key]
+
+
 @dataclass
 class FeatureState:
     """Per-customer (times, amounts) and per-terminal (times, transaction ids) history, in time
@@ -80,19 +91,35 @@ class FeatureState:
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 
-    def observe(self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> None:
+    def observe(self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime,
+                trim: bool = True) -> None:
+        """Add a transaction to the history; ``trim=False`` defers dropping what the windows no longer
+        see (`trim`), so that an observation whose write then fails can be undone exactly (`forget`)."""
         t = timestamp.timestamp()
         times, amounts = self.customers.setdefault(customer_id, ([], []))
         _insert(times, amounts, t, float(amount))
+        times, ids = self.terminals.setdefault(terminal_id, ([], []))
+        _insert(times, ids, t, transaction_id)
+        if trim:
+            self.trim(customer_id, terminal_id, t)
+
+    def trim(self, customer_id: str, terminal_id: str, t: float) -> None:
+        """Drop the entity histories' entries that no window of a transaction at ``t`` can see."""
+        times, amounts = self.customers.get(customer_id, _EMPTY)
         drop = bisect_right(times, t - _CUSTOMER_KEEP)
         if drop:
             del times[:drop], amounts[:drop]
-        times, ids = self.terminals.setdefault(terminal_id, ([], []))
-        _insert(times, ids, t, transaction_id)
+        times, ids = self.terminals.get(terminal_id, _EMPTY)
         drop = bisect_left(times, t - _TERMINAL_KEEP)
         if drop:
             self.frauds.difference_update(ids[:drop])
             del times[:drop], ids[:drop]
+
+    def forget(self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> None:
+        """Undo `observe(..., trim=False)` of a transaction that was not stored after all."""
+        t = timestamp.timestamp()
+        _remove(self.customers, customer_id, t, float(amount))
+        _remove(self.terminals, terminal_id, t, transaction_id)
 
     def label(self, transaction_id: str, is_fraud: int) -> None:
         if is_fraud:

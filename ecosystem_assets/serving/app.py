@@ -30,7 +30,13 @@ from ecosystem_assets.serving.limits import read_body
 from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
 from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
-from ecosystem_assets.serving.store import ConflictingFeedback, PredictionStore, UnknownPrediction
+from ecosystem_assets.serving.store import (
+    ConflictingFeedback,
+    PredictionStore,
+    RejectedRow,
+    StoreUnavailable,
+    UnknownPrediction,
+)
 
 UNMATCHED = "unmatched"  # the endpoint label of requests no route matched (404s): one series, whatever the path
 
@@ -169,6 +175,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             raise HTTPException(status_code=503, detail=str(exc)) from None
         except conflicting_transaction as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
+        except RejectedRow as exc:  # this row alone; the rest of its micro-batch is stored
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
         latency.observe(time.perf_counter() - started)
         if result["is_fraud"]:
             flagged.inc()
@@ -184,6 +194,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             raise HTTPException(status_code=404, detail=f"unknown prediction_id {body.prediction_id!r}") from None
         except ConflictingFeedback as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
+        except RejectedRow as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
         return {"prediction_id": body.prediction_id, "status": status}
 
     @app.post("/history", dependencies=[Depends(require(FEEDBACK))])

@@ -13,9 +13,19 @@ from typing import Any
 from ecosystem_assets.fraud.features import HISTORY_KEEP_S, FeatureState
 from ecosystem_assets.fraud.model import MODEL_NAME
 from ecosystem_assets.serving.champion import CHAMPION_ALIAS, ChampionWatcher
-from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore, time_ordered_id
+from ecosystem_assets.serving.store import (
+    FEATURE_COLUMNS,
+    ConflictingTransaction,
+    PredictionStore,
+    StoreBusy,
+    StoreUnavailable,
+    time_ordered_id,
+)
 
 log = logging.getLogger(__name__)
+# Rows stored later than this after the service's clock (only possible before input rules existed,
+# or by writing to the database directly) are left out of the feature history at start.
+WARM_UP_FUTURE_LIMIT_S = 86_400.0
 
 
 class NoChampion(RuntimeError):
@@ -27,19 +37,33 @@ class _Pending:
     future: Any  # asyncio.Future resolved by the batch loop
     kind: str  # "predict" | "feedback"
     row: dict[str, Any] | None = None
-    features: list[float] | None = None
+    timestamp: datetime | None = None
     label: tuple[str, bool] | None = None
+
+
+def _answer(row: dict[str, Any]) -> dict[str, Any]:
+    return {"prediction_id": row["prediction_id"], "fraud_probability": float(row["fraud_probability"]),
+            "is_fraud": bool(row["is_fraud"]), "model_version": str(row["model_version"])}
+
+
+_BODY = ("customer_id", "terminal_id", "amount", "tx_time", "tx_offset_min")
 
 
 class Scorer:
     """Features from the online history, probability from the champion, one row in the log.
 
-    Requests are answered in micro-batches: each request computes its features on arrival, then
-    waits in a queue; a batch loop takes everything queued, scores it with one call of the
-    champion and writes it in one transaction (group commit): on the event loop for SQLite, in one
-    writer thread for a networked database. Under load the batches grow by themselves, so the
-    model's per-call overhead and the commit are shared; a request is answered only after its row
-    is committed.
+    Requests are answered in micro-batches: a request waits in a queue; a batch loop takes
+    everything queued, computes the features in arrival order, scores them with one call of the
+    champion and writes them in one transaction (group commit): on the event loop for SQLite, in
+    one writer thread for a networked database (or while SQLite is locked by another writer). Under
+    load the batches grow by themselves, so the model's per-call overhead and the commit are
+    shared; a request is answered only after its row is committed.
+
+    The feature history changes only for what was committed: a batch's transactions are observed
+    provisionally (a transaction sees the earlier ones of its batch) and forgotten again if the
+    write fails. A batch that fails for one bad row is written again row by row, so only that row
+    fails. A transaction_id already stored answers with the original prediction (or 409 when the
+    body differs): the database's unique index decides, so retries need no extra lookup.
     """
 
     def __init__(self, store: PredictionStore, watcher: ChampionWatcher, max_batch: int = 512,
@@ -49,7 +73,7 @@ class Scorer:
         self.watcher = watcher
         self.state = FeatureState()
         self.max_batch = max_batch
-        self._lock = threading.Lock()  # FeatureState: event loop (features) and batch thread (labels)
+        self._lock = threading.Lock()  # FeatureState: batch processing and /history (a worker thread)
         self._queue: Any = None
         self._executor: Any = None
         self.newest_seen: float | None = None  # newest transaction time in the feature history
@@ -68,14 +92,23 @@ class Scorer:
         latest = self.store.latest_seen_time()
         if latest is None:
             return 0
-        rows = self.store.feature_history(latest - HISTORY_KEEP_S)
-        self.observe_history(rows)
-        return len(rows)
+        until = time.time() + WARM_UP_FUTURE_LIMIT_S
+        rows = self.store.feature_history(min(latest, until) - HISTORY_KEEP_S)
+        kept = [r for r in rows if r["tx_time"] <= until]
+        if len(kept) < len(rows):
+            log.warning("feature history: left out %d stored transactions dated more than a day ahead of the clock",
+                        len(rows) - len(kept))
+        self.observe_history(kept)
+        return len(kept)
 
     def observe_history(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
             for r in rows:
-                ts = datetime.fromtimestamp(r["tx_time"], timezone(timedelta(minutes=r["tx_offset_min"])))
+                try:
+                    ts = datetime.fromtimestamp(r["tx_time"], timezone(timedelta(minutes=r["tx_offset_min"])))
+                except (OverflowError, OSError, ValueError):  # a row no input rule would accept today
+                    log.warning("feature history: left out transaction %r (time out of range)", r["transaction_id"][:64])
+                    continue
                 self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], ts)
                 self._seen(r["tx_time"])
                 if r["is_fraud"] is not None:
@@ -93,6 +126,16 @@ class Scorer:
         self.observe_history(fresh)  # a repeated upload must not count transactions twice
         return len(fresh)
 
+    def _writer(self):
+        """The one writer thread (lazily: SQLite uses it only while another writer holds the lock)."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from threadpoolctl import threadpool_limits
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="scorer", initializer=threadpool_limits, initargs=(1,))
+        return self._executor
+
     async def run(self) -> None:
         """The batch loop; runs for the life of the app."""
         import asyncio
@@ -106,11 +149,6 @@ class Scorer:
             # SQLite is a local file: a batch's insert and commit take ~100 µs of CPU, and a
             # second thread only adds GIL hand-offs (measured: 35 % fewer requests per second).
             threadpool_limits(1)
-        else:
-            # A database across the network: its round trips must not stop the event loop.
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="scorer", initializer=threadpool_limits, initargs=(1,))
         self._queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         while True:
@@ -122,10 +160,14 @@ class Scorer:
                 batch.append(self._queue.get_nowait())
             try:
                 if self.write_inline:
-                    outcomes = self._process(batch)
+                    try:
+                        outcomes = self._process(batch, wait=False)
+                    except StoreBusy:  # another writer holds SQLite: wait for it off the event loop
+                        outcomes = await loop.run_in_executor(self._writer(), self._process, batch)
                 else:
-                    outcomes = await loop.run_in_executor(self._executor, self._process, batch)
+                    outcomes = await loop.run_in_executor(self._writer(), self._process, batch)
             except Exception as exc:  # noqa: BLE001 — the whole batch failed (e.g. the database is down)
+                log.warning("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
                 outcomes = [exc] * len(batch)
             for item, outcome in zip(batch, outcomes):
                 if item.future.done():
@@ -145,17 +187,12 @@ class Scorer:
         if self.watcher.current is None:
             raise NoChampion(f"no model has alias '{CHAMPION_ALIAS}' in registry '{MODEL_NAME}' yet")
         ts: datetime = tx["timestamp"]
-        with self._lock:
-            features = self.state.features(tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
-            self.state.observe(tx["transaction_id"], tx["customer_id"], tx["terminal_id"], tx["amount"], ts)
-            self._seen(ts.timestamp())
         row = {
             "prediction_id": time_ordered_id(), "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
             "terminal_id": tx["terminal_id"], "amount": float(tx["amount"]), "tx_time": ts.timestamp(),
             "tx_offset_min": int(ts.utcoffset().total_seconds() // 60),
-            **dict(zip(FEATURE_COLUMNS, features)),
         }
-        return await self._submit(_Pending(asyncio.get_running_loop().create_future(), "predict", row=row, features=features))
+        return await self._submit(_Pending(asyncio.get_running_loop().create_future(), "predict", row=row, timestamp=ts))
 
     async def feedback(self, prediction_id: str, is_fraud: bool) -> str:
         import asyncio
@@ -163,28 +200,97 @@ class Scorer:
         loop = asyncio.get_running_loop()
         return await self._submit(_Pending(loop.create_future(), "feedback", label=(prediction_id, is_fraud)))
 
-    def _process(self, batch: list[_Pending]) -> list[Any]:
-        """Score the batch's predictions with one call, write everything in one transaction."""
+    def _observe(self, items: list[_Pending]) -> None:
+        """Features of each transaction in arrival order, observing it provisionally (no trimming)."""
+        for item in items:
+            r = item.row
+            features = self.state.features(r["customer_id"], r["terminal_id"], r["amount"], item.timestamp)
+            r.update(zip(FEATURE_COLUMNS, features))
+            self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], item.timestamp, trim=False)
+
+    def _forget(self, items: list[_Pending]) -> None:
+        for item in reversed(items):
+            r = item.row
+            self.state.forget(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], item.timestamp)
+
+    def _keep(self, items: list[_Pending]) -> None:
+        for item in items:
+            r = item.row
+            self.state.trim(r["customer_id"], r["terminal_id"], r["tx_time"])
+            self._seen(r["tx_time"])
+
+    def _score(self, items: list[_Pending]) -> None:
         import numpy as np
 
         champion = self.watcher.current  # one model for the whole batch, even if a swap lands now
+        probabilities = champion.score(np.asarray([[item.row[c] for c in FEATURE_COLUMNS] for item in items]))
+        now = time.time()
+        for item, probability in zip(items, probabilities):
+            item.row.update(fraud_probability=float(probability), is_fraud=bool(probability >= champion.threshold),
+                            model_version=champion.version, created_at=now)
+
+    def _process(self, batch: list[_Pending], wait: bool = True) -> list[Any]:
+        """Score the batch's predictions with one call, write everything in one transaction; when
+        the database refuses the batch, write its requests one by one."""
         predictions = [item for item in batch if item.kind == "predict"]
-        if predictions:
-            probabilities = champion.score(np.asarray([item.features for item in predictions]))
-            now = time.time()
-            for item, probability in zip(predictions, probabilities):
-                item.row.update(fraud_probability=float(probability), is_fraud=bool(probability >= champion.threshold),
-                                model_version=champion.version, created_at=now)
         labels = [item.label for item in batch if item.kind == "feedback"]
-        label_outcomes = iter(self.store.write_batch([item.row for item in predictions], labels))
+        with self._lock:
+            self._observe(predictions)
+            try:
+                if predictions:
+                    self._score(predictions)
+                label_outcomes = self.store.write_batch([item.row for item in predictions], labels, wait=wait)
+            except BaseException as exc:
+                self._forget(predictions)
+                failed: BaseException | None = exc
+            else:
+                self._keep(predictions)
+                failed = None
+        if failed is None:
+            return self._results(batch, [None] * len(predictions), label_outcomes)
+        if isinstance(failed, StoreUnavailable) or not isinstance(failed, Exception):
+            raise failed
+        return self._process_each(batch)  # a row the database refused, or a retried transaction id
+
+    def _process_each(self, batch: list[_Pending]) -> list[Any]:
+        """Each request in a transaction of its own (after a batch failed): one bad row fails alone."""
+        predictions = [item for item in batch if item.kind == "predict"]
+        labels = [item.label for item in batch if item.kind == "feedback"]
+        row_outcomes = []
+        with self._lock:
+            for item in predictions:
+                self._observe([item])
+                try:
+                    self._score([item])
+                    outcome = self.store.write_each([item.row], [])[0][0]
+                except Exception as exc:  # noqa: BLE001 — this request alone fails
+                    outcome = exc
+                if outcome is None:
+                    self._keep([item])
+                else:
+                    self._forget([item])
+                row_outcomes.append(outcome)
+        _, label_outcomes = self.store.write_each([], labels)
+        return self._results(batch, row_outcomes, label_outcomes)
+
+    def _results(self, batch: list[_Pending], row_outcomes: list[Any], label_outcomes: list[Any]) -> list[Any]:
+        """Per request: its answer or its error. Stored labels update the feature history."""
+        rows, labels = iter(row_outcomes), iter(label_outcomes)
         results: list[Any] = []
         for item in batch:
             if item.kind == "predict":
-                row = item.row
-                results.append({"prediction_id": row["prediction_id"], "fraud_probability": row["fraud_probability"],
-                                "is_fraud": row["is_fraud"], "model_version": row["model_version"]})
+                outcome = next(rows)
+                if outcome is None:
+                    results.append(_answer(item.row))
+                elif isinstance(outcome, dict):  # the transaction_id was stored before: a retry?
+                    same = all(outcome[k] == item.row[k] for k in _BODY)
+                    results.append(_answer(outcome) if same else ConflictingTransaction(
+                        f"transaction_id {item.row['transaction_id'][:64]!r} was already scored with a different body "
+                        f"(prediction {outcome['prediction_id']})"))
+                else:
+                    results.append(outcome)
                 continue
-            outcome = next(label_outcomes)
+            outcome = next(labels)
             if isinstance(outcome, Exception):
                 results.append(outcome)
                 continue

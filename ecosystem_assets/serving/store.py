@@ -21,7 +21,8 @@ predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("prediction_id", sa.String(32), primary_key=True),
-    sa.Column("transaction_id", sa.String(128), nullable=False, index=True),
+    # Unique (index below): a client's retry of a transaction returns the original prediction.
+    sa.Column("transaction_id", sa.String(128), nullable=False),
     sa.Column("customer_id", sa.String(128), nullable=False),
     sa.Column("terminal_id", sa.String(128), nullable=False),
     sa.Column("amount", sa.Float, nullable=False),
@@ -36,6 +37,7 @@ predictions = sa.Table(
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+TRANSACTION_ID_UNIQUE = sa.Index("uq_predictions_transaction_id", predictions.c.transaction_id, unique=True)
 feedback = sa.Table(
     "feedback",
     metadata,
@@ -79,6 +81,22 @@ class ConflictingFeedback(ValueError):
     pass
 
 
+class ConflictingTransaction(ValueError):
+    """A transaction_id already scored, sent again with a different body (HTTP 409)."""
+
+
+class RejectedRow(ValueError):
+    """The database refused this one row (HTTP 422); the rest of its batch is stored."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be written now (down, or locked past the wait); HTTP 503."""
+
+
+class StoreBusy(StoreUnavailable):
+    """SQLite is locked by another writer and the caller asked not to wait."""
+
+
 @dataclass(frozen=True)
 class WindowMetrics:
     precision: float | None
@@ -91,17 +109,18 @@ class WindowMetrics:
     window_end: float | None
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str, busy_timeout_s: float = 30.0, pool_size: int = 16) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync (durable in WAL mode)."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
+                                  pool_size=pool_size, max_overflow=16)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # noqa: ANN001
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cursor.close()
     else:
         engine = sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
@@ -139,7 +158,12 @@ class PredictionStore:
         self.url = url
         self.engine = create_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._dbapi = self.engine.dialect.dbapi
+        # SQLite writes on the event loop must not wait for a lock (it would stall every request and
+        # /healthz): they use this engine, which fails at once, and the caller retries in a thread.
+        self._nowait_engine = create_engine(url, busy_timeout_s=0, pool_size=1) if self.is_sqlite else self.engine
         metadata.create_all(self.engine)
+        self._ensure_unique_transaction_ids()
         dialect = self.engine.dialect
         self._insert_prediction = _DriverStatement(predictions.insert(), dialect)
         self._insert_feedback = _DriverStatement(feedback.insert(), dialect)
@@ -147,11 +171,70 @@ class PredictionStore:
             sa.select(predictions.c.transaction_id, feedback.c.is_fraud).select_from(predictions.outerjoin(feedback))
             .where(predictions.c.prediction_id == sa.bindparam("prediction_id")), dialect)
 
-    def write_batch(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]]) -> list[tuple[str, str] | Exception]:
+    def _ensure_unique_transaction_ids(self) -> None:
+        """Stores created before transaction ids were unique get the index now; one already holding
+        duplicates keeps working (logged), and idempotency then covers only new transactions' retries."""
+        try:
+            TRANSACTION_ID_UNIQUE.create(self.engine, checkfirst=True)
+        except sa.exc.IntegrityError:
+            import logging
+
+            logging.getLogger(__name__).error("the prediction log holds repeated transaction ids; retries of those are not detected")
+
+    def write_batch(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], wait: bool = True) -> list[tuple[str, str] | Exception]:
         """One transaction for a batch: insert predictions, then apply labels in order. Returns, per
-        label, (status, transaction_id) or the error that label alone met (the rest still commit)."""
+        label, (status, transaction_id) or the error that label alone met (the rest still commit).
+        A database that cannot be written raises `StoreUnavailable` (`StoreBusy`: SQLite is locked
+        and ``wait`` is False); a row the database refuses raises the driver's error, and nothing
+        of the batch is stored (`write_each` then isolates it)."""
+        try:
+            return self._write(rows, labels, self.engine if wait else self._nowait_engine)
+        except (sa.exc.DBAPIError, self._dbapi.Error) as exc:
+            raw = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps errors met on pool checkout
+            if not isinstance(raw, (self._dbapi.OperationalError, self._dbapi.InterfaceError)):
+                raise raw from None
+            if self.is_sqlite and not wait and "locked" in str(raw):
+                raise StoreBusy("the prediction log is locked by another writer") from None
+            raise StoreUnavailable(f"the prediction store is unavailable ({type(raw).__name__})") from None
+
+    def write_each(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]]) -> tuple[list[Any], list[Any]]:
+        """Write every row and label in a transaction of its own, so that one the database refuses
+        fails alone. Per row: None (stored), the stored row of the same transaction_id (a retry), or
+        the error; per label: as `write_batch`."""
+        row_outcomes: list[Any] = []
+        for row in rows:
+            try:
+                self.write_batch([row], [])
+                row_outcomes.append(None)
+            except StoreUnavailable as exc:
+                row_outcomes.append(exc)
+            except self._dbapi.IntegrityError as exc:
+                original = self.find_transaction(row["transaction_id"])
+                row_outcomes.append(original or RejectedRow(f"the database refused the transaction ({type(exc).__name__})"))
+            except Exception as exc:  # noqa: BLE001 — drivers also raise plain errors (psycopg2: ValueError on NUL)
+                row_outcomes.append(RejectedRow(f"the database refused the transaction ({type(exc).__name__})"))
+        label_outcomes: list[Any] = []
+        for label in labels:
+            try:
+                label_outcomes += self.write_batch([], [label])
+            except StoreUnavailable as exc:
+                label_outcomes.append(exc)
+            except Exception as exc:  # noqa: BLE001
+                label_outcomes.append(RejectedRow(f"the database refused the label ({type(exc).__name__})"))
+        return row_outcomes, label_outcomes
+
+    def find_transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        """The stored prediction of ``transaction_id`` (body and answer), or None."""
+        p = predictions.c
+        query = sa.select(p.prediction_id, p.transaction_id, p.customer_id, p.terminal_id, p.amount, p.tx_time, p.tx_offset_min,
+                          p.fraud_probability, p.is_fraud, p.model_version).where(p.transaction_id == transaction_id)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).first()
+        return dict(found._mapping) if found else None
+
+    def _write(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], engine: sa.Engine) -> list[tuple[str, str] | Exception]:
         outcomes: list[tuple[str, str] | Exception] = []
-        connection = self.engine.raw_connection()  # pooled; Postgres connections are pinged on checkout
+        connection = engine.raw_connection()  # pooled; Postgres connections are pinged on checkout
         try:
             cursor = connection.cursor()
             if rows:
@@ -179,7 +262,10 @@ class PredictionStore:
             cursor.close()
             connection.commit()
         except BaseException:
-            connection.rollback()
+            try:
+                connection.rollback()
+            except Exception:  # noqa: BLE001 — a dead connection cannot roll back; the original error matters
+                pass
             raise
         finally:
             connection.close()  # back to the pool
