@@ -78,3 +78,28 @@ def test_too_few_frauds_is_a_clear_error(table):
     no_fraud = table.assign(is_fraud=0)
     with pytest.raises(ValueError, match="the train split has 0 frauds"):
         model.train(no_fraud)
+
+
+def test_models_are_skops_and_a_poisoned_champion_is_never_unpickled(tmp_path: Path):
+    """The champion comparison reads the champion through the safe loader: a pickled champion is
+    refused (its code never runs) and the new model is promoted over it, saying why."""
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    from ecosystem_assets.fraud.model_store import load_fraud_estimator
+    from ecosystem_assets_tests.fraud.attacker import RunsCommand, register_sklearn
+
+    uri, marker = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "pwned"
+    poisoned = register_sklearn(uri, tmp_path / "attacker", RunsCommand(marker), "cloudpickle")
+    MlflowClient(uri).set_registered_model_alias("fraud-detector", "champion", poisoned)
+    outcome = train_champion(uri, tmp_path / "a", DRIFT - timedelta(days=1))
+    assert not marker.exists()
+    assert outcome.promoted and outcome.champion_before == poisoned == "1" and outcome.champion_score is None
+    assert outcome.reason.startswith("the champion v1 cannot be loaded safely") and "cloudpickle" in outcome.reason
+    assert str(MlflowClient(uri).get_model_version_by_alias("fraud-detector", "champion").version) == outcome.version
+
+    files = Path(download_artifacts(artifact_uri=f"models:/fraud-detector/{outcome.version}", dst_path=str(tmp_path / "dl"),
+                                    tracking_uri=uri, registry_uri=uri))
+    flavor = yaml.safe_load((files / "MLmodel").read_text())["flavors"]["sklearn"]
+    assert flavor["serialization_format"] == "skops" and not list(files.rglob("*.pkl"))
+    assert load_fraud_estimator(uri, outcome.version).n_features_in_ == len(FEATURES)
