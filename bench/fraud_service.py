@@ -2,13 +2,16 @@
 
 Goal (issue 4): throughput ≥ 0.5 of the bare endpoint's, p99 latency under 50 ms, at 8 clients.
 
-The project side is `serving.app.create_app` (features from the online history, micro-batched
-scoring with the MLflow champion, every prediction committed to SQLite in WAL mode before the
-answer). Its champion is trained and registered here, in a temporary MLflow registry, by the
+The project side is `serving.app.create_app` as `ecosystem-assets serve` runs it: bearer tokens
+checked on every request, every body held to the input rules (serving/api_models.py: strict
+types, limits, clock and history checks, size limit), features from the online history,
+micro-batched scoring with the MLflow champion, every prediction committed to SQLite in WAL mode
+before the answer. Its champion is trained and registered here, in a temporary MLflow registry, by the
 project's own code (`feature_table`, `train_and_promote`) on 14 simulated days; the service's
 feature history is then warmed through POST /history with the 37 labelled days before the
 traffic, as a new deployment would be. The baseline is a bare FastAPI app with the same route,
-the same request model (`PredictRequest`) and response model, answering a constant, `async def`.
+a plain request model of the same fields (FastAPI's usual body parameter, no token, no extra
+rules) and the same response model, answering a constant, `async def`.
 
 Each server runs under uvicorn in its own subprocess (`--serve`), one worker, log level warning,
 on a free loopback port. The load generator, in this process, is a small asyncio HTTP/1.1 client:
@@ -46,6 +49,7 @@ TRAIN_END = date(2026, 8, 31)  # last training day; traffic starts the day after
 TRAINING_DAYS = 14
 HISTORY_DAYS = 37  # the feature windows look back 7 + 30 days
 P99_GOAL_S = 0.050
+PREDICT_TOKEN_ENV, FEEDBACK_TOKEN_ENV = "FRAUD_PREDICT_TOKEN", "FRAUD_FEEDBACK_TOKEN"
 RESPONSE_FIELDS = {"prediction_id", "fraud_probability", "is_fraud", "model_version"}
 
 
@@ -53,8 +57,19 @@ RESPONSE_FIELDS = {"prediction_id", "fraud_probability", "is_fraud", "model_vers
 
 def bare_app():  # no `from __future__ import annotations` in this file: FastAPI must see the local classes
     from fastapi import FastAPI
+    from pydantic import AwareDatetime, BaseModel
 
-    from ecosystem_assets.serving.app import PredictRequest, PredictResponse
+    from ecosystem_assets.serving.api_models import PredictResponse
+
+    class Transaction(BaseModel):
+        transaction_id: str
+        customer_id: str
+        terminal_id: str
+        amount: float
+        timestamp: AwareDatetime
+
+    class PredictRequest(BaseModel):
+        transaction: Transaction
 
     app = FastAPI(title="bare baseline")
     answer = {"prediction_id": "0" * 32, "fraud_probability": 0.0, "is_fraud": False, "model_version": "1"}
@@ -78,19 +93,22 @@ def serve(args: argparse.Namespace) -> None:
     else:
         from ecosystem_assets.serving.app import create_app
 
-        app = create_app(args.db_url, args.tracking_uri, poll_s=args.poll_s)
+        # Tokens come through the environment (never argv, which `ps` shows), as for `serve`.
+        app = create_app(args.db_url, args.tracking_uri, poll_s=args.poll_s, predict_token=os.environ[PREDICT_TOKEN_ENV],
+                         feedback_token=os.environ[FEEDBACK_TOKEN_ENV])
     uvicorn.run(app, host=HOST, port=args.port, workers=1, log_level="warning")
 
 
 class Server:
     """A `--serve` subprocess on a free port; stopped (SIGINT: uvicorn's graceful shutdown) on exit."""
 
-    def __init__(self, kind: str, *extra: str):
+    def __init__(self, kind: str, *extra: str, env: dict[str, str] | None = None):
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
         self.kind = kind
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(self.port), *extra])
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(self.port), *extra],
+                                        env={**os.environ, **(env or {})})
         self.url = f"http://{HOST}:{self.port}"
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
@@ -155,16 +173,18 @@ def transaction(row: dict) -> dict:
             "amount": float(row["amount"]), "timestamp": row["timestamp"].isoformat()}
 
 
-def post_json(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+def post_json(url: str, payload: dict, token: str) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.loads(response.read())
 
 
 # --- load generator ---------------------------------------------------------------------------------
 
-def encode(port: int, bodies: list[bytes]) -> list[bytes]:
-    head = f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\nContent-Length: "
+def encode(port: int, bodies: list[bytes], token: str | None = None) -> list[bytes]:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n{auth}Content-Length: "
     return [(head + f"{len(b)}\r\n\r\n").encode() + b for b in bodies]
 
 
@@ -281,8 +301,12 @@ def main() -> int:
               f"{total:,} transactions of {TRAIN_END + timedelta(days=1)}..{day} to send; "
               f"{time.perf_counter() - started:.1f} s", flush=True)
 
+        import secrets
+
+        tokens = {PREDICT_TOKEN_ENV: secrets.token_hex(32), FEEDBACK_TOKEN_ENV: secrets.token_hex(32)}
         bare = Server("bare")
-        project = Server("project", "--db-url", db_url, "--tracking-uri", tracking_uri, "--poll-s", str(args.poll_s))
+        project = Server("project", "--db-url", db_url, "--tracking-uri", tracking_uri, "--poll-s", str(args.poll_s),
+                         env=tokens)
         try:
             bare.wait_ready()
             project.wait_ready()
@@ -292,14 +316,14 @@ def main() -> int:
                 for begin in range(0, len(history), 5000):
                     chunk = history.iloc[begin:begin + 5000].to_dict("records")
                     payload = {"transactions": [{**transaction(r), "is_fraud": bool(r["is_fraud"])} for r in chunk]}
-                    added += post_json(f"{project.url}/history", payload)["added"]
+                    added += post_json(f"{project.url}/history", payload, tokens[FEEDBACK_TOKEN_ENV])["added"]
                 print(f"project service: feature history warmed with {added:,} labelled transactions "
                       f"({HISTORY_DAYS} days)", flush=True)
             results = {name: {"rps": [], "lat": [], "answers": [], "cpu": [], "server_cpu": [], "windows": []} for name in ("bare", "project")}
             for r in range(args.rounds):
                 chunk = bodies[r * per_round:(r + 1) * per_round]
                 for name, server in (("bare", bare), ("project", project)):
-                    requests = encode(server.port, chunk)
+                    requests = encode(server.port, chunk, tokens[PREDICT_TOKEN_ENV] if name == "project" else None)
                     try:
                         _, _, statuses, answers = run_load(server.port, requests[:args.warmup], args.clients, args.timeout_s)
                         check_answers(name, statuses, answers)

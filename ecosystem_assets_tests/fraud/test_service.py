@@ -5,15 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
 
+# An hour ago (in UTC+2): inside the default monitoring window, which ends now.
 TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5,
-      "timestamp": "2026-08-20T10:15:00+02:00"}
+      "timestamp": (datetime.now(timezone(timedelta(hours=2))) - timedelta(hours=1)).isoformat(timespec="seconds")}
 
 
 def predict(url, tx=TX, session=requests):
@@ -94,7 +95,8 @@ def test_2000_requests_from_8_threads_all_stored(fraud_service):
         list(pool.map(one, rows))
     assert errors == []
     assert fraud_service.store.counts() == (1000, 1000)  # 1,000 predictions + 1,000 labels = 2,000 requests
-    monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 48}).json()
+    end = datetime.combine(DRIFT, datetime.min.time(), timezone.utc).isoformat()  # the simulated days' end
+    monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 72, "end": end}).json()
     assert monitoring["labelled"] == 1000
 
 
