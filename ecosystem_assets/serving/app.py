@@ -27,6 +27,7 @@ from ecosystem_assets.serving.api_models import (  # noqa: F401 — PredictReque
 )
 from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
 from ecosystem_assets.serving.limits import read_body
+from ecosystem_assets.serving.live_metrics import LiveMetrics
 from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
 from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
@@ -101,7 +102,7 @@ def _error_body(errors: list[dict], total: int) -> dict:
 def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_window_hours: float = 24.0,
                write_inline: bool | None = None, *, predict_token: str | None = None, feedback_token: str | None = None,
                max_amount: float = 1_000_000.0, max_clock_skew_s: float = 300.0, max_predict_bytes: int = 16_384,
-               max_history_bytes: int = 16 * 1024 * 1024) -> FastAPI:
+               max_history_bytes: int = 16 * 1024 * 1024, metrics_refresh_s: float = 5.0) -> FastAPI:
     """The service; ``write_inline`` (default: for SQLite) writes batches on the event loop, else
     in a writer thread. A scope whose token is None is open (`ecosystem-assets serve` allows that
     on loopback only); the limits are Settings.fraud_max_* (api_models lists every input rule)."""
@@ -123,6 +124,9 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
     version_info = Gauge("fraud_model_version", "Serving model version (value = version number)", registry=registry)
     refused_info = Gauge("fraud_model_refused", "1 for the champion version the service refused to load", ["version"],
                          registry=registry)
+    live_age = Gauge("fraud_live_metric_age_seconds", "Age of the fraud_live_metric figures (computed in the background)",
+                     registry=registry)
+    live_metrics = LiveMetrics(lambda: monitoring_body(default_window_hours), refresh_s=metrics_refresh_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -131,8 +135,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         watcher.start()
         scorer.warm_up()
         batcher = asyncio.create_task(scorer.run())
+        live_metrics.start()
         yield
         batcher.cancel()
+        live_metrics.stop()
         watcher.stop()
         store.engine.dispose()
 
@@ -191,7 +197,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         try:
             status = await scorer.feedback(body.prediction_id, body.is_fraud)
         except UnknownPrediction:
-            raise HTTPException(status_code=404, detail=f"unknown prediction_id {body.prediction_id!r}") from None
+            raise HTTPException(status_code=404, detail=f"unknown prediction_id {api_models.excerpt(body.prediction_id)!r}") from None
         except ConflictingFeedback as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         except RejectedRow as exc:
@@ -231,13 +237,16 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         return monitoring_body(window_hours, end_s)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
+        """Prometheus text; never touches the database (live figures come from `LiveMetrics`)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        body = monitoring_body(default_window_hours)
+        body = live_metrics.latest or {}
         for name in ("precision", "recall", "labelled", "predictions"):
-            live.labels(name).set(body[name] if body[name] is not None else float("nan"))
-        version_info.set(float(body["model_version"]) if body["model_version"] else 0)
+            live.labels(name).set(body[name] if body.get(name) is not None else float("nan"))
+        live_age.set(live_metrics.age_s())
+        champion = watcher.current
+        version_info.set(float(champion.version) if champion else 0)
         refused = watcher.refused
         refused_info.clear()
         if refused:
@@ -245,7 +254,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
-    def healthz(response: Response) -> dict:
+    async def healthz(response: Response) -> dict:  # async: answered on the event loop, never queued for a thread
         champion = watcher.current
         if champion is None:
             response.status_code = 503

@@ -52,6 +52,6 @@ def fraud_service(request, registry: str, tmp_path: Path) -> Iterator[Service]:
         db_url = request.getfixturevalue("postgres_url")
     else:
         db_url = f"sqlite:///{tmp_path / 'service.db'}"
-    app = create_app(db_url, registry, poll_s=0.2, write_inline=mode == "inline")
+    app = create_app(db_url, registry, poll_s=0.2, write_inline=mode == "inline", metrics_refresh_s=0.5)
     with UvicornThread(app) as server:
         yield Service(app, server)

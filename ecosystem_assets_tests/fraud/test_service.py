@@ -45,7 +45,12 @@ def test_predict_feedback_monitoring_metrics_healthz(fraud_service):
     assert monitoring["predictions"] == 2 and monitoring["labelled"] == 1 and monitoring["model_version"] == "1"
     assert monitoring["recall"] == (1.0 if answer["is_fraud"] else 0.0)
 
+    # The live figures are recomputed in the background (a scrape never waits for the database).
+    deadline = time.monotonic() + 30
     metrics = requests.get(f"{url}/metrics")
+    while 'fraud_live_metric{metric="labelled"} 1.0' not in metrics.text and time.monotonic() < deadline:
+        time.sleep(0.1)
+        metrics = requests.get(f"{url}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'fraud_requests_total{endpoint="/predict",status="200"} 2.0' in metrics.text
     assert 'fraud_live_metric{metric="labelled"} 1.0' in metrics.text
@@ -70,7 +75,7 @@ def test_bad_payloads_get_422_naming_the_field(fraud_service):
     assert fraud_service.store.counts() == (0, 0)
 
 
-@pytest.mark.parametrize("fraud_service", ["inline", "writer-thread"], indirect=True)
+@pytest.mark.parametrize("fraud_service", ["inline", "writer-thread", "postgres"], indirect=True)
 def test_2000_requests_from_8_threads_all_stored(fraud_service):
     url = fraud_service.url
     rows = frames(DRIFT - timedelta(days=3), DRIFT - timedelta(days=1)).head(1000).to_dict("records")
