@@ -1,21 +1,25 @@
 """The closed loop on a real Dagster instance with the live service: precision falls → the check
 fails → a real sensor evaluation requests exactly one retrain → the champion changes → the service
-swaps it in → the check passes; the cooldown and an in-flight retrain stop further requests."""
+swaps it in → the check passes; the cooldown and an in-flight retrain stop further requests. Today's
+requests and a far-future row in the store, as during `make replay` of past days, change nothing:
+the window ends at the evaluation time, and an evaluation of today's handful judges nothing."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from ecosystem_assets.fraud.checks import JUDGED
 from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
 from ecosystem_assets.fraud.replay import replay_day, send_history
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.resources.fraud import TransactionSource
 from ecosystem_assets.serving.app import create_app
+from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore
 from ecosystem_assets.settings import Settings
 from ecosystem_assets_tests.fraud.helpers import DRIFT
 from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
@@ -35,6 +39,25 @@ def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
 def materialized(result, asset: str) -> dict:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
     return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def monitor(defs, instance, last_day):
+    """The monitoring job judging ``last_day``, as `ecosystem-assets replay` runs it: the window ends at the day's end."""
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), timezone.utc).isoformat()
+    return defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+        instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}})
+
+
+def stray_traffic(db_url: str) -> None:
+    """Three of today's predictions and a far-future one, labelled, straight into the store: what
+    today's /predict calls during `make replay` leave there (the service itself would now refuse
+    this replay's past days after a request 89 days later, and a far-future time at all)."""
+    now = time.time()
+    rows = [{"prediction_id": f"{i:032x}", "transaction_id": f"stray-{i}", "customer_id": "C00001", "terminal_id": "T00001",
+             "amount": 10.0, "tx_time": t, "tx_offset_min": 0, **{c: 0.0 for c in FEATURE_COLUMNS}, "fraud_probability": 0.99,
+             "is_fraud": True, "model_version": "1", "created_at": now}
+            for i, t in enumerate([now - 60, now - 120, now - 180, datetime(2099, 1, 1, tzinfo=timezone.utc).timestamp()])]
+    PredictionStore(db_url).write_batch(rows, [(r["prediction_id"], False) for r in rows])
 
 
 def tick(defs, instance, cursor=None):
@@ -65,11 +88,28 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         defs = definitions()
         send_history(service.url, pd_days(FAILING_DAY - timedelta(days=37), FAILING_DAY - timedelta(days=1)))
         assert replay_day(service.url, str(FAILING_DAY), SOURCE.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY]).versions == {"1"}
+        stray_traffic(settings.fraud_db_url)
 
-        before = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance)
+        # The hourly schedule's tick is now: today's three labelled predictions judge nothing.
+        tick_time = datetime.now(timezone.utc).isoformat()
+        scheduled = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+            instance=dagster_instance, tags={".dagster/scheduled_execution_time": tick_time})
+        for name, evaluation in checks(scheduled).items():
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN, name
+            assert evaluation.metadata[JUDGED].value is False and "not judged" in evaluation.description, name
+        assert "only 3 labelled predictions" in checks(scheduled)["live_precision_above_threshold"].description
+        assert "only 3 live rows" in checks(scheduled)["feature_drift"].description
+        idle = tick(defs, dagster_instance)
+        assert not idle.run_requests and "judged nothing never retrains" in idle.skip_message
+
+        before = monitor(defs, dagster_instance, FAILING_DAY)
         assert before.success  # a failed monitoring check does not fail the run …
         precision = checks(before)["live_precision_above_threshold"]
         assert not precision.passed and precision.metadata["precision"].value < 0.8, precision.description
+        assert precision.metadata[JUDGED].value is True and precision.severity == dg.AssetCheckSeverity.ERROR
+        day_rows = len(SOURCE.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY])
+        assert precision.metadata["labelled"].value == day_rows  # the day, without today's rows or the far-future one
+        assert checks(before)["feature_drift"].metadata[JUDGED].value is True
         assert materialized(before, "fraud_monitoring_metrics")["evidently_report"].endswith(".html")
 
         # … so the sensor reads check evaluations. One failed evaluation → exactly one request.
@@ -92,7 +132,7 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
             time.sleep(0.1)
         next_day = FAILING_DAY + timedelta(days=1)
         assert replay_day(service.url, str(next_day), SOURCE.days(next_day, next_day)[next_day]).versions == {"2"}
-        after = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance)
+        after = monitor(defs, dagster_instance, next_day)
         recovered = checks(after)["live_precision_above_threshold"]
         assert recovered.passed and recovered.metadata["precision"].value >= 0.8, recovered.description
         assert recovered.metadata["model_version"].value == "2"
@@ -100,8 +140,7 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         # A new failure right after: the cooldown stops a second retrain, and says so.
         monkeypatch.setenv("FRAUD_PRECISION_THRESHOLD", "0.999")
         strict = definitions()
-        assert not checks(strict.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance))[
-            "live_precision_above_threshold"].passed
+        assert not checks(monitor(strict, dagster_instance, next_day))["live_precision_above_threshold"].passed
         cooled = tick(strict, dagster_instance, cursor=first.cursor)
         assert not cooled.run_requests and "cooldown is 6 h" in cooled.skip_message
 
