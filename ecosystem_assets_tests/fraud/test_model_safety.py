@@ -165,3 +165,75 @@ def test_loader_names_version_and_format(registry, tmp_path):
     with pytest.raises(ModelRefused, match=f"fraud-detector version {version} refused: stored as 'pickle', not skops"):
         load_fraud_estimator(registry, version)
     assert load_fraud_estimator(registry, "1").n_features_in_ == 13  # the trained champion loads
+
+
+def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeypatch):
+    """`mlflow server --app-name basic-auth` on loopback, default_permission NO_PERMISSIONS, users
+    made by ecosystem_assets.mlflow_users as the deploy Job does: the writer registers, the
+    reader (the service's credentials) loads the champion and cannot register or move the alias."""
+    import subprocess
+    import sys
+
+    from ecosystem_assets.fraud.model_store import TRUSTED_TYPES, load_fraud_estimator
+    from ecosystem_assets.mlflow_users import Server, main, wait_until_up
+    from ecosystem_assets_tests.servers.ports import free_port
+
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-0123456789", "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name=basic-auth", "--host=127.0.0.1", f"--port={port}",
+         "--workers=1", f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}", "--serve-artifacts",
+         f"--artifacts-destination={tmp_path / 'artifacts'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"), start_new_session=True)
+    try:
+        wait_until_up(url, timeout_s=120)
+        users = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
+                 "MLFLOW_TRACKING_PASSWORD": "admin-pw-0123456789", "MLFLOW_WRITER_USERNAME": "dagster",
+                 "MLFLOW_WRITER_PASSWORD": "writer-pw-0123456789", "MLFLOW_READER_USERNAME": "fraud-service",
+                 "MLFLOW_READER_PASSWORD": "reader-pw-0123456789"}
+        assert main(users) == 0 and main(users) == 0  # idempotent: the Job runs on every deploy
+
+        import mlflow
+        import mlflow.sklearn
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        def as_user(name: str, password: str) -> None:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", name)
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+        as_user("dagster", "writer-pw-0123456789")
+        mlflow.set_tracking_uri(url)
+        with mlflow.start_run(experiment_id=MlflowClient(url).get_experiment_by_name("fraud-detector").experiment_id):
+            logged = mlflow.sklearn.log_model(_hgb(), name="model", serialization_format="skops",
+                                              skops_trusted_types=TRUSTED_TYPES, pip_requirements=["scikit-learn"])
+        version = mlflow.register_model(logged.model_uri, "fraud-detector", tags={"threshold": "0.5"}).version
+        MlflowClient(url).set_registered_model_alias("fraud-detector", "champion", version)
+
+        as_user("fraud-service", "reader-pw-0123456789")
+        reader = MlflowClient(url)
+        assert str(reader.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+        assert load_fraud_estimator(url, "1").n_features_in_ == 13
+        for write in (lambda: reader.set_registered_model_alias("fraud-detector", "champion", "1"),
+                      lambda: reader.set_model_version_tag("fraud-detector", "1", "threshold", "0.0"),
+                      lambda: reader.create_model_version("fraud-detector", logged.model_uri)):
+            with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+                write()
+        with pytest.raises(RuntimeError, match="HTTP 401"):
+            Server(url, "fraud-service", "wrong").call("GET", "/api/2.0/mlflow/registered-models/get",
+                                                      params={"name": "fraud-detector"})
+    finally:
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers (its own session)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
