@@ -91,7 +91,10 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _sensor_ticked(instance), 120, "the daemon's first sensor tick", every=1.0)
 
-        monitoring = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=instance)
+        # The window ends at the failing day's end (the evaluation time a schedule tick would give).
+        day_end = f"{FAILING_DAY + timedelta(days=1)}T00:00:00+00:00"
+        monitoring = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": day_end}}}})
         failed_at = time.perf_counter()
         [check] = [c for c in monitoring.get_asset_check_evaluations() if c.check_name == "live_precision_above_threshold"]
         assert not check.passed, check.description
@@ -131,10 +134,14 @@ def _up(url: str) -> bool:
 
 
 def _answering_version(url: str, probe: dict) -> str | None:
+    import uuid
+
     import requests
 
+    # A fresh transaction id per probe: a repeated id is answered with its original prediction.
+    body = {"transaction": {**probe["transaction"], "transaction_id": f"probe-{uuid.uuid4().hex}"}}
     try:
-        return requests.post(f"{url}/predict", json=probe, timeout=10).json()["model_version"]
+        return requests.post(f"{url}/predict", json=body, timeout=10).json()["model_version"]
     except requests.RequestException as exc:
         print(f"  probe failed: {type(exc).__name__}", flush=True)
         return None

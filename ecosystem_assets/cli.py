@@ -85,7 +85,7 @@ def demo(partition: str | None) -> int:
           f"recall {model.get('recall'):.3f}; champion {model.get('champion_after')} ({model.get('reason')})")
     monitoring = _run(defs, MONITORING_JOB, instance)
     for check in monitoring.get_asset_check_evaluations():
-        print(f"  monitoring    {check.check_name}: {'passed' if check.passed else 'FAILED'} — {check.description}")
+        print(f"  monitoring    {check.check_name}: {_check_outcome(check)} — {check.description}")
     print("Done; `make dev` shows every run. The fraud story: README, section 'Closed-loop retraining'.")
     return 0
 
