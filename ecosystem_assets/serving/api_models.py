@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
@@ -25,9 +24,9 @@ EXCERPT_CHARS = 100  # the most of a client's input an error body repeats
 MAX_ERRORS = 20  # errors listed in one 422 body (a 50,000-transaction upload could have 250,000)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The rules that depend on the running service, passed to validation as its context."""
+class Limits(NamedTuple):
+    """The rules that depend on the running service, passed to validation as its context (a tuple:
+    built per request, four times cheaper than a frozen dataclass)."""
 
     max_amount: float = 1_000_000.0
     newest_ok: float = float("inf")  # epoch s: the service's clock + the allowed clock skew
