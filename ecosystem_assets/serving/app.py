@@ -33,6 +33,7 @@ from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
 from ecosystem_assets.serving.store import (
     ConflictingFeedback,
+    ConflictingTransaction,
     PredictionStore,
     RejectedRow,
     StoreUnavailable,
@@ -84,14 +85,6 @@ class RequestCounts:
         yield family
 
 
-def _conflicting_transaction() -> type[Exception] | tuple:
-    """store.ConflictingTransaction (a transaction id scored before with another body), or () —
-    catches nothing — with a store that does not raise it."""
-    from ecosystem_assets.serving import store as store_module
-
-    return getattr(store_module, "ConflictingTransaction", ())
-
-
 def _error_body(errors: list[dict], total: int) -> dict:
     body: dict = {"detail": errors}
     if total > len(errors):
@@ -109,7 +102,6 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     auth = BearerAuth(predict_token, feedback_token)  # refuses two identical tokens
-    conflicting_transaction = _conflicting_transaction()
 
     store = PredictionStore(db_url)
     watcher = ChampionWatcher(tracking_uri, poll_s=poll_s)
@@ -179,7 +171,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             result = await scorer.predict(body.transaction.model_dump())
         except NoChampion as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
-        except conflicting_transaction as exc:
+        except ConflictingTransaction as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         except RejectedRow as exc:  # this row alone; the rest of its micro-batch is stored
             raise HTTPException(status_code=422, detail=str(exc)) from None
@@ -217,7 +209,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         body = await run_in_threadpool(api_models.parse, HistoryRequest, raw, limits())
         try:
             added = await run_in_threadpool(lambda: scorer.load_history([t.model_dump() for t in body.transactions]))
-        except conflicting_transaction as exc:
+        except ConflictingTransaction as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         return {"received": len(body.transactions), "added": added}
 
