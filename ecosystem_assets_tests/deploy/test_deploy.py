@@ -117,6 +117,7 @@ KIND_MODELS = {
     ("v1", "Secret"): "V1Secret",
     ("v1", "Service"): "V1Service",
     ("apps/v1", "Deployment"): "V1Deployment",
+    ("batch/v1", "Job"): "V1Job",
 }
 
 
@@ -255,6 +256,50 @@ def test_mlflow_server_options_exist_in_the_pinned_mlflow():
     envvars = {param.envvar for param in server.params if param.envvar}
     assert "MLFLOW_BACKEND_STORE_URI" in envvars  # the option reads it when the flag is absent
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_mlflow_requires_auth_and_the_fraud_service_only_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """basic-auth with NO_PERMISSIONS by default; the service logs in as the reader that the
+    mlflow-users Job makes, Dagster as the writer (a real server run: test_model_safety.py)."""
+    from importlib.metadata import entry_points
+
+    from mlflow.server.auth.config import read_auth_config
+
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind("Secret")}
+    mlflow_pod = deployment("mlflow")["spec"]["template"]["spec"]
+    (container,) = mlflow_pod["containers"]
+    assert "--app-name=basic-auth" in container["args"]
+    assert "basic-auth" in {e.name for e in entry_points(group="mlflow.app")}
+    env = {e["name"]: e for e in container["env"]}
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(config_path.parent))
+    volume = next(v for v in mlflow_pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert volume["secretName"] == "mlflow-auth" and {"key": "basic_auth.ini", "path": config_path.name} in volume["items"]
+    (tmp_path / config_path.name).write_text(secrets["mlflow-auth"]["basic_auth.ini"])
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(tmp_path / config_path.name))
+    auth = read_auth_config()  # MLflow's own reader of the file
+    assert auth.default_permission == "NO_PERMISSIONS" and auth.database_uri.startswith("postgresql://")
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": name}
+
+    (service,) = deployment("fraud-service")["spec"]["template"]["spec"]["containers"]
+    service_env = {e["name"]: e for e in service["env"]}
+    (job,) = [j for j in by_kind("Job") if j["metadata"]["name"] == "mlflow-users"]
+    job_pod = job["spec"]["template"]["spec"]
+    (users,) = job_pod["containers"]
+    assert users["args"] == ["python", "-m", "ecosystem_assets.mlflow_users"]
+    assert_pod_hardened(job_pod["securityContext"], users["securityContext"], users["resources"], "mlflow-users")
+    job_env = {e["name"]: e for e in users["env"]}
+    source = (ROOT / "ecosystem_assets" / "mlflow_users.py").read_text()
+    assert set(re.findall(r'env\["([A-Z_]+)"\]', source)) == set(job_env) - {"MLFLOW_DISABLE_TELEMETRY", "HOME"}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        reader = {"name": "mlflow-reader", "key": key}
+        assert service_env[key]["valueFrom"]["secretKeyRef"] == reader  # the service is the reader
+        assert job_env[key.replace("TRACKING", "READER")]["valueFrom"]["secretKeyRef"] == reader
+        writer = job_env[key.replace("TRACKING", "WRITER")]["valueFrom"]["secretKeyRef"]
+        assert writer == {"name": "ecosystem-app-secrets", "key": key} and key in secrets["ecosystem-app-secrets"]
+    assert {"name": "ecosystem-app-secrets"} in user_deployment()["envSecrets"]  # Dagster logs in as the writer
+    assert job_env["MLFLOW_TRACKING_URI"]["value"] == service_env["MLFLOW_TRACKING_URI"]["value"]
 
 
 # --- environment variables ---------------------------------------------------------------------
