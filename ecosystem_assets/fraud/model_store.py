@@ -135,7 +135,7 @@ def check_trees(version: str, estimator: Any) -> None:
     if getattr(estimator, "_preprocessor", None) is not None or getattr(estimator, "is_categorical_", None) is not None:
         raise ModelRefused(version, "has categorical features; the fraud features are all numeric")
     predictors = getattr(estimator, "_predictors", None)
-    if not isinstance(predictors, list) or not predictors or estimator.n_trees_per_iteration_ != 1:
+    if not isinstance(predictors, list) or not predictors or getattr(estimator, "n_trees_per_iteration_", None) != 1:
         raise ModelRefused(version, "is not a fitted binary classifier")
     for i, iteration in enumerate(predictors):
         if not isinstance(iteration, list) or len(iteration) != 1 or type(iteration[0]) is not TreePredictor:
@@ -204,6 +204,11 @@ def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
         local = download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=tmp,
                                    tracking_uri=uri, registry_uri=uri)
         estimator = load_from_dir(version, Path(local))
-    check_trees(version, estimator)
+    try:
+        check_trees(version, estimator)
+    except ModelRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 — an object shaped unlike a fitted model is the file's fault
+        raise ModelRefused(version, f"is not a well-formed fitted model ({type(exc).__name__}: {exc})") from None
     check_on_probe(version, proba1(estimator))
     return estimator
