@@ -209,3 +209,20 @@ def short_error(error: dict[str, Any], prefix: tuple = ()) -> dict[str, Any]:
     if "input" in error:
         short["input"] = excerpt(error["input"])
     return short
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of an endpoint that reads its body itself (FastAPI documents only
+    declared body parameters); the model's JSON schema with its ``$defs`` inlined."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}

@@ -160,7 +160,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
 
     # Bodies are read here, not declared as parameters: the token is checked before a byte is read,
     # the size before anything is parsed, and the bytes are validated once (api_models.parse).
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=api_models.openapi_body(PredictRequest))
     async def predict(request: Request) -> dict:
         """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
         timestamp}}`` (api_models.PredictRequest; scope "predict")."""
@@ -182,7 +182,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             flagged.inc()
         return result
 
-    @app.post("/feedback", dependencies=[Depends(require(FEEDBACK))])
+    @app.post("/feedback", dependencies=[Depends(require(FEEDBACK))], openapi_extra=api_models.openapi_body(FeedbackRequest))
     async def post_feedback(request: Request) -> dict:
         """The label of a scored transaction: ``{prediction_id, is_fraud}`` (scope "feedback")."""
         body = api_models.parse(FeedbackRequest, await read_body(request, MAX_FEEDBACK_BYTES), limits())
@@ -198,7 +198,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
             raise HTTPException(status_code=503, detail=str(exc)) from None
         return {"prediction_id": body.prediction_id, "status": status}
 
-    @app.post("/history", dependencies=[Depends(require(FEEDBACK))])
+    @app.post("/history", dependencies=[Depends(require(FEEDBACK))], openapi_extra=api_models.openapi_body(HistoryRequest))
     async def post_history(request: Request) -> dict:
         """Warm a new service's feature history with labelled past transactions from the warehouse:
         ``{"transactions": [...]}`` (scope "feedback")."""

@@ -83,6 +83,9 @@ def test_each_endpoint_needs_its_scope_token(secured, caplog):
     assert secured.app.state.store.counts() == (2, 1)  # only the authorised requests were stored
     for path in ("/healthz", "/metrics", "/openapi.json"):  # probes and Prometheus need no token
         assert requests.get(f"{url}{path}", timeout=30).status_code == 200
+    paths = requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+    body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]["transaction"]["required"]) == set(TX)  # bodies are documented for clients
     for response in responses:
         assert_no_token(response.text + json.dumps(dict(response.headers)))
     assert_no_token(caplog.text)
