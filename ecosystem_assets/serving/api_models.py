@@ -40,11 +40,9 @@ class Limits(NamedTuple):
         return cls(max_amount, time.time() + max_clock_skew_s, oldest)
 
 
-_DEFAULT_LIMITS = Limits()
-
-
 def _limits(info: ValidationInfo) -> Limits:
-    return info.context if isinstance(info.context, Limits) else _DEFAULT_LIMITS
+    # Without a context (a model validated elsewhere), the defaults of Settings apply.
+    return info.context if isinstance(info.context, Limits) else Limits.now(1_000_000.0, 300.0, None)
 
 
 def _printable(value: str) -> str:
