@@ -308,7 +308,7 @@ def settings_names() -> set[str]:
     tree = ast.parse((ROOT / "ecosystem_assets" / "settings.py").read_text())
     return {
         node.args[0].value for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("get", "number", "secret")
         and node.args and isinstance(node.args[0], ast.Constant)
     }
 
