@@ -15,24 +15,30 @@ from typing import Any
 from ecosystem_assets.serving.store import PredictionStore
 
 
+EARLIEST_END = 946_684_800.0  # 2000-01-01T00:00:00Z: the input rules' floor for transaction times
+LATEST_END_AHEAD_S = 86_400.0  # an evaluation time may run a day ahead of this machine's clock, no more
+
+
 def parse_end(text: str) -> float:
     """Epoch seconds from an ISO-8601 time with an offset (``2026-09-18T00:00:00+00:00``) or from
-    epoch seconds (``1789689600``). A time without an offset is refused: whose midnight would it be?"""
+    epoch seconds (``1789689600``), between 2000-01-01 and a day after now. A time without an
+    offset is refused: whose midnight would it be?"""
     try:
         seconds = float(text)
     except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError(f"end={text!r} is not a time")
-        return seconds
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"end={text!r} is neither ISO-8601 with an offset nor epoch seconds") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"end={text!r} has no UTC offset (write e.g. {text}+00:00)")
-    return moment.timestamp()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"end={text[:64]!r} is neither ISO-8601 with an offset nor epoch seconds") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"end={text[:64]!r} has no UTC offset (write e.g. {text[:32]}+00:00)")
+        try:
+            seconds = moment.timestamp()
+        except (OverflowError, ValueError):
+            raise ValueError(f"end={text[:64]!r} is out of range") from None
+    if not (math.isfinite(seconds) and EARLIEST_END <= seconds <= time.time() + LATEST_END_AHEAD_S):
+        raise ValueError(f"end={text[:64]!r} is not a time between 2000-01-01 and a day from now")
+    return seconds
 
 
 def monitoring_summary(store: PredictionStore, model_version: str | None, window_hours: float,

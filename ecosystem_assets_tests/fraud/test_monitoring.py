@@ -62,7 +62,10 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
     assert monitoring(window_hours=24, end=DAY_END.isoformat()).json()["labelled"] == len(replayed)
     assert monitoring(window_hours=24, end=str(DAY_END.timestamp())).json()["labelled"] == len(replayed)
     assert monitoring(window_hours=24).json()["labelled"] == 3  # today's
-    assert monitoring(window_hours=24, end=(FAR_FUTURE + timedelta(hours=1)).isoformat()).json()["predictions"] == 1
+    # An evaluation time far from the clock is refused (the far-future row can never become a window).
+    for far in ((FAR_FUTURE + timedelta(hours=1)).isoformat(), "1e300", "9999-12-31T23:59:59+14:00", "1999-12-31T00:00:00+00:00"):
+        refused = monitoring(window_hours=24, end=far)
+        assert refused.status_code == 422 and "not a time between" in refused.text, far
     naive = monitoring(window_hours=24, end="2026-09-01T00:00:00")
     assert naive.status_code == 422 and "no UTC offset" in naive.text
 
