@@ -45,6 +45,8 @@ TRUSTED_TYPES: list[str] = ["sklearn.ensemble._hist_gradient_boosting.predictor.
 SKOPS = "skops"
 _SKOPS_FILE = "model.skops"  # where mlflow.sklearn puts a skops model inside its directory
 _MAX_REASON = 300
+# A fitted fraud model is a few MB; far larger is an attack on the service's memory, not a model.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 # Deterministic rows in the feature space (FEATURES order), from an ordinary daytime purchase to
 # an empty history, a burst at a risky terminal at night and extreme values. A champion must give
@@ -165,6 +167,23 @@ def _sklearn_flavor(version: str, model_dir: Path) -> dict[str, Any]:
     return flavor
 
 
+def _check_size(version: str, path: Path) -> None:
+    """Refuse a skops file (a zip) larger than MAX_MODEL_BYTES, packed or unpacked: a zip bomb must
+    not exhaust the service's memory. zipfile never reads past an entry's declared size, so the
+    declared sizes bound what loading can unpack."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelRefused(version, f"is not a readable skops file ({type(exc).__name__})") from None
+    packed = path.stat().st_size
+    if max(packed, unpacked) > MAX_MODEL_BYTES:
+        raise ModelRefused(version, f"is too large ({packed:,} bytes packed, {unpacked:,} unpacked; "
+                                    f"the limit is {MAX_MODEL_BYTES:,})")
+
+
 def load_from_dir(version: str, model_dir: Path) -> Any:
     """The estimator in a downloaded MLflow model directory, or `ModelRefused`."""
     import skops.io
@@ -178,6 +197,7 @@ def load_from_dir(version: str, model_dir: Path) -> Any:
     path = model_dir / _SKOPS_FILE
     if not path.is_file():
         raise ModelRefused(version, f"has no {_SKOPS_FILE} file")
+    _check_size(version, path)
     try:
         unexpected = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
     except Exception as exc:  # noqa: BLE001 — not a zip, no schema, unknown protocol…

@@ -120,11 +120,26 @@ def _skops(make, **kwargs):
     return lambda uri, art, marker: register_sklearn(uri, art, make(), "skops", trusted=TRUSTED_TYPES, **kwargs)
 
 
+def _zip_bomb() -> bytes:
+    """A ~300 KB zip that unpacks to 300 MB of zeros (over model_store.MAX_MODEL_BYTES)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("schema.json", "w") as entry:
+        block = bytes(1 << 20)
+        for _ in range(300):
+            entry.write(block)
+    return buffer.getvalue()
+
+
 CASES = {
     # A skops file may only hold skops's safe types and ours, whatever its MLmodel file trusts.
     "type outside the list": (lambda uri, art, marker: register_sklearn(
         uri, art, _function_transformer(), "skops", trusted=["posix.system"]),
         "types outside the trusted list: posix.system"),
+    "zip bomb": (lambda uri, art, marker: register_files(
+        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": _zip_bomb()}), "is too large"),
     "garbage bytes": (lambda uri, art, marker: register_files(
         uri, art, {"MLmodel": skops_mlmodel(), "model.skops": os.urandom(4096)}), "not a readable skops file"),
     "pickle claiming to be skops": (lambda uri, art, marker: register_files(
