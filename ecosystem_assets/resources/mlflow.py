@@ -30,7 +30,7 @@ class MlflowTracking(dg.ConfigurableResource):
     def client(self) -> Any:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def ensure_experiment(self, name: str) -> str:
         """Create the experiment with our artifact location; MLflow's default would be ./mlruns of the cwd."""

@@ -43,7 +43,8 @@ def champion_version(tracking_uri: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+        # The registry is named explicitly: a process-wide MLflow registry URI must never redirect the service.
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     except MlflowException:
         return None
 

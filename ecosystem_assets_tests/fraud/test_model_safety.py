@@ -224,6 +224,8 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
             monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
 
         as_user("dagster", "writer-pw-0123456789")
+        # The process-wide tracking URI goes back when the test ends: the server here stops then.
+        monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", mlflow.tracking._tracking_service.utils._tracking_uri)
         mlflow.set_tracking_uri(url)
         with mlflow.start_run(experiment_id=MlflowClient(url).get_experiment_by_name("fraud-detector").experiment_id):
             logged = mlflow.sklearn.log_model(_hgb(), name="model", serialization_format="skops",
