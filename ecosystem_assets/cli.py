@@ -85,7 +85,8 @@ def demo(partition: str | None) -> int:
           f"recall {model.get('recall'):.3f}; champion {model.get('champion_after')} ({model.get('reason')})")
     monitoring = _run(defs, MONITORING_JOB, instance)
     for check in monitoring.get_asset_check_evaluations():
-        print(f"  monitoring    {check.check_name}: {_check_outcome(check)} — {check.description}")
+        outcome = _check_outcome(check)  # a not-judged description already starts with "not judged"
+        print(f"  monitoring    {check.check_name}: " + (check.description if outcome == "not judged" else f"{outcome} — {check.description}"))
     print("Done; `make dev` shows every run. The fraud story: README, section 'Closed-loop retraining'.")
     return 0
 

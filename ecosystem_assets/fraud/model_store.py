@@ -216,13 +216,16 @@ def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
     Raises `ModelRefused` when the version's files are at fault; registry or network errors
     propagate unchanged (worth retrying).
     """
+    from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
     uri = getattr(client_or_tracking_uri, "tracking_uri", client_or_tracking_uri)
     version = str(version)
+    # The version's files are located with a client bound to this registry: MLflow resolves a
+    # `models:/` URI against the process-wide registry URI, whatever registry_uri it is given.
+    source = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(MODEL_NAME, version)
     with tempfile.TemporaryDirectory(prefix="fraud-model-") as tmp:
-        local = download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=tmp,
-                                   tracking_uri=uri, registry_uri=uri)
+        local = download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri)
         estimator = load_from_dir(version, Path(local))
     try:
         check_trees(version, estimator)

@@ -254,3 +254,21 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def test_the_champion_loads_in_a_process_with_no_mlflow_uri_set(registry, tmp_path):
+    """`make serve` sets no MLFLOW_TRACKING_URI: the service's registry comes from its settings
+    alone. (MLflow resolves `models:/` URIs against the process-wide registry URI; a loader that
+    relied on it found an empty ./mlflow.db and never served.)"""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING") and k != "MLFLOW_REGISTRY_URI"}
+    code = ("from ecosystem_assets.serving.champion import ChampionWatcher\n"
+            f"w = ChampionWatcher({registry!r})\n"
+            "assert w.refresh() is True, w.refused\n"
+            "print('serving', w.current.version)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("serving 1")
+    assert not (tmp_path / "mlflow.db").exists()
