@@ -250,9 +250,9 @@ class Scorer:
             return self._results(batch, [None] * len(predictions), label_outcomes)
         if isinstance(failed, StoreUnavailable) or not isinstance(failed, Exception):
             raise failed
-        return self._process_each(batch)  # a row the database refused, or a retried transaction id
+        return self._process_each(batch, wait)  # a row the database refused, or a retried transaction id
 
-    def _process_each(self, batch: list[_Pending]) -> list[Any]:
+    def _process_each(self, batch: list[_Pending], wait: bool = True) -> list[Any]:
         """Each request in a transaction of its own (after a batch failed): one bad row fails alone."""
         predictions = [item for item in batch if item.kind == "predict"]
         labels = [item.label for item in batch if item.kind == "feedback"]
@@ -262,7 +262,10 @@ class Scorer:
                 self._observe([item])
                 try:
                     self._score([item])
-                    outcome = self.store.write_each([item.row], [])[0][0]
+                    outcome = self.store.write_each([item.row], [], wait=wait)[0][0]
+                except StoreBusy:  # SQLite got locked meanwhile: the whole batch goes to the writer thread
+                    self._forget([item])
+                    raise
                 except Exception as exc:  # noqa: BLE001 — this request alone fails
                     outcome = exc
                 if outcome is None:
@@ -270,7 +273,7 @@ class Scorer:
                 else:
                     self._forget([item])
                 row_outcomes.append(outcome)
-        _, label_outcomes = self.store.write_each([], labels)
+        _, label_outcomes = self.store.write_each([], labels, wait=wait)
         return self._results(batch, row_outcomes, label_outcomes)
 
     def _results(self, batch: list[_Pending], row_outcomes: list[Any], label_outcomes: list[Any]) -> list[Any]:

@@ -197,15 +197,19 @@ class PredictionStore:
                 raise StoreBusy("the prediction log is locked by another writer") from None
             raise StoreUnavailable(f"the prediction store is unavailable ({type(raw).__name__})") from None
 
-    def write_each(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]]) -> tuple[list[Any], list[Any]]:
+    def write_each(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]],
+                   wait: bool = True) -> tuple[list[Any], list[Any]]:
         """Write every row and label in a transaction of its own, so that one the database refuses
         fails alone. Per row: None (stored), the stored row of the same transaction_id (a retry), or
-        the error; per label: as `write_batch`."""
+        the error; per label: as `write_batch`. `StoreBusy` (``wait`` False) is raised, not recorded:
+        the caller retries everything in its writer thread, where what was stored here is a retry."""
         row_outcomes: list[Any] = []
         for row in rows:
             try:
-                self.write_batch([row], [])
+                self.write_batch([row], [], wait=wait)
                 row_outcomes.append(None)
+            except StoreBusy:
+                raise
             except StoreUnavailable as exc:
                 row_outcomes.append(exc)
             except self._dbapi.IntegrityError as exc:
@@ -216,7 +220,9 @@ class PredictionStore:
         label_outcomes: list[Any] = []
         for label in labels:
             try:
-                label_outcomes += self.write_batch([], [label])
+                label_outcomes += self.write_batch([], [label], wait=wait)
+            except StoreBusy:
+                raise
             except StoreUnavailable as exc:
                 label_outcomes.append(exc)
             except Exception as exc:  # noqa: BLE001
