@@ -63,7 +63,9 @@ class FraudServiceResource(dg.ConfigurableResource):
         if self.url:
             import requests
 
-            headers = {"Authorization": f"Bearer {self.feedback_token}"} if self.feedback_token else {}
+            from ecosystem_assets.fraud.replay import bearer
+
+            headers = bearer(self.feedback_token)
             response = requests.get(f"{self.url.rstrip('/')}/monitoring", params={"window_hours": window_hours, "end": repr(end)},
                                     headers=headers, timeout=self.timeout_s)
             if response.status_code != 200:
