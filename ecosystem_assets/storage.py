@@ -185,3 +185,25 @@ def open_store(url: str, s3_client_factory: Callable[[], Any] | None = None) -> 
     if url.startswith("file://"):
         url = urlparse(url).path
     return LocalStore(url)
+
+
+def write_parquet(store: Store, key: str, frame: Any) -> str:
+    """Write a DataFrame as Parquet (no index) at ``key``; returns its URI. The one Parquet writer."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return store.write_bytes(key, buffer.getvalue())
+
+
+def read_parquet(store: Store, key: str, columns: list[str] | None = None) -> Any:
+    """The DataFrame stored at ``key`` (StorageError when absent or unreadable). The one Parquet reader."""
+    import io
+
+    import pandas as pd
+
+    data = store.read_bytes(key)
+    try:
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise StorageError(f"{store.uri(key)} is not a readable Parquet file: {exc}") from None
