@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(abspath $(ECOSYSTEM_HOME))/dagster
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo dev serve replay test infra-check bench clean
+.PHONY: setup demo dev serve replay test lint infra-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ replay: setup
 # checkov over infra/ (in its own venv: its pins fight the project's), then the suite.
 test: setup infra-check
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format) and mypy, configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 infra-check:
 	bash infra/check.sh
