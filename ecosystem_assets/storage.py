@@ -22,6 +22,28 @@ class StorageError(RuntimeError):
     """Storage is unreachable, misconfigured or refused the request; the message says which."""
 
 
+def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """The one S3 client factory: boto3's credential chain (env, profile, IRSA on EKS), ``AWS_ENDPOINT_URL``
+    honoured when ``endpoint_url`` is not given (MinIO, moto), timeouts, and the S3 retry policy
+    (`retries.S3_RETRIES`), so a dead endpoint fails in seconds instead of hanging a run."""
+    import boto3
+    from botocore.config import Config
+
+    from ecosystem_assets.retries import S3_RETRIES
+
+    config = Config(connect_timeout=10, read_timeout=60, retries=S3_RETRIES)
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def s3_error(action: str, uri: str, exc: BaseException) -> StorageError:
+    """The one wording of an S3 failure: the action, the object or prefix, and S3's code and message."""
+    response = getattr(exc, "response", None)  # botocore's ClientError carries S3's answer
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        return StorageError(f"S3 {action} {uri} failed: {error.get('Code')} {error.get('Message', '')}".strip())
+    return StorageError(f"S3 {action} {uri} failed: {type(exc).__name__}: {exc}")
+
+
 class Store(Protocol):
     url: str
 
@@ -95,7 +117,7 @@ class LocalStore:
 class S3Store:
     """S3 (or any S3-compatible endpoint: boto3 honours ``AWS_ENDPOINT_URL``)."""
 
-    def __init__(self, url: str, client_factory: Callable[[], Any]):
+    def __init__(self, url: str, client_factory: Callable[[], Any] = s3_client):
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise StorageError(f"{url!r} is not an s3://bucket/prefix URL")
@@ -123,13 +145,8 @@ class S3Store:
 
         try:
             return fn()
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise StorageError(
-                f"S3 {action} {self.uri(key)} failed: {error.get('Code')} {error.get('Message', '')}".strip()
-            ) from None
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 {action} {self.uri(key)} failed: {exc}") from None
+        except (BotoCoreError, ClientError) as exc:
+            raise s3_error(action, self.uri(key), exc) from None
 
     def write_bytes(self, key: str, data: bytes) -> str:
         self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
@@ -148,39 +165,36 @@ class S3Store:
             yield path
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StorageError(f"S3 head {self.uri(key)} failed: {exc}") from None
+            raise s3_error("head", self.uri(key), exc) from None
+        except BotoCoreError as exc:
+            raise s3_error("head", self.uri(key), exc) from None
         return True
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         # A folder-like prefix ends in "/": "imgs" must not also list "imgs2/…".
         full = f"{self._key(prefix)}/" if prefix else (f"{self.prefix}/" if self.prefix else "")
-        paginator = self.client.get_paginator("list_objects_v2")
-        location = f"s3://{self.bucket}/{full}"
         try:
-            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=full))
-        except Exception as exc:  # noqa: BLE001 — botocore's errors, named in ours
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            raise StorageError(f"S3 list {location} failed: {code or type(exc).__name__} {exc}") from None
+            pages = list(self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full))
+        except (BotoCoreError, ClientError) as exc:
+            raise s3_error("list", f"s3://{self.bucket}/{full}", exc) from None
         strip = len(self.prefix) + 1 if self.prefix else 0
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
 
 
-def open_store(url: str, s3_client_factory: Callable[[], Any] | None = None) -> Store:
+def open_store(url: str, s3_client_factory: Callable[[], Any] = s3_client) -> Store:
     """A store for ``url``: ``s3://bucket/prefix`` or a local path (``file://`` accepted)."""
     if url.startswith("s3://"):
-        if s3_client_factory is None:
-            import boto3
-
-            s3_client_factory = lambda: boto3.client("s3")  # noqa: E731
         return S3Store(url, s3_client_factory)
     if url.startswith("file://"):
         url = urlparse(url).path

@@ -1,14 +1,14 @@
 """Mail delivery with yagmail: SMTP (none / STARTTLS / implicit TLS) or `.eml` files in an outbox.
 
 The message is built once by yagmail and either sent or written as a complete RFC 5322 file, so
-the outbox shows exactly what SMTP would have delivered. Delivery is retried; the final error names
-the server and the SMTP reply but never the password (it is scrubbed from every message we raise).
+the outbox shows exactly what SMTP would have delivered. Delivery is retried (`retries.smtp`); the
+final error names the server and the SMTP reply but never the password (it is scrubbed from every
+message we raise).
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,11 +19,16 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from ecosystem_assets import retries
 from ecosystem_assets.storage import LocalStore
 
 
 class MailDeliveryError(RuntimeError):
     """The message could not be delivered; the message says to where and why (never the password)."""
+
+
+class MailConfigurationError(MailDeliveryError):
+    """The mailer's settings cannot work (e.g. a user without a password); no attempt is made."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,6 @@ class MailerResource(dg.ConfigurableResource):
     def _deliver_smtp(self, recipients: list[str], message: str) -> None:
         import yagmail
 
-        if self.smtp_user and not self.smtp_password:
-            raise MailDeliveryError("SMTP_USER is set but SMTP_PASSWORD is not; refusing to prompt for a password")
         kwargs: dict[str, Any] = {"timeout": self.timeout_s}
         if self.smtp_security == "ssl":
             kwargs["context"] = self._tls_context()
@@ -123,26 +126,34 @@ class MailerResource(dg.ConfigurableResource):
             target = LocalStore(self.outbox_dir).write_bytes(name, message.encode("utf-8"))
             return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, target, 1)
 
+        if self.smtp_user and not self.smtp_password:
+            raise MailConfigurationError("SMTP_USER is set but SMTP_PASSWORD is not; refusing to prompt for a password")
         endpoint = f"smtp://{self.smtp_host}:{self.smtp_port} ({self.smtp_security})"
-        last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
+
+        def failed(attempts: int, problem: str) -> MailDeliveryError:
+            return MailDeliveryError(f"could not deliver {subject!r} via {endpoint} after {attempts} attempts: {problem}")
+
+        def attempt(number: int) -> SentEmail:
             try:
                 self._deliver_smtp(envelope, message)
-                sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, endpoint, attempt)
-            except MailDeliveryError as exc:
-                if "SMTP_PASSWORD" in str(exc):
-                    raise
-                last_error = self._scrub(str(exc))
+            except MailDeliveryError as exc:  # recipients refused: the server may accept them next time
+                raise retries.Transient(self._scrub(str(exc))) from None
             except Exception as exc:  # noqa: BLE001 — smtplib, ssl and socket errors: try again, mostly
-                last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+                problem = self._scrub(f"{type(exc).__name__}: {exc}")
                 if _is_permanent(exc):  # retrying a bad password or certificate only locks accounts
-                    break
-            if attempt < self.max_attempts:
-                if log is not None:
-                    log.warning(f"mail to {endpoint} failed (attempt {attempt}/{self.max_attempts}): {last_error}")
-                time.sleep(self.retry_delay_s * attempt)
-        raise MailDeliveryError(f"could not deliver {subject!r} via {endpoint} after {attempt} attempts: {last_error}")
+                    raise failed(number, problem) from None
+                raise retries.Transient(problem) from None
+            sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, endpoint, number)
+
+        def warn(number: int, wait: float, problem: retries.Transient) -> None:
+            if log is not None:
+                log.warning(f"mail to {endpoint} failed (attempt {number}/{self.max_attempts}): {problem.problem}")
+
+        try:
+            return retries.smtp(self.max_attempts, self.retry_delay_s).call(attempt, warn)
+        except retries.GaveUp as exc:
+            raise failed(exc.attempts, exc.last.problem) from None
 
 
 def _is_permanent(exc: Exception) -> bool:

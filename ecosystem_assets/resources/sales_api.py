@@ -1,13 +1,12 @@
 """Sales API client: pages through ``GET /orders?date=&page=`` with retries, or the demo feed.
 
 Transient faults (connection errors, timeouts, 429 honouring ``Retry-After``, 5xx) are retried
-with exponential backoff; any other 4xx and malformed bodies fail at once. Errors name the status,
+with exponential backoff (the policy: `retries.sales_api`); any other 4xx and malformed bodies fail at once. Errors name the status,
 the URL and the page, never the bearer token (it travels in a header, never in the URL).
 """
 
 from __future__ import annotations
 
-import time
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +14,8 @@ from urllib.parse import urlencode
 import dagster as dg
 from pydantic import Field
 
-ORDER_FIELDS = ("order_id", "ordered_at", "region", "product", "quantity", "unit_price")
+from ecosystem_assets import retries
+
 MAX_PAGES = 10_000  # a feed that never says next_page=null is a bug, not an endless day
 
 
@@ -25,20 +25,6 @@ class SalesApiError(RuntimeError):
 
 class SalesApiUnavailable(RuntimeError):
     """The sales API kept failing transiently until retries ran out."""
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 class SalesApiResource(dg.ConfigurableResource):
@@ -86,32 +72,33 @@ class SalesApiResource(dg.ConfigurableResource):
         import requests
 
         url = f"{self.base_url}/orders?{urlencode({'date': day.isoformat(), 'page': page})}"
-        attempt = 0
-        while True:
-            attempt += 1
-            wait: float | None = None
+
+        def attempt(_: int) -> dict[str, Any]:
             try:
                 response = session.get(url, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__} after {self.timeout_s:g}s timeout" if isinstance(exc, requests.Timeout) else type(exc).__name__
-            else:
-                status = response.status_code
-                if status == 200:
-                    return self._parse(response, url, page)
-                problem = f"HTTP {status}"
-                if status == 429:
-                    wait = _retry_after_seconds(response.headers.get("Retry-After"))
-                elif status < 500:
-                    raise SalesApiError(f"sales API returned HTTP {status} for {url} (page {page}): {response.text[:200]!r}")
-            if attempt > self.max_retries:
-                raise SalesApiUnavailable(
-                    f"sales API still failing after {attempt} attempts for {url} (page {page}): last error {problem}"
-                )
-            if wait is None:
-                wait = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
+                raise retries.Transient(f"{type(exc).__name__} after {self.timeout_s:g}s timeout") from None
+            except requests.ConnectionError as exc:
+                raise retries.Transient(type(exc).__name__) from None
+            status = response.status_code
+            if status == 200:
+                return self._parse(response, url, page)
+            if status == 429:
+                raise retries.Transient("HTTP 429", retries.retry_after_seconds(response.headers.get("Retry-After")))
+            if status >= 500:
+                raise retries.Transient(f"HTTP {status}")
+            raise SalesApiError(f"sales API returned HTTP {status} for {url} (page {page}): {response.text[:200]!r}")
+
+        def warn(failed: int, wait: float, problem: retries.Transient) -> None:
             if log is not None:
-                log.warning(f"sales API {problem} for {url} (page {page}); retry {attempt}/{self.max_retries} in {wait:.1f}s")
-            time.sleep(min(wait, self.max_backoff_s))
+                log.warning(f"sales API {problem.problem} for {url} (page {page}); retry {failed}/{self.max_retries} in {wait:.1f}s")
+
+        try:
+            return retries.sales_api(self.max_retries, self.backoff_s, self.max_backoff_s).call(attempt, warn)
+        except retries.GaveUp as exc:
+            raise SalesApiUnavailable(
+                f"sales API still failing after {exc.attempts} attempts for {url} (page {page}): last error {exc.last.problem}"
+            ) from None
 
     @staticmethod
     def _parse(response: Any, url: str, page: int) -> dict[str, Any]:

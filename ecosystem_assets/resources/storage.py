@@ -1,29 +1,29 @@
-"""Artifact storage resource: local folder or S3 through dagster-aws' `S3Resource`."""
+"""Artifact storage resource: a local folder or an S3 prefix."""
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import dagster as dg
 
-from ecosystem_assets.storage import Store, open_store
+from ecosystem_assets.storage import Store, open_store, s3_client
 
 
 class ArtifactStorage(dg.ConfigurableResource):
     """Where assets keep their files: ``/local/path`` or ``s3://bucket/prefix``.
 
-    For S3 the client comes from dagster-aws' `S3Resource`; boto3 reads credentials from the usual
-    chain (env, profile, IRSA on EKS) and honours ``AWS_ENDPOINT_URL`` (MinIO, moto, LocalStack).
+    S3 clients come from `storage.s3_client` (the project's one factory: timeouts, retry policy);
+    boto3 reads credentials from the usual chain (env, profile, IRSA on EKS) and honours
+    ``AWS_ENDPOINT_URL`` (MinIO, moto, LocalStack) unless ``s3_endpoint_url`` is set.
     """
 
     url: str
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
 
-    def _s3_client(self):
-        from dagster_aws.s3 import S3Resource
-
-        return S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region).get_client()
+    def _s3_client(self) -> Any:
+        return s3_client(self.s3_endpoint_url, self.s3_region)
 
     @cached_property
     def store(self) -> Store:

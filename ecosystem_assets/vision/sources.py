@@ -44,16 +44,7 @@ class PrefixStore:
 
 def open_source(url: str) -> Store:
     """The store for ``IMAGE_DATASET_URL``; S3 calls get timeouts and few retries so a dead endpoint fails fast."""
-    if not url.startswith("s3://"):
-        return open_store(url)
-
-    def client():
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client("s3", config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}))
-
-    return open_store(url, client)
+    return open_store(url)  # S3: storage.s3_client, the project's one factory (timeouts, retry policy)
 
 
 def _s3_error(action: str, uri: str, exc: Exception) -> StorageError:
