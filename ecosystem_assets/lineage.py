@@ -44,8 +44,10 @@ class Upstream:
     def storage_key(self) -> str:
         key = self.metadata.get(STORAGE_KEY)
         if not isinstance(key, str):
-            raise dg.Failure(description=f"materialization of {self.asset_key.to_user_string()} in run {self.run_id} "
-                                         f"records no {STORAGE_KEY!r}: re-materialize it")
+            raise dg.Failure(
+                description=f"materialization of {self.asset_key.to_user_string()} in run {self.run_id} "
+                f"records no {STORAGE_KEY!r}: re-materialize it"
+            )
         return key
 
 
@@ -56,8 +58,13 @@ def run_key(prefix: str, run_id: str, name: str) -> str:
 
 def _upstream(record: Any) -> Upstream:
     materialization = record.asset_materialization
-    return Upstream(materialization.asset_key, record.run_id, record.storage_id, materialization.partition,
-                    {k: v.value for k, v in materialization.metadata.items()})
+    return Upstream(
+        materialization.asset_key,
+        record.run_id,
+        record.storage_id,
+        materialization.partition,
+        {k: v.value for k, v in materialization.metadata.items()},
+    )
 
 
 def _this_run(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> dict[str | None, Upstream]:
@@ -69,9 +76,13 @@ def _this_run(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey)
         if event is None or event.asset_key != asset_key:
             continue
         materialization = event.step_materialization_data.materialization
-        found[materialization.partition] = Upstream(asset_key, record.event_log_entry.run_id, record.storage_id,
-                                                    materialization.partition,
-                                                    {k: v.value for k, v in materialization.metadata.items()})
+        found[materialization.partition] = Upstream(
+            asset_key,
+            record.event_log_entry.run_id,
+            record.storage_id,
+            materialization.partition,
+            {k: v.value for k, v in materialization.metadata.items()},
+        )
     return found
 
 
@@ -102,15 +113,17 @@ def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iter
         latest = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(rest))
         ids = [latest[p] for p in rest if p in latest]
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             for record in instance.fetch_materializations(dg.AssetRecordsFilter(key, storage_ids=chunk), limit=len(chunk)).records:
                 item = _upstream(record)
                 found[item.partition] = item  # type: ignore[index]
     missing = [p for p in wanted if p not in found]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise MissingUpstream(description=f"{key.to_user_string()} has no materialization for {len(missing)} "
-                                          f"partition(s): {shown}; materialize (backfill) them first")
+        raise MissingUpstream(
+            description=f"{key.to_user_string()} has no materialization for {len(missing)} "
+            f"partition(s): {shown}; materialize (backfill) them first"
+        )
     return {p: found[p] for p in wanted}
 
 
@@ -123,5 +136,7 @@ def lineage_metadata(*sources: Upstream) -> dict[str, Any]:
         if source.partition is not None:
             entry = {"partition": source.partition, **entry}
         grouped.setdefault(source.asset_key.to_user_string(), []).append(entry)
-    return {f"input/{name}": dg.MetadataValue.json(entries[0] if len(entries) == 1 and "partition" not in entries[0] else entries)
-            for name, entries in grouped.items()}
+    return {
+        f"input/{name}": dg.MetadataValue.json(entries[0] if len(entries) == 1 and "partition" not in entries[0] else entries)
+        for name, entries in grouped.items()
+    }

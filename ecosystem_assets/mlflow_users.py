@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 
 MODEL_NAME = "fraud-detector"
 EXPERIMENT_NAME = "fraud-detector"  # the experiment training logs to (fraud/assets.py)
@@ -37,7 +38,7 @@ class Server:
         self.session = requests.Session()
         self.session.auth = (username, password)
 
-    def call(self, method: str, path: str, ok_errors: tuple[str, ...] = (), **kwargs) -> dict | None:
+    def call(self, method: str, path: str, ok_errors: tuple[str, ...] = (), **kwargs: Any) -> dict[str, Any] | None:
         """JSON of the answer; None when it failed with one of ``ok_errors`` (MLflow error codes)."""
         response = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
         if response.ok:
@@ -49,6 +50,13 @@ class Server:
         if code in ok_errors:
             return None
         raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {code or response.text[:200]}")
+
+    def require(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """JSON of the answer; every MLflow error raises."""
+        answer = self.call(method, path, **kwargs)
+        if answer is None:  # only an ok_error answers None, and there are none here
+            raise RuntimeError(f"{method} {path}: no answer")
+        return answer
 
 
 def wait_until_up(url: str, timeout_s: float = 300.0) -> None:
@@ -75,8 +83,10 @@ def ensure_user(admin: Server, username: str, password: str) -> None:
 
 def grant(admin: Server, username: str, resource_type: str, resource_id: str, permission: str) -> None:
     body = {"username": username, "resource_type": resource_type, "resource_id": resource_id}
-    if admin.call("POST", "/api/3.0/mlflow/users/permissions/grant", ("RESOURCE_ALREADY_EXISTS",),
-                  json={**body, "permission": permission}) is None:
+    if (
+        admin.call("POST", "/api/3.0/mlflow/users/permissions/grant", ("RESOURCE_ALREADY_EXISTS",), json={**body, "permission": permission})
+        is None
+    ):
         admin.call("POST", "/api/3.0/mlflow/users/permissions/revoke", json=body)
         admin.call("POST", "/api/3.0/mlflow/users/permissions/grant", json={**body, "permission": permission})
 
@@ -84,14 +94,19 @@ def grant(admin: Server, username: str, resource_type: str, resource_id: str, pe
 def ensure_fraud_resources(writer: Server) -> str:
     """The experiment's id; the experiment and the registered model exist, owned by the writer
     when it created them."""
-    found = writer.call("GET", "/api/2.0/mlflow/experiments/get-by-name", ("RESOURCE_DOES_NOT_EXIST",),
-                        params={"experiment_name": EXPERIMENT_NAME})
+    found = writer.call(
+        "GET", "/api/2.0/mlflow/experiments/get-by-name", ("RESOURCE_DOES_NOT_EXIST",), params={"experiment_name": EXPERIMENT_NAME}
+    )
     if found:
         experiment_id = found["experiment"]["experiment_id"]
     else:
-        experiment_id = writer.call("POST", "/api/2.0/mlflow/experiments/create", json={"name": EXPERIMENT_NAME})["experiment_id"]
-    writer.call("POST", "/api/2.0/mlflow/registered-models/create", ("RESOURCE_ALREADY_EXISTS",),
-                json={"name": MODEL_NAME, "description": "Card fraud classifier trained by the fraud_model asset."})
+        experiment_id = writer.require("POST", "/api/2.0/mlflow/experiments/create", json={"name": EXPERIMENT_NAME})["experiment_id"]
+    writer.call(
+        "POST",
+        "/api/2.0/mlflow/registered-models/create",
+        ("RESOURCE_ALREADY_EXISTS",),
+        json={"name": MODEL_NAME, "description": "Card fraud classifier trained by the fraud_model asset."},
+    )
     return experiment_id
 
 

@@ -1,6 +1,7 @@
 """lineage.upstream: a step reads its own run's upstream materialization, else the latest one."""
 
 import dagster as dg
+
 from ecosystem_assets.lineage import STORAGE_KEY, lineage_metadata, run_key, upstream, upstream_partitions
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-09-01", end_date="2026-09-04")

@@ -76,6 +76,7 @@ def user_deployment() -> dict[str, Any]:
 
 # --- Kubernetes models: strict, recursive ------------------------------------------------------
 
+
 def k8s_field_errors(value: Any, type_name: str, path: str) -> list[str]:
     """Every key of ``value`` (camelCase, as in a manifest) must be a field of the client model
     ``type_name``, recursively, and scalars must have the field's type."""
@@ -130,8 +131,7 @@ def manifest_errors(doc: dict[str, Any]) -> list[str]:
 
 def test_every_yaml_file_parses():
     files = sorted(DEPLOY.rglob("*.yaml"))
-    assert {f.name for f in files} >= {"values.yaml", "dagster.k8s.yaml", "dagster.local.yaml", "kustomization.yaml",
-                                       *MANIFESTS}
+    assert {f.name for f in files} >= {"values.yaml", "dagster.k8s.yaml", "dagster.local.yaml", "kustomization.yaml", *MANIFESTS}
     for path in files:
         assert docs(path), f"{path} is empty"
 
@@ -163,6 +163,7 @@ def test_strict_check_catches_typos():
 
 # --- pods: non-root, resources, probes ---------------------------------------------------------
 
+
 def assert_pod_hardened(pod_security: dict, container_security: dict, resources: dict, where: str):
     assert pod_security.get("runAsNonRoot") is True, where
     assert pod_security.get("runAsUser", 0) != 0, where
@@ -176,8 +177,7 @@ def test_manifest_pods_run_as_non_root_with_resources():
     for dep in by_kind("Deployment"):
         spec = dep["spec"]["template"]["spec"]
         for container in spec["containers"]:
-            assert_pod_hardened(spec["securityContext"], container["securityContext"], container["resources"],
-                                dep["metadata"]["name"])
+            assert_pod_hardened(spec["securityContext"], container["securityContext"], container["resources"], dep["metadata"]["name"])
             assert container.get("readinessProbe") and container.get("livenessProbe"), dep["metadata"]["name"]
 
 
@@ -185,8 +185,9 @@ def test_code_server_and_runs_run_as_non_root_with_resources():
     ud = user_deployment()
     assert_pod_hardened(ud["podSecurityContext"], ud["securityContext"], ud["resources"], "code server")
     launcher = values()["runLauncher"]["config"]["k8sRunLauncher"]
-    assert_pod_hardened(launcher["runK8sConfig"]["podSpecConfig"]["securityContext"], launcher["securityContext"],
-                        ud["resources"], "run pods")
+    assert_pod_hardened(
+        launcher["runK8sConfig"]["podSpecConfig"]["securityContext"], launcher["securityContext"], ud["resources"], "run pods"
+    )
     daemon, webserver = values()["dagsterDaemon"], values()["dagsterWebserver"]
     for part in (daemon, webserver):
         assert {"cpu", "memory"} <= set(part["resources"]["limits"])
@@ -220,8 +221,7 @@ def test_fraud_service_is_one_replica_with_healthz_probes():
 def test_services_select_pods_and_named_ports():
     for svc in by_kind("Service"):
         selector = svc["spec"]["selector"]
-        pods = [d for d in by_kind("Deployment")
-                if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        pods = [d for d in by_kind("Deployment") if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         assert len(pods) == 1, svc["metadata"]["name"]
         assert pods[0]["spec"]["selector"]["matchLabels"].items() <= pods[0]["spec"]["template"]["metadata"]["labels"].items()
         port_names = {p["name"] for c in pods[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
@@ -304,12 +304,17 @@ def test_mlflow_requires_auth_and_the_fraud_service_only_reads(tmp_path: Path, m
 
 # --- environment variables ---------------------------------------------------------------------
 
+
 def settings_names() -> set[str]:
     tree = ast.parse((ROOT / "ecosystem_assets" / "settings.py").read_text())
     return {
-        node.args[0].value for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("get", "number", "secret")
-        and node.args and isinstance(node.args[0], ast.Constant)
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("get", "number", "secret")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
     }
 
 
@@ -322,8 +327,13 @@ def documented_names() -> set[str]:
     return mlflow_names | {
         # Dagster: DAGSTER_HOME, and the Postgres connection that deploy/dagster.k8s.yaml reads
         # (DAGSTER_PG_PASSWORD is also what the Helm chart sets from its Postgres secret).
-        "DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
-        "AWS_REGION", "AWS_DEFAULT_REGION",  # AWS SDKs (boto3)
+        "DAGSTER_HOME",
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_USER",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",  # AWS SDKs (boto3)
         "DO_NOT_TRACK",  # Evidently's telemetry switch (DESIGN.md)
         "GX_ANALYTICS_ENABLED",  # Great Expectations' telemetry switch
         "HOME",  # POSIX; points at the writable /tmp where the root filesystem is read-only
@@ -391,10 +401,15 @@ def test_secrets_are_placeholders_and_referenced_ones_exist():
 
 # --- the Dagster instance ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def pg_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"DAGSTER_PG_HOST": "db.invalid", "DAGSTER_PG_USER": "dagster",
-                        "DAGSTER_PG_PASSWORD": "not-a-password", "DAGSTER_PG_DB": "dagster"}.items():
+    for name, value in {
+        "DAGSTER_PG_HOST": "db.invalid",
+        "DAGSTER_PG_USER": "dagster",
+        "DAGSTER_PG_PASSWORD": "not-a-password",
+        "DAGSTER_PG_DB": "dagster",
+    }.items():
         monkeypatch.setenv(name, value)
 
 
@@ -459,16 +474,18 @@ def test_run_queue_limits_one_gpu_training_and_one_fraud_retrain():
 
 # --- Helm values -------------------------------------------------------------------------------
 
+
 def chart_schema() -> dict[str, Any]:
     """The vendored chart schema without its references to an external Kubernetes schema site
     (never fetched in tests); those fields are checked against the kubernetes models instead."""
+
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items()
-                    if not (k == "$ref" and isinstance(v, str) and v.startswith("http"))}
+            return {k: strip(v) for k, v in node.items() if not (k == "$ref" and isinstance(v, str) and v.startswith("http"))}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
+
     return strip(json.loads(SCHEMA.read_text()))
 
 
@@ -516,7 +533,7 @@ def helm_errors(doc: dict[str, Any]) -> list[str]:
 
 def test_helm_values_validate_against_the_chart_schema():
     assert helm_errors(values()) == []
-    assert "DagsterHelmValues" == json.loads(SCHEMA.read_text())["title"]
+    assert json.loads(SCHEMA.read_text())["title"] == "DagsterHelmValues"
 
 
 def test_helm_schema_check_catches_typos():
@@ -534,9 +551,12 @@ def test_helm_kubernetes_fields_are_valid_models():
     ud = user_deployment()
     launcher = v["runLauncher"]["config"]["k8sRunLauncher"]
     checks = [
-        (ud["resources"], "V1ResourceRequirements"), (ud["podSecurityContext"], "V1PodSecurityContext"),
-        (ud["securityContext"], "V1SecurityContext"), (ud["envSecrets"], "list[V1SecretEnvSource]"),
-        (launcher["securityContext"], "V1SecurityContext"), (launcher["runK8sConfig"]["podSpecConfig"], "V1PodSpec"),
+        (ud["resources"], "V1ResourceRequirements"),
+        (ud["podSecurityContext"], "V1PodSecurityContext"),
+        (ud["securityContext"], "V1SecurityContext"),
+        (ud["envSecrets"], "list[V1SecretEnvSource]"),
+        (launcher["securityContext"], "V1SecurityContext"),
+        (launcher["runK8sConfig"]["podSpecConfig"], "V1PodSpec"),
         (v["dagsterDaemon"]["resources"], "V1ResourceRequirements"),
         (v["dagsterWebserver"]["resources"], "V1ResourceRequirements"),
     ]
@@ -571,8 +591,10 @@ def test_helm_values_agree_with_the_instance_config():
     assert user_deployment()["resources"] == launcher["resources"]
     assert [s["name"] for s in user_deployment()["envSecrets"]] == launcher["env_secrets"]
     assert chart_launcher["securityContext"] == launcher["security_context"]
-    assert chart_launcher["runK8sConfig"]["podSpecConfig"]["securityContext"] == \
-        launcher["run_k8s_config"]["pod_spec_config"]["security_context"]
+    assert (
+        chart_launcher["runK8sConfig"]["podSpecConfig"]["securityContext"]
+        == launcher["run_k8s_config"]["pod_spec_config"]["security_context"]
+    )
     s3 = v["computeLogManager"]["config"]["s3ComputeLogManager"]
     assert {k: s3[k] for k in ("bucket", "prefix", "region")} == instance["compute_logs"]["config"]
     monitoring = v["dagsterDaemon"]["runMonitoring"]
@@ -583,6 +605,7 @@ def test_helm_values_agree_with_the_instance_config():
 
 
 # --- the GPU run -------------------------------------------------------------------------------
+
 
 def run_job(tags: dict[str, Any], tmp_path: Path):
     """The Kubernetes Job that dagster-k8s's K8sRunLauncher builds for a run with ``tags``: the
@@ -596,35 +619,50 @@ def run_job(tags: dict[str, Any], tmp_path: Path):
     from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
 
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))
-    config = dict(yaml.safe_load(INSTANCE.read_text())["run_launcher"]["config"],
-                  load_incluster_config=False, kubeconfig_file=str(kubeconfig))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    config = dict(
+        yaml.safe_load(INSTANCE.read_text())["run_launcher"]["config"], load_incluster_config=False, kubeconfig_file=str(kubeconfig)
+    )
     result = process_config(K8sRunLauncher.config_type(), config)
     assert result.success, result.errors
     launcher = K8sRunLauncher.from_config_value(None, result.value)
 
     ud = user_deployment()
-    code_location = K8sContainerContext.create_from_config({"k8s": {
-        "image_pull_policy": ud["image"]["pullPolicy"],
-        "env_config_maps": [f"dagster-{ud['name']}-user-env"],
-        "env_secrets": [s["name"] for s in ud["envSecrets"]],
-        "resources": ud["resources"],
-        "namespace": NAMESPACE,
-        "service_account_name": values()["global"]["serviceAccountName"],
-    }})
+    code_location = K8sContainerContext.create_from_config(
+        {
+            "k8s": {
+                "image_pull_policy": ud["image"]["pullPolicy"],
+                "env_config_maps": [f"dagster-{ud['name']}-user-env"],
+                "env_secrets": [s["name"] for s in ud["envSecrets"]],
+                "resources": ud["resources"],
+                "namespace": NAMESPACE,
+                "service_account_name": values()["global"]["serviceAccountName"],
+            }
+        }
+    )
     normalized = normalize_tags(tags)  # what define_asset_job(tags=...) stores: dict values as JSON
     run = DagsterRun(job_name="vision_training_job", run_id="1" * 8 + "-1111-1111-1111-" + "1" * 12, tags=normalized)
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False).merge(
-        code_location.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(normalized))))
+        code_location.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(normalized)))
+    )
     job = construct_dagster_k8s_job(
         job_config=context.get_k8s_job_config(job_image="repo:tag-cuda", run_launcher=launcher),
-        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-test",
-        user_defined_k8s_config=context.run_k8s_config, labels={}, env_vars=[],
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-test",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={},
+        env_vars=[],
     )
     return context.namespace, job.spec.template.spec
 
@@ -642,8 +680,7 @@ def test_gpu_tags_put_training_runs_on_the_gpu_node_group(tmp_path: Path, pg_env
     (container,) = pod.containers
     assert namespace == NAMESPACE and pod.service_account_name == "dagster"
     assert pod.node_selector == {"node-pool": "gpu"}
-    assert [(t.key, t.operator, t.value, t.effect) for t in pod.tolerations] == \
-        [("nvidia.com/gpu", "Equal", "true", "NoSchedule")]
+    assert [(t.key, t.operator, t.value, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Equal", "true", "NoSchedule")]
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert container.resources.requests == {"cpu": "3", "memory": "10Gi"}  # the tag's, not the default run size
     assert any(m.mount_path == "/dev/shm" for m in container.volume_mounts)
@@ -675,6 +712,7 @@ def test_gpu_tags_with_a_typo_are_rejected(tmp_path: Path, pg_env: None):
 
 # --- image, kustomize, placeholders ------------------------------------------------------------
 
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     lines = [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
@@ -687,7 +725,7 @@ def test_dockerfile_is_multistage_non_root_and_installs_from_pyproject():
     froms = [arg for op, arg in instructions if op == "FROM"]
     assert len(froms) >= 2
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[\w.-]*-slim[\w.-]*$", text, re.M)
-    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root") and users[-1].split(":")[0].isdigit()
     assert not [op for op, _ in instructions if op == "HEALTHCHECK"]
@@ -737,8 +775,8 @@ def test_kustomize_renders_the_objects_with_the_ecr_image():
     assert result.returncode == 0, result.stderr
     rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
-        (d["kind"], d["metadata"]["name"]) for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml")
-        for d in docs(K8S / name))
+        (d["kind"], d["metadata"]["name"]) for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml") for d in docs(K8S / name)
+    )
     images = {c["image"] for d in rendered if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {"<ECR_REPOSITORY_URL>:<IMAGE_TAG>-cpu"}
     assert all(manifest_errors(d) == [] for d in rendered)

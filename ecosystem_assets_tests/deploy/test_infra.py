@@ -115,9 +115,8 @@ def _substitute(node: Any, iterator: str, key: str, value: Any) -> Any:
     if not isinstance(node, str):
         return node
     reference = re.compile(rf"\b{iterator}\.(key|value)((?:\.\w+)*)")
-    if whole := re.fullmatch(r"\$\{(.*)\}", node):
-        if (match := reference.fullmatch(whole.group(1))) is not None:
-            return _lookup(iterator, match, key, value)  # keeps its type: a list, a map, a number
+    if (whole := re.fullmatch(r"\$\{(.*)\}", node)) and (match := reference.fullmatch(whole.group(1))) is not None:
+        return _lookup(iterator, match, key, value)  # keeps its type: a list, a map, a number
 
     def as_expression(match: re.Match[str]) -> str:
         found = _lookup(iterator, match, key, value)
@@ -189,11 +188,13 @@ def statements(reference: str) -> list[dict[str, Any]]:
     document = instances("aws_iam_policy_document", "data")[match.group(1)]
     merged = [s for source in document.get("source_policy_documents", []) for s in statements(source)]
     for statement in document.get("statement", []):
-        merged.append({
-            **statement,
-            "actions": _as_list(statement["actions"]),
-            "resources": [resolve_locals(r) for r in _as_list(statement.get("resources", []))],
-        })
+        merged.append(
+            {
+                **statement,
+                "actions": _as_list(statement["actions"]),
+                "resources": [resolve_locals(r) for r in _as_list(statement.get("resources", []))],
+            }
+        )
     return merged
 
 
@@ -203,8 +204,21 @@ def bucket_policy(bucket: str) -> list[dict[str, Any]]:
 
 
 def test_layout_is_complete() -> None:
-    expected = ["versions.tf", "variables.tf", "network.tf", "eks.tf", "s3.tf", "rds.tf", "ecr.tf", "iam.tf", "outputs.tf",
-                "terraform.tfvars.example", "README.md", ".checkov.yaml", "check.sh"]
+    expected = [
+        "versions.tf",
+        "variables.tf",
+        "network.tf",
+        "eks.tf",
+        "s3.tf",
+        "rds.tf",
+        "ecr.tf",
+        "iam.tf",
+        "outputs.tf",
+        "terraform.tfvars.example",
+        "README.md",
+        ".checkov.yaml",
+        "check.sh",
+    ]
     assert [name for name in expected if not (INFRA / name).is_file()] == []
     # Plain resources only: modules would need a registry download that CI cannot make.
     assert parsed()["module"] == {}
@@ -259,15 +273,20 @@ def test_bucket_is_versioned_encrypted_private_tls_only_with_lifecycle(bucket: s
     assert default["sse_algorithm"] in {"aws:kms", "AES256"}
 
     (block,) = configuring("aws_s3_bucket_public_access_block", bucket)
-    assert all(block[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
+    assert all(
+        block[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    )
 
     (ownership,) = configuring("aws_s3_bucket_ownership_controls", bucket)
     assert one(ownership["rule"])["object_ownership"] == "BucketOwnerEnforced"
 
     arn = "${aws_s3_bucket.%s.arn}" % BUCKETS[bucket]
     deny_plain_http = [
-        s for s in bucket_policy(bucket)
-        if s.get("effect") == "Deny" and "s3:*" in s["actions"] and {arn, arn + "/*"} <= set(s["resources"])
+        s
+        for s in bucket_policy(bucket)
+        if s.get("effect") == "Deny"
+        and "s3:*" in s["actions"]
+        and {arn, arn + "/*"} <= set(s["resources"])
         and any(c["variable"] == "aws:SecureTransport" and c["values"] == ["false"] for c in s.get("condition", []))
     ]
     assert deny_plain_http, f"{bucket}: no TLS-only statement in its bucket policy"
@@ -339,8 +358,19 @@ def test_no_output_exposes_a_password() -> None:
 
 def test_outputs_feed_the_deployment() -> None:
     outputs = parsed()["output"]
-    assert {"artifact_bucket", "image_bucket", "ecr_repository_url", "db_address", "db_endpoint", "db_master_secret_arn",
-            "cluster_name", "dagster_role_arn", "mlflow_role_arn", "fraud_service_role_arn", "app_environment"} <= set(outputs)
+    assert {
+        "artifact_bucket",
+        "image_bucket",
+        "ecr_repository_url",
+        "db_address",
+        "db_endpoint",
+        "db_master_secret_arn",
+        "cluster_name",
+        "dagster_role_arn",
+        "mlflow_role_arn",
+        "fraud_service_role_arn",
+        "app_environment",
+    } <= set(outputs)
     assert all(body.get("description") for body in outputs.values())
     assert outputs["artifact_bucket"]["value"] == '${aws_s3_bucket.data["artifacts"].bucket}'
     assert outputs["image_bucket"]["value"] == '${aws_s3_bucket.data["images"].bucket}'
@@ -497,8 +527,18 @@ def test_every_checkov_skip_has_a_reason() -> None:
 
 def test_readme_explains_apply_outputs_databases_cost_and_teardown() -> None:
     readme = (INFRA / "README.md").read_text()
-    for needle in ("terraform init", "terraform apply -var-file", "terraform destroy", "ECOSYSTEM_STORAGE_URL", "IMAGE_DATASET_URL",
-                   "MLFLOW_TRACKING_URI", "FRAUD_DB_URL", "DAGSTER_PG_", "CREATE DATABASE", "Cost drivers"):
+    for needle in (
+        "terraform init",
+        "terraform apply -var-file",
+        "terraform destroy",
+        "ECOSYSTEM_STORAGE_URL",
+        "IMAGE_DATASET_URL",
+        "MLFLOW_TRACKING_URI",
+        "FRAUD_DB_URL",
+        "DAGSTER_PG_",
+        "CREATE DATABASE",
+        "Cost drivers",
+    ):
         assert needle in readme, needle
 
 
