@@ -11,6 +11,7 @@ from ecosystem_assets.resources.mail import MailerResource
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.resources.vision import ImageSource
 from ecosystem_assets.settings import Settings
 
 
@@ -34,10 +35,12 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             smtp_ca_file=settings.smtp_ca_file,
             outbox_dir=str(settings.outbox_dir),
         ),
+        "image_source": ImageSource(url=settings.image_dataset_url),
         "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(
             url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri,
             feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
+            precision_threshold=settings.fraud_precision_threshold,
         ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "mlflow_tracking": MlflowTracking(

@@ -1,8 +1,11 @@
 """Vision assets: versioned image dataset → CNN trained under torchrun (via Pipes) → evaluation and promotion.
 
 Thin Dagster wiring over plain modules; torch, mlflow, PIL and pandas are imported inside assets.
+No asset reads a "current" file: each records where its artifact is (``lineage.STORAGE_KEY``) and
+the next one reads the upstream materialization of its own run, else the latest (`lineage.upstream`).
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,8 +17,10 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from ecosystem_assets.lineage import STORAGE_KEY, lineage_metadata, upstream
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.resources.vision import ImageSource
 from ecosystem_assets.vision.checks import ACCURACY_CHECK, accuracy_check_result
 
 
@@ -29,6 +34,7 @@ def _source_code_version() -> str:
 
 CODE_VERSION = _source_code_version()
 EXPERIMENT = "image-classifier"
+EVALUATION_PREFIX = "models/cnn/evaluations"  # + /<run id>/: confusion_matrix.png, evaluation.json
 
 
 def git_commit() -> str:
@@ -55,157 +61,169 @@ class CnnEvaluationConfig(dg.Config):
     accuracy_threshold: float = Field(default=0.90, ge=0.0, le=1.0)
 
 
-def build_vision_assets(image_dataset_url: str | None) -> list[dg.AssetsDefinition]:
-    """The three vision assets; ``image_dataset_url`` unset → the digits default inside storage."""
-    source_label = image_dataset_url or "scikit-learn digits (written to storage under datasets/digits/)"
+@dg.asset(group_name="vision", kinds={"python", "parquet"})
+def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, image_source: ImageSource) -> dg.MaterializeResult:
+    """The labelled image set the classifier learns from, frozen as an immutable manifest.
 
-    @dg.asset(group_name="vision", kinds={"s3" if (image_dataset_url or "").startswith("s3://") else "python", "parquet"},
-              metadata={"source": source_label})
-    def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
-        """The labelled image set the classifier learns from, frozen as an immutable manifest.
+    Every image is listed with its class, size, sha256, S3 VersionId and train/val/test split
+    (from its content hash, so adding images never moves old ones). The data version is the
+    content hash of the whole set: unchanged data keeps the version, and models trained on an
+    older version show as stale. Undecodable files are listed and excluded. The materialization
+    records the manifest's key, the source and the classes: that is what training and the checks read.
+    """
+    from ecosystem_assets.storage import StorageError
+    from ecosystem_assets.vision import dataset as ds
 
-        Every image is listed with its class, size, sha256, S3 VersionId and train/val/test split
-        (from its content hash, so adding images never moves old ones). The data version is the
-        content hash of the whole set: unchanged data keeps the version, and models trained on an
-        older version show as stale. Undecodable files are listed and excluded.
-        """
-        from ecosystem_assets.storage import StorageError
-        from ecosystem_assets.vision import dataset as ds
-
-        try:
-            source = ds.open_source(image_dataset_url) if image_dataset_url else ds.ensure_digits(storage.store)
-            manifest = ds.build_manifest(source)
-            uri = ds.write_manifest(storage.store, manifest)
-        except (ds.DatasetError, StorageError) as exc:
-            raise dg.Failure(description=f"image_dataset: {exc}") from None
-        frame, usable = manifest.frame, manifest.usable
-        context.log.info(f"dataset version {manifest.version}: {len(usable)} usable of {len(frame)} files")
-        sizes = usable.groupby(["width", "height", "mode"]).size().reset_index(name="images")
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(manifest.version),
-            metadata={
-                "dataset_version": manifest.version,
-                "manifest": dg.MetadataValue.path(uri),
-                "source": source.url,
-                "files": dg.MetadataValue.int(len(frame)),
-                "usable_images": dg.MetadataValue.int(len(usable)),
-                "undecodable": dg.MetadataValue.int(len(frame) - len(usable)),
-                "classes": dg.MetadataValue.int(len(manifest.classes)),
-                "total_bytes": dg.MetadataValue.int(int(frame["bytes"].sum())),
-                "s3_versioned_objects": dg.MetadataValue.int(int(frame["version_id"].notna().sum())),
-                "class_counts": dg.MetadataValue.md(ds.class_counts(frame).to_markdown(index=False)),
-                "sizes_and_modes": dg.MetadataValue.md(sizes.head(20).to_markdown(index=False)),
-            },
-        )
-
-    @dg.asset(group_name="vision", deps=[image_dataset], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
-    def cnn_model(
-        context: dg.AssetExecutionContext, config: CnnTrainingConfig, storage: ArtifactStorage,
-        mlflow_tracking: MlflowTracking, pipes_subprocess_client: dg.PipesSubprocessClient,
-    ) -> dg.MaterializeResult:
-        """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
-
-        Training runs in its own processes (NCCL on GPUs, gloo on CPU), checkpoints every epoch to
-        storage and resumes from the last checkpoint when an identical run was killed. Progress
-        (epoch, loss, accuracy, images/s) streams into this run's logs through Dagster Pipes.
-        """
-        from ecosystem_assets.vision.dataset import DatasetError, read_current
-        from ecosystem_assets.vision.train import CURRENT_MODEL_KEY, TrainSpec
-
-        if config.image_size % 4:
-            raise dg.Failure(description=f"image_size must be a multiple of 4 (two 2x poolings), got {config.image_size}")
-        try:
-            dataset = read_current(storage.store)
-        except DatasetError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        nproc = config.nproc_per_node or _default_nproc()
-        with mlflow_tracking.run(context, EXPERIMENT) as mlf:
-            run_id = mlf.active_run().info.run_id
-            spec = TrainSpec(
-                storage_url=storage.url, source_url=dataset["source_url"], manifest_key=dataset["manifest_key"],
-                dataset_version=dataset["version"], classes=tuple(dataset["classes"]), epochs=config.epochs,
-                batch_size=config.batch_size, learning_rate=config.learning_rate, image_size=config.image_size,
-                color_mode=config.color_mode, seed=config.seed, world_size=nproc, code_version=CODE_VERSION,
-                resume=config.resume, mlflow_tracking_uri=mlflow_tracking.tracking_uri, mlflow_run_id=run_id,
-                extra_params={"git_commit": git_commit(), "dagster_run_id": context.run_id},
-            )
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                       "--module", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
-            # torchrun would pin every rank to 1 thread; we split the host's cores among them instead.
-            threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
-            env = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
-            if storage.s3_endpoint_url:
-                env["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
-            reported = pipes_subprocess_client.run(context=context, command=command, env=env).get_materialize_result()
-        result = json.loads(storage.store.read_bytes(f"{spec.prefix}/result.json"))
-        storage.store.write_bytes(CURRENT_MODEL_KEY, json.dumps(result, indent=2).encode())
-        url = mlflow_tracking.run_url(run_id)
-        return dg.MaterializeResult(
-            metadata={
-                **reported.metadata,
-                "mlflow_run_id": run_id,
-                **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
-                "training_fingerprint": spec.fingerprint,
-                "global_batch_size": dg.MetadataValue.int(config.batch_size * nproc),
-            }
-        )
-
-    @dg.asset(
-        group_name="vision",
-        deps=[cnn_model],
-        kinds={"pytorch", "mlflow"},
-        check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset="cnn_evaluation", blocking=True,
-                                       description="Test accuracy ≥ accuracy_threshold (default 0.90); gates promotion to champion.")],
+    try:
+        source = image_source.open(storage.store)
+        manifest = ds.build_manifest(source)
+        uri = ds.write_manifest(storage.store, manifest)
+    except (ds.DatasetError, StorageError) as exc:
+        raise dg.Failure(description=f"image_dataset: {exc}") from None
+    frame, usable = manifest.frame, manifest.usable
+    context.log.info(f"dataset version {manifest.version} from {image_source.label}: {len(usable)} usable of {len(frame)} files")
+    sizes = usable.groupby(["width", "height", "mode"]).size().reset_index(name="images")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(manifest.version),
+        metadata={
+            STORAGE_KEY: manifest.key,
+            "dataset_version": manifest.version,
+            "manifest": dg.MetadataValue.path(uri),
+            "source_url": source.url,
+            "source": image_source.label,
+            "classes": dg.MetadataValue.json(manifest.classes),
+            "files": dg.MetadataValue.int(len(frame)),
+            "usable_images": dg.MetadataValue.int(len(usable)),
+            "undecodable": dg.MetadataValue.int(len(frame) - len(usable)),
+            "class_count": dg.MetadataValue.int(len(manifest.classes)),
+            "total_bytes": dg.MetadataValue.int(int(frame["bytes"].sum())),
+            "s3_versioned_objects": dg.MetadataValue.int(int(frame["version_id"].notna().sum())),
+            "class_counts": dg.MetadataValue.md(ds.class_counts(frame).to_markdown(index=False)),
+            "sizes_and_modes": dg.MetadataValue.md(sizes.head(20).to_markdown(index=False)),
+        },
     )
-    def cnn_evaluation(
-        context: dg.AssetExecutionContext, config: CnnEvaluationConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking,
-    ) -> dg.MaterializeResult:
-        """How good the newest classifier is on held-out images, and whether it now serves as champion.
 
-        Accuracy, per-class precision/recall and the confusion matrix on the test split go to this
-        asset and to the model's MLflow run (``test_accuracy``). The model is registered as
-        ``image-classifier``; alias ``champion`` moves to it only if the accuracy check passes and it
-        is at least as accurate as the current champion on the same test split.
-        """
-        import base64
 
-        from ecosystem_assets.vision.registry import evaluate_and_promote
+@dg.asset(group_name="vision", deps=[image_dataset], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
+def cnn_model(
+    context: dg.AssetExecutionContext, config: CnnTrainingConfig, storage: ArtifactStorage,
+    mlflow_tracking: MlflowTracking, pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
 
-        with mlflow_tracking.run(context, EXPERIMENT, run_id=_current_model(storage)["mlflow_run_id"]) as mlf:
-            outcome = evaluate_and_promote(storage.store, mlflow_tracking.client(), mlf, config.accuracy_threshold, context.log)
-        report, decision = outcome.report, outcome.decision
-        png = base64.b64encode(outcome.png).decode()
-        return dg.MaterializeResult(
-            metadata={
-                "test_accuracy": report.accuracy,
-                "test_images": dg.MetadataValue.int(report.count),
-                "per_class": dg.MetadataValue.md(report.per_class_markdown()),
-                "confusion_matrix": dg.MetadataValue.md(report.confusion_markdown() + f"\n\n![confusion matrix](data:image/png;base64,{png})"),
-                "confusion_matrix_png": dg.MetadataValue.path(outcome.png_uri),
-                "registered_model": outcome.model_name,
-                "model_version": outcome.version,
-                "champion_version": outcome.champion_after or "none",
-                "previous_champion_accuracy": outcome.champion_accuracy if outcome.champion_accuracy is not None else "n/a",
-                "promoted": decision.promote,
-                "promotion": decision.reason,
-                "mlflow_run_id": outcome.run_id,
-                "dataset_version": outcome.dataset_version,
-            },
-            check_results=[accuracy_check_result(report.accuracy, config.accuracy_threshold, decision.reason)],
+    Trains on the ``image_dataset`` materialization of this run, else the latest one. Training runs
+    in its own processes (NCCL on GPUs, gloo on CPU), checkpoints every epoch to storage and resumes
+    from the last checkpoint when an identical run was killed. Progress (epoch, loss, accuracy,
+    images/s) streams into this run's logs through Dagster Pipes. The weights and the result record
+    go to a folder of this run; the materialization records the result's key.
+    """
+    from ecosystem_assets.vision.train import TrainSpec
+
+    if config.image_size % 4:
+        raise dg.Failure(description=f"image_size must be a multiple of 4 (two 2x poolings), got {config.image_size}")
+    dataset = upstream(context, "image_dataset")
+    classes = dataset.metadata.get("classes")
+    if not isinstance(classes, list) or "source_url" not in dataset.metadata:
+        raise dg.Failure(description=f"the image_dataset materialization of run {dataset.run_id} records no classes or "
+                                     "source_url (made by an older version): re-materialize image_dataset")
+    nproc = config.nproc_per_node or _default_nproc()
+    with mlflow_tracking.run(context, EXPERIMENT) as mlf:
+        run_id = mlf.active_run().info.run_id
+        spec = TrainSpec(
+            storage_url=storage.url, source_url=dataset.metadata["source_url"], manifest_key=dataset.storage_key,
+            dataset_version=dataset.metadata["dataset_version"], classes=tuple(classes), epochs=config.epochs,
+            batch_size=config.batch_size, learning_rate=config.learning_rate, image_size=config.image_size,
+            color_mode=config.color_mode, seed=config.seed, world_size=nproc, code_version=CODE_VERSION,
+            resume=config.resume, mlflow_tracking_uri=mlflow_tracking.tracking_uri, mlflow_run_id=run_id,
+            extra_params={"git_commit": git_commit(), "dagster_run_id": context.run_id},
         )
+        # Checkpoints are shared by identical specs (resume); the published result is this run's own.
+        spec = dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{context.run_id}")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "--module", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
+        # torchrun would pin every rank to 1 thread; we split the host's cores among them instead.
+        threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
+        env = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
+        if storage.s3_endpoint_url:
+            env["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
+        reported = pipes_subprocess_client.run(context=context, command=command, env=env).get_materialize_result()
+    result_key = spec.output_key("result.json")
+    if not storage.store.exists(result_key):  # what cnn_evaluation will read
+        raise dg.Failure(description=f"training finished without its result record {storage.store.uri(result_key)}")
+    url = mlflow_tracking.run_url(run_id)
+    return dg.MaterializeResult(
+        metadata={
+            **reported.metadata,
+            STORAGE_KEY: result_key,
+            "mlflow_run_id": run_id,
+            **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
+            "training_fingerprint": spec.fingerprint,
+            "global_batch_size": dg.MetadataValue.int(config.batch_size * nproc),
+            **lineage_metadata(dataset),
+        }
+    )
 
-    return [image_dataset, cnn_model, cnn_evaluation]
+
+@dg.asset(
+    group_name="vision",
+    deps=[cnn_model],
+    kinds={"pytorch", "mlflow"},
+    check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset="cnn_evaluation", blocking=True,
+                                   description="Test accuracy ≥ accuracy_threshold (default 0.90); gates promotion to champion.")],
+)
+def cnn_evaluation(
+    context: dg.AssetExecutionContext, config: CnnEvaluationConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking,
+) -> dg.MaterializeResult:
+    """How good the classifier is on held-out images, and whether it now serves as champion.
+
+    Evaluates the ``cnn_model`` materialization of this run, else the latest one. Accuracy,
+    per-class precision/recall and the confusion matrix on the test split go to this asset and to
+    the model's MLflow run (``test_accuracy``). The model is registered as ``image-classifier``;
+    alias ``champion`` moves to it only if the accuracy check passes and it is at least as
+    accurate as the current champion on the same test split.
+    """
+    import base64
+
+    from ecosystem_assets.storage import StorageError
+    from ecosystem_assets.vision.registry import EvaluationError, evaluate_and_promote
+
+    model = upstream(context, "cnn_model")
+    try:
+        info = json.loads(storage.store.read_bytes(model.storage_key))
+    except StorageError as exc:
+        raise dg.Failure(description=f"training result of cnn_model (run {model.run_id}) unreadable: {exc}") from None
+    output_prefix = f"{EVALUATION_PREFIX}/{context.run_id}"
+    try:
+        with mlflow_tracking.run(context, EXPERIMENT, run_id=info["mlflow_run_id"]) as mlf:
+            outcome = evaluate_and_promote(storage.store, mlflow_tracking.client(), mlf, info, config.accuracy_threshold,
+                                           context.log, output_prefix)
+    except EvaluationError as exc:
+        raise dg.Failure(description=f"cnn_evaluation: {exc}") from None
+    report, decision = outcome.report, outcome.decision
+    png = base64.b64encode(outcome.png).decode()
+    return dg.MaterializeResult(
+        metadata={
+            STORAGE_KEY: outcome.evaluation_key,
+            "test_accuracy": report.accuracy,
+            "test_images": dg.MetadataValue.int(report.count),
+            "per_class": dg.MetadataValue.md(report.per_class_markdown()),
+            "confusion_matrix": dg.MetadataValue.md(report.confusion_markdown() + f"\n\n![confusion matrix](data:image/png;base64,{png})"),
+            "confusion_matrix_png": dg.MetadataValue.path(outcome.png_uri),
+            "registered_model": outcome.model_name,
+            "model_version": outcome.version,
+            "champion_version": outcome.champion_after or "none",
+            "previous_champion_accuracy": outcome.champion_accuracy if outcome.champion_accuracy is not None else "n/a",
+            "promoted": decision.promote,
+            "promotion": decision.reason,
+            "mlflow_run_id": outcome.run_id,
+            "dataset_version": outcome.dataset_version,
+            **lineage_metadata(model),
+        },
+        check_results=[accuracy_check_result(report.accuracy, config.accuracy_threshold, decision.reason)],
+    )
 
 
 def _default_nproc() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 2
-
-
-def _current_model(storage: ArtifactStorage) -> dict:
-    from ecosystem_assets.vision.train import CURRENT_MODEL_KEY
-
-    if not storage.store.exists(CURRENT_MODEL_KEY):
-        raise dg.Failure(description=f"no trained model at {storage.store.uri(CURRENT_MODEL_KEY)}: materialize cnn_model first")
-    return json.loads(storage.store.read_bytes(CURRENT_MODEL_KEY))

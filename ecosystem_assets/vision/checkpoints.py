@@ -1,7 +1,8 @@
 """Training artifacts in storage: a checkpoint per epoch, the final weights, the result record.
 
-Everything lives under ``models/cnn/<fingerprint>/``, so only an identical run (same data, config
-and code) ever resumes from a checkpoint.
+Checkpoints live under ``models/cnn/<fingerprint>/``, so only an identical run (same data, config
+and code) ever resumes from one. The final weights and result record go to ``spec.output_key``: the
+asset gives each Dagster run its own folder and records the result's key in its materialization.
 """
 
 from __future__ import annotations
@@ -38,20 +39,21 @@ def load_checkpoint(store: Any, spec: TrainSpec) -> dict[str, Any] | None:
 
 def finish(store: Any, spec: TrainSpec, state: dict[str, Any], history: list[dict[str, Any]], resumed_from: int,
            world_size: int, device: str, model_uri: str | None) -> dict[str, Any]:
-    """Final weights and a result record in storage; the asset publishes the record as current."""
+    """Final weights and a result record in storage; the asset records the result's key in its metadata."""
     import torch
 
     buffer = io.BytesIO()
     torch.save({"model": state, "classes": list(spec.classes), "image_size": spec.image_size, "color_mode": spec.color_mode}, buffer)
-    weights_uri = store.write_bytes(f"{spec.prefix}/model.pt", buffer.getvalue())
+    weights_key = spec.output_key("model.pt")
+    weights_uri = store.write_bytes(weights_key, buffer.getvalue())
     last = history[-1] if history else {}
     result = {
-        "fingerprint": spec.fingerprint, "weights_key": f"{spec.prefix}/model.pt", "weights_uri": weights_uri,
+        "fingerprint": spec.fingerprint, "result_key": spec.output_key("result.json"), "weights_key": weights_key, "weights_uri": weights_uri,
         "mlflow_run_id": spec.mlflow_run_id, "mlflow_model_uri": model_uri, "dataset_version": spec.dataset_version,
         "manifest_key": spec.manifest_key, "source_url": spec.source_url, "classes": list(spec.classes),
         "image_size": spec.image_size, "color_mode": spec.color_mode, "epochs": spec.epochs, "world_size": world_size,
         "device": device, "resumed_from_epoch": resumed_from, "loss": last.get("loss"),
         "train_accuracy": last.get("train_accuracy"), "val_accuracy": last.get("val_accuracy"), "history": history,
     }
-    store.write_bytes(f"{spec.prefix}/result.json", json.dumps(result, indent=2).encode())
+    store.write_bytes(result["result_key"], json.dumps(result, indent=2).encode())
     return result

@@ -1,23 +1,36 @@
 """Checks on the vision assets.
 
-The dataset checks read the manifest ``image_dataset`` just published and block training on bad
-data. The accuracy check is evaluated inside ``cnn_evaluation`` (its spec lives there) because the
+The dataset checks judge the manifest of the ``image_dataset`` materialization Dagster's lineage
+points to (the one made by the check's own run, else the latest: `lineage.upstream`), read from
+the key that materialization recorded; they block training on bad data. Each names the dataset
+version and the materialization it judged.
+
+The accuracy check is evaluated inside ``cnn_evaluation`` (its spec lives there) because the
 promotion it gates happens in the same step; its result is built here.
 """
 
+from typing import Any
+
 import dagster as dg
 
+from ecosystem_assets.lineage import Upstream, lineage_metadata, upstream
 from ecosystem_assets.resources.storage import ArtifactStorage
 
 ACCURACY_CHECK = "cnn_accuracy_above_threshold"
 MAX_UNDECODABLE_FRACTION = 0.01  # above this the source is broken, not merely untidy
 
 
-def _current_manifest(storage: ArtifactStorage):
-    from ecosystem_assets.vision.dataset import read_current, read_manifest
+def _judged_manifest(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> tuple[dict[str, Any], Any]:
+    """(metadata naming the judged materialization, its manifest frame)."""
+    from ecosystem_assets.storage import StorageError
+    from ecosystem_assets.vision.dataset import read_manifest
 
-    current = read_current(storage.store)
-    return current, read_manifest(storage.store, current["manifest_key"])
+    dataset: Upstream = upstream(context, "image_dataset")
+    try:
+        frame = read_manifest(storage.store, dataset.storage_key)
+    except StorageError as exc:
+        raise dg.Failure(description=f"manifest of image_dataset (run {dataset.run_id}) unreadable: {exc}") from None
+    return {"dataset_version": dataset.metadata.get("dataset_version"), **lineage_metadata(dataset)}, frame
 
 
 def decode_severity(total: int, bad: int) -> dg.AssetCheckSeverity | None:
@@ -33,10 +46,10 @@ def decode_severity(total: int, bad: int) -> dg.AssetCheckSeverity | None:
     description="Every listed file decodes as an image. Corrupt, truncated or non-image files are listed and left "
     "out of training; a few (≤ 1 %) is a warning, more blocks training.",
 )
-def image_files_decode(storage: ArtifactStorage) -> dg.AssetCheckResult:
+def image_files_decode(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
     from ecosystem_assets.vision.dataset import undecodable
 
-    current, frame = _current_manifest(storage)
+    judged, frame = _judged_manifest(context, storage)
     bad = undecodable(frame)
     severity = decode_severity(len(frame), len(bad))
     rows = "\n".join(f"| {r.path} | {r.bytes} | {str(r.error).replace('|', '/')[:120]} |" for r in bad.head(50).itertuples())
@@ -45,7 +58,7 @@ def image_files_decode(storage: ArtifactStorage) -> dg.AssetCheckResult:
         severity=severity or dg.AssetCheckSeverity.WARN,
         description=f"{len(bad)} of {len(frame)} files do not decode" if len(bad) else f"all {len(frame)} files decode",
         metadata={
-            "dataset_version": current["version"],
+            **judged,
             "files": dg.MetadataValue.int(len(frame)),
             "undecodable": dg.MetadataValue.int(len(bad)),
             "undecodable_fraction": float(len(bad) / max(1, len(frame))),
@@ -56,16 +69,16 @@ def image_files_decode(storage: ArtifactStorage) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="image_dataset", blocking=True, description="Every class has usable images in train, val and test.")
-def classes_in_every_split(storage: ArtifactStorage) -> dg.AssetCheckResult:
+def classes_in_every_split(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
     from ecosystem_assets.vision.dataset import class_counts, missing_class_splits
 
-    current, frame = _current_manifest(storage)
+    judged, frame = _judged_manifest(context, storage)
     missing = missing_class_splits(frame)
     return dg.AssetCheckResult(
         passed=not missing,
         description=("missing: " + ", ".join(f"{c}/{s}" for c, s in missing)) if missing else "every class in every split",
         metadata={
-            "dataset_version": current["version"],
+            **judged,
             "missing": dg.MetadataValue.json([f"{c}/{s}" for c, s in missing]),
             "class_counts": dg.MetadataValue.md(class_counts(frame).to_markdown(index=False)),
         },
@@ -73,16 +86,16 @@ def classes_in_every_split(storage: ArtifactStorage) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="image_dataset", blocking=True, description="No identical image content in both train and test.")
-def no_train_test_leakage(storage: ArtifactStorage) -> dg.AssetCheckResult:
+def no_train_test_leakage(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
     from ecosystem_assets.vision.dataset import leaked_hashes
 
-    current, frame = _current_manifest(storage)
+    judged, frame = _judged_manifest(context, storage)
     leaked = leaked_hashes(frame)
     paths = sorted(frame.loc[frame["sha256"].isin(leaked), "path"])
     return dg.AssetCheckResult(
         passed=not leaked,
         description=f"{len(leaked)} contents appear in train and test" if leaked else "no train/test leakage",
-        metadata={"dataset_version": current["version"], "leaked_contents": dg.MetadataValue.int(len(leaked)),
+        metadata={**judged, "leaked_contents": dg.MetadataValue.int(len(leaked)),
                   "leaked_paths": dg.MetadataValue.json(paths[:200])},
     )
 

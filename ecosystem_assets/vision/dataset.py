@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ecosystem_assets.storage import StorageError, Store
+from ecosystem_assets.storage import StorageError, Store, read_parquet, write_parquet
 # PrefixStore and open_source are part of this module's API too: callers import one dataset module.
-from ecosystem_assets.vision.sources import PrefixStore, list_keys, open_source, read_object  # noqa: F401
+from ecosystem_assets.vision.sources import PrefixStore, open_source, read_object  # noqa: F401
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Percent buckets of the content hash: 70 train / 15 val / 15 test. Fixed forever: changing them
@@ -27,7 +27,6 @@ SPLIT_BOUNDS = (("train", 70), ("val", 85), ("test", 100))
 DIGITS_PREFIX = "datasets/digits"
 DIGITS_DONE_KEY = f"{DIGITS_PREFIX}/_COMPLETE"
 MANIFEST_PREFIX = "datasets/manifests"
-CURRENT_DATASET_KEY = "datasets/current.json"
 MANIFEST_COLUMNS = ("path", "label", "bytes", "sha256", "version_id", "split", "width", "height", "mode", "error")
 
 
@@ -77,7 +76,7 @@ def decode_image(data: bytes, image_size: int, color_mode: str) -> Any:
 def list_images(store: Store) -> list[tuple[str, str]]:
     """(relative path, class) for every ``<class>/<file>`` with an image suffix; hidden files skipped."""
     try:
-        keys = list(list_keys(store))
+        keys = list(store.list_keys())
     except StorageError as exc:
         raise DatasetError(f"cannot list images at {store.url}: {exc}") from None
     found = []
@@ -145,26 +144,19 @@ def build_manifest(source: Store) -> Manifest:
 
 
 def write_manifest(store: Store, manifest: Manifest) -> str:
-    """Write the manifest once (it is immutable) and point ``datasets/current.json`` at it."""
+    """Write the manifest at its content-keyed ``manifest.key`` once; returns its URI.
+
+    Nothing points at it: the asset's materialization records the key. Two runs on the same data
+    write the same bytes to the same key (atomically), so concurrent runs cannot clobber each other.
+    """
     if not store.exists(manifest.key):
-        buffer = io.BytesIO()
-        manifest.frame.to_parquet(buffer, index=False)
-        store.write_bytes(manifest.key, buffer.getvalue())
-    pointer = {"version": manifest.version, "manifest_key": manifest.key, "source_url": manifest.source_url, "classes": manifest.classes}
-    store.write_bytes(CURRENT_DATASET_KEY, json.dumps(pointer, indent=2).encode())
+        write_parquet(store, manifest.key, manifest.frame)
     return store.uri(manifest.key)
 
 
-def read_current(store: Store) -> dict[str, Any]:
-    if not store.exists(CURRENT_DATASET_KEY):
-        raise DatasetError(f"no dataset at {store.uri(CURRENT_DATASET_KEY)}: materialize image_dataset first")
-    return json.loads(store.read_bytes(CURRENT_DATASET_KEY))
-
-
 def read_manifest(store: Store, key: str) -> Any:
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+    """The manifest DataFrame at ``key`` (a key recorded by an ``image_dataset`` materialization)."""
+    return read_parquet(store, key)
 
 
 def load_split(source: Store, frame: Any, split: str, classes: Sequence[str], image_size: int, color_mode: str) -> tuple[Any, Any]:

@@ -1,6 +1,7 @@
 """Test-split metrics: accuracy, per-class precision and recall, the confusion matrix (table and PNG).
 
-Plain numpy and Pillow; predictions come from any callable torch module (the MLflow-loaded model).
+Metrics from scikit-learn, the heat-map with Pillow; predictions come from any callable torch module
+(the MLflow-loaded model). Heavy libraries are imported inside functions.
 """
 
 from __future__ import annotations
@@ -52,21 +53,19 @@ def predict(model: Any, x: Any, batch: int = 512) -> Any:
 
 
 def report(y_true: Any, y_pred: Any, classes: Sequence[str]) -> Report:
-    """Precision of a class never predicted (and recall of one absent) is 0, as scikit-learn reports it."""
+    """Class indices in, metrics out. Precision of a class never predicted (and recall of one
+    absent) is 0; a true label of -1 (a class the model never saw) counts as wrong in the accuracy."""
     import numpy as np
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if not len(y_true):
         raise ValueError("cannot evaluate on an empty test split")
-    n = len(classes)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    hits = np.diag(confusion).astype(float)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
-    recall = np.divide(hits, actual, out=np.zeros(n), where=actual > 0)
-    total = int(confusion.sum())
-    return Report(list(classes), float(hits.sum() / total), confusion, precision.tolist(), recall.tolist(), actual.tolist(), total)
+    labels = list(range(len(classes)))
+    confusion = confusion_matrix(y_true, y_pred, labels=labels)
+    precision, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return Report(list(classes), float(accuracy_score(y_true, y_pred)), confusion, precision.tolist(), recall.tolist(),
+                  support.tolist(), len(y_true))
 
 
 def confusion_png(result: Report, cell: int = 36) -> bytes:

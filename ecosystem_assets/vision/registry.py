@@ -17,6 +17,10 @@ from ecosystem_assets.registry import CHAMPION, get_champion, register_version, 
 MODEL_NAME = "image-classifier"
 
 
+class EvaluationError(RuntimeError):
+    """The model or its test split cannot be evaluated (no MLflow model, missing tags, empty split)."""
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool
@@ -63,11 +67,11 @@ def accuracy_on(version: Any, source: Any, frame: Any, split: str = "test") -> f
     tags = version.tags
     missing = [t for t in ("classes", "image_size", "color_mode") if t not in tags]
     if missing:
-        raise ValueError(f"{MODEL_NAME} v{version.version} lacks tags {missing}; cannot re-evaluate it on the test split")
+        raise EvaluationError(f"{MODEL_NAME} v{version.version} lacks tags {missing}; cannot re-evaluate it on the test split")
     classes = json.loads(tags["classes"])
     x, y = load_split(source, frame, split, classes, int(tags["image_size"]), tags["color_mode"])
     if not len(y):
-        raise ValueError(f"the {split} split is empty; cannot compare against {MODEL_NAME} v{version.version}")
+        raise EvaluationError(f"the {split} split is empty; cannot compare against {MODEL_NAME} v{version.version}")
     model = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version.version}")
     # y is -1 for a class the version never saw: always counted wrong.
     return float(np.mean(predict(model, x) == y))
@@ -85,10 +89,13 @@ class Outcome:
     champion_accuracy: float | None
     run_id: str
     dataset_version: str
+    evaluation_key: str  # evaluation.json in storage
 
 
-def evaluate_and_promote(store: Any, client: Any, mlf: Any, threshold: float, log: Any) -> Outcome:
-    """Evaluate the current model on its test split, log to its MLflow run, register it, apply the rule.
+def evaluate_and_promote(store: Any, client: Any, mlf: Any, info: dict[str, Any], threshold: float, log: Any,
+                         output_prefix: str) -> Outcome:
+    """Evaluate the model of ``info`` (a training result record) on its test split, log to its MLflow
+    run, register it, apply the rule; the PNG and ``evaluation.json`` go under ``output_prefix``.
 
     ``mlf`` is the mlflow API with the model's training run active (dagster-mlflow's `MlFlow`).
     """
@@ -97,14 +104,14 @@ def evaluate_and_promote(store: Any, client: Any, mlf: Any, threshold: float, lo
 
     from ecosystem_assets.vision import dataset as ds
     from ecosystem_assets.vision import evaluate as ev
-    from ecosystem_assets.vision.train import CURRENT_MODEL_KEY
 
-    info = json.loads(store.read_bytes(CURRENT_MODEL_KEY))
     if not info.get("mlflow_model_uri"):
-        raise ValueError(f"{store.uri(CURRENT_MODEL_KEY)} names no MLflow model; was it trained without tracking?")
+        raise EvaluationError(f"the training result {info.get('result_key')} names no MLflow model; was it trained without tracking?")
     frame = ds.read_manifest(store, info["manifest_key"])
     source = ds.open_source(info["source_url"])
     x, y = ds.load_split(source, frame, "test", info["classes"], info["image_size"], info["color_mode"])
+    if not len(y):
+        raise EvaluationError(f"the test split of dataset {info['dataset_version']} is empty: nothing to evaluate on")
     model = mlflow.pytorch.load_model(info["mlflow_model_uri"])
     report = ev.report(y, ev.predict(model, x), info["classes"])
     png = ev.confusion_png(report)
@@ -123,11 +130,12 @@ def evaluate_and_promote(store: Any, client: Any, mlf: Any, threshold: float, lo
         set_champion(client, MODEL_NAME, version)
     log.info(f"{MODEL_NAME} v{version}: {decision.reason}")
 
-    prefix = info["weights_key"].rsplit("/", 1)[0]
-    png_uri = store.write_bytes(f"{prefix}/confusion_matrix.png", png)
-    store.write_bytes(f"{prefix}/evaluation.json", json.dumps({
+    png_uri = store.write_bytes(f"{output_prefix}/confusion_matrix.png", png)
+    evaluation_key = f"{output_prefix}/evaluation.json"
+    store.write_bytes(evaluation_key, json.dumps({
         "version": version, "test_accuracy": report.accuracy, "confusion": report.confusion.tolist(), "classes": report.classes,
         "precision": report.precision, "recall": report.recall, "promoted": decision.promote, "reason": decision.reason,
+        "mlflow_run_id": info["mlflow_run_id"], "model_result_key": info.get("result_key"), "dataset_version": info["dataset_version"],
     }, indent=2).encode())
     return Outcome(report, decision, png, png_uri, MODEL_NAME, version, version if decision.promote else current_version,
-                   champion_accuracy, info["mlflow_run_id"], info["dataset_version"])
+                   champion_accuracy, info["mlflow_run_id"], info["dataset_version"], evaluation_key)

@@ -56,11 +56,6 @@ def _s3_error(action: str, uri: str, exc: Exception) -> StorageError:
     return StorageError(f"S3 {action} {uri} failed: {exc}")
 
 
-def list_keys(store: Store) -> Iterator[str]:
-    """All keys under ``store`` (S3 listings use a trailing-slash prefix and name the bucket on errors)."""
-    yield from store.list_keys()
-
-
 def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[bytes, str | None]:
     """Bytes of ``key`` and the S3 VersionId that was read (None for local files and unversioned buckets)."""
     if isinstance(store, PrefixStore):

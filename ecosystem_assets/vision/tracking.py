@@ -59,7 +59,7 @@ class PipesReporter(Reporter):
         last = result["history"][-1] if result["history"] else {}
         metadata: dict[str, Any] = {
             "weights": {"type": "path", "raw_value": result["weights_uri"]},
-            "result_key": f"{result['weights_key'].rsplit('/', 1)[0]}/result.json",
+            "result_key": result["result_key"],
             "epochs_trained": len(result["history"]),
             "resumed_from_epoch": result["resumed_from_epoch"],
             "world_size": result["world_size"],

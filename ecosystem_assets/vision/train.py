@@ -26,7 +26,6 @@ from ecosystem_assets.vision.checkpoints import finish, load_checkpoint, save_ch
 from ecosystem_assets.vision.tracking import NullReporter, Reporter, Tracker, pipes_reporter
 
 MODEL_PREFIX = "models/cnn"
-CURRENT_MODEL_KEY = f"{MODEL_PREFIX}/current.json"
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,9 @@ class TrainSpec:
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     extra_params: dict[str, str] = field(default_factory=dict)
+    # Where the final weights and result record go; None → ``prefix``. The asset passes a run-keyed
+    # folder: identical specs share checkpoints, but each run publishes its own result.
+    output_prefix: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -66,7 +68,12 @@ class TrainSpec:
 
     @property
     def prefix(self) -> str:
+        """Checkpoints of every run with this fingerprint (what makes resuming safe)."""
         return f"{MODEL_PREFIX}/{self.fingerprint}"
+
+    def output_key(self, name: str) -> str:
+        """Key of a final artifact (``model.pt``, ``result.json``) of this run."""
+        return f"{(self.output_prefix or self.prefix).rstrip('/')}/{name}"
 
 
 def train_epochs(model: Any, optimizer: Any, x: Any, y: Any, *, batch_size: int, seed: int, epochs: int,

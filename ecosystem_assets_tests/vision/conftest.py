@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -65,8 +66,13 @@ def vision_defs(ecosystem_env) -> Callable[[], object]:
     return lambda: build_definitions(Settings.from_env())
 
 
+class DigitsStore(NamedTuple):
+    store: Any  # a LocalStore
+    manifest: Any  # dataset.Manifest, written at manifest.key in store
+
+
 @pytest.fixture(scope="session")
-def digits_store(tmp_path_factory: pytest.TempPathFactory):
+def digits_store(tmp_path_factory: pytest.TempPathFactory) -> DigitsStore:
     """Local storage holding the digits default and its manifest (shared: it is never modified)."""
     from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision import dataset as ds
@@ -74,21 +80,20 @@ def digits_store(tmp_path_factory: pytest.TempPathFactory):
     store = open_store(str(tmp_path_factory.mktemp("digits-storage")))
     manifest = ds.build_manifest(ds.ensure_digits(store))
     ds.write_manifest(store, manifest)
-    return store
+    return DigitsStore(store, manifest)
 
 
-def digits_spec(store, storage_root: Path | None = None, **overrides):
+def digits_spec(digits: DigitsStore, storage_root: Path | None = None, **overrides):
     """A TrainSpec on the digits manifest; ``storage_root`` redirects checkpoints to a fresh store."""
     import shutil
 
-    from ecosystem_assets.vision.dataset import read_current
     from ecosystem_assets.vision.train import TrainSpec
 
-    current = read_current(store)
+    store, manifest = digits
     storage_url = store.url
     if storage_root is not None:  # copy only the manifest; images are still read from the shared source
         shutil.copytree(Path(store.url) / "datasets" / "manifests", storage_root / "datasets" / "manifests")
         storage_url = str(storage_root)
-    values = dict(storage_url=storage_url, source_url=current["source_url"], manifest_key=current["manifest_key"],
-                  dataset_version=current["version"], classes=tuple(current["classes"]), image_size=8, batch_size=32)
+    values = dict(storage_url=storage_url, source_url=manifest.source_url, manifest_key=manifest.key,
+                  dataset_version=manifest.version, classes=tuple(manifest.classes), image_size=8, batch_size=32)
     return TrainSpec(**{**values, **overrides})

@@ -37,7 +37,11 @@ def test_local_folder_manifest_version_and_stable_splits(tmp_path):
     manifest_uri = ds.write_manifest(store, first)
     assert manifest_uri.endswith(f"datasets/manifests/{first.version}.parquet")
     assert ds.read_manifest(store, first.key).equals(first.frame)
-    assert ds.read_current(store)["version"] == first.version
+    # Immutable: a second write of the same version leaves the file alone; nothing else is written.
+    stamp = (tmp_path / "images" / first.key).stat().st_mtime_ns
+    assert ds.write_manifest(store, first) == manifest_uri
+    assert (tmp_path / "images" / first.key).stat().st_mtime_ns == stamp
+    assert [k for k in store.list_keys() if k.startswith("datasets/")] == [first.key]
 
     # One changed file → a new version; only that row's hash differs.
     store.write_bytes("owl/img-000.png", png_bytes(999))

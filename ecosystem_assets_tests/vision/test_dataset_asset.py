@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from ecosystem_assets.storage import open_store
-from ecosystem_assets.vision.dataset import read_current, read_manifest
+from ecosystem_assets.lineage import STORAGE_KEY
+from ecosystem_assets.vision.dataset import read_manifest
 from ecosystem_assets_tests.vision.conftest import png_bytes, write_image_folder
 
 
@@ -44,17 +45,24 @@ def test_a_few_bad_files_warn_and_the_version_is_stable(tmp_path, monkeypatch, v
     assert metadata["files"].value == 212 and metadata["usable_images"].value == 210 and metadata["undecodable"].value == 2
     totals = {row.split("|")[1].strip(): row.split("|")[-2].strip() for row in metadata["class_counts"].md_str.splitlines()[2:]}
     assert totals == {"cat": "70", "dog": "70", "owl": "70"}  # the two bad files are not counted
+    version = metadata["dataset_version"].value
+    assert materialization.tags["dagster/data_version"] == version
+    assert metadata["source_url"].value == str(folder) and metadata["classes"].value == ["cat", "dog", "owl"]
+    # Where the manifest is comes from the materialization, and no "current" pointer is written.
     storage = open_store(str(tmp_path / "home" / "storage"))
-    current = read_current(storage)
-    assert materialization.tags["dagster/data_version"] == current["version"] == metadata["dataset_version"].value
-    manifest = read_manifest(storage, current["manifest_key"])
+    assert metadata[STORAGE_KEY].value == f"datasets/manifests/{version}.parquet"
+    manifest = read_manifest(storage, metadata[STORAGE_KEY].value)
     assert set(manifest.loc[manifest["error"].notna(), "path"]) == {"cat/truncated.png", "dog/readme.png"}
+    assert [k for k in storage.list_keys("datasets") if k.endswith(".json")] == []
+    # Each check names the materialization it judged.
+    assert decode.metadata["dataset_version"].value == version
+    assert decode.metadata["input/image_dataset"].value["run_id"] == result.run_id
 
     again = _run(defs, dagster_instance, ["image_dataset"])
-    assert again.asset_materializations_for_node("image_dataset")[0].tags["dagster/data_version"] == current["version"]
+    assert again.asset_materializations_for_node("image_dataset")[0].tags["dagster/data_version"] == version
     store.write_bytes("owl/img-001.png", png_bytes(5150))
     changed = _run(defs, dagster_instance, ["image_dataset"])
-    assert changed.asset_materializations_for_node("image_dataset")[0].tags["dagster/data_version"] != current["version"]
+    assert changed.asset_materializations_for_node("image_dataset")[0].tags["dagster/data_version"] != version
 
 
 def test_many_bad_files_block_training(tmp_path, monkeypatch, vision_defs, dagster_instance):
@@ -86,8 +94,7 @@ def test_dataset_on_s3_with_storage_on_s3(versioned_bucket, s3_endpoint, monkeyp
     assert metadata["usable_images"].value == 60 and metadata["s3_versioned_objects"].value == 60
     assert all(e.passed for e in result.get_asset_check_evaluations())
     storage = open_store(f"s3://{versioned_bucket}/artifacts")
-    current = read_current(storage)
-    assert storage.exists(current["manifest_key"]) and current["source_url"] == f"s3://{versioned_bucket}/raw/pets"
+    assert storage.exists(metadata[STORAGE_KEY].value) and metadata["source_url"].value == f"s3://{versioned_bucket}/raw/pets"
 
 
 def test_unusable_source_fails_the_asset_with_the_reason(tmp_path, monkeypatch, vision_defs, dagster_instance):
