@@ -31,9 +31,10 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from ecosystem_assets.fraud.features import HISTORY_DAYS  # the feature windows' reach
+
 DATA = Path(__file__).resolve().parent / ".data"
 DRIFT_FROM = date(2026, 9, 1)
-HISTORY_DAYS = 37  # the feature windows look back 7 + 30 days
 TRAINING_DAYS = 14  # fraud_features' default window
 SETTLE_DAYS = 16  # the ring pattern has settled 16 days after the drift starts (simulate.py)
 SEED = 20260901

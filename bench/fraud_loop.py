@@ -81,10 +81,11 @@ def main() -> None:
     daemon = None
     try:
         wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok if _up(url) else False, 60, "the service")
+        from ecosystem_assets.fraud.features import HISTORY_DAYS
         from ecosystem_assets.resources.fraud import TransactionSource
 
         source = TransactionSource(drift_from=DRIFT.isoformat())
-        send_history(url, pd.concat(source.days(FAILING_DAY - timedelta(days=37), FAILING_DAY - timedelta(days=1)).values()))
+        send_history(url, pd.concat(source.days(FAILING_DAY - timedelta(days=HISTORY_DAYS), FAILING_DAY - timedelta(days=1)).values()))
         print("  " + replay_day(url, str(FAILING_DAY), source.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY]).line(), flush=True)
 
         daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "ecosystem_assets.definitions"], cwd=REPO,

@@ -44,10 +44,11 @@ import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
 
+from ecosystem_assets.fraud.features import HISTORY_DAYS  # the feature windows' reach
+
 HOST = "127.0.0.1"
 TRAIN_END = date(2026, 8, 31)  # last training day; traffic starts the day after
 TRAINING_DAYS = 14
-HISTORY_DAYS = 37  # the feature windows look back 7 + 30 days
 P99_GOAL_S = 0.050
 PREDICT_TOKEN_ENV, FEEDBACK_TOKEN_ENV = "FRAUD_PREDICT_TOKEN", "FRAUD_FEEDBACK_TOKEN"
 RESPONSE_FIELDS = {"prediction_id", "fraud_probability", "is_fraud", "model_version"}
@@ -350,7 +351,7 @@ def main() -> int:
         assert versions == {version}, f"project answered with model versions {versions}, champion is {version}"
         assert len({a["prediction_id"] for a in answers}) == len(answers), "duplicate prediction ids"
         store = PredictionStore(db_url)
-        stored, _ = store.counts()
+        stored = store.log_summary().predictions
         with store.engine.connect() as conn:
             stored_ids = set(conn.execute(sa.select(predictions.c.transaction_id)).scalars())
             batches = []

@@ -133,7 +133,7 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
     are wall-clock times, so without a pace a faster service would change which day a retrain lands on."""
     import time
 
-    from ecosystem_assets.fraud.assets import HISTORY_DAYS
+    from ecosystem_assets.fraud.features import HISTORY_DAYS
     from ecosystem_assets.fraud.definitions import MONITORING_JOB
     from ecosystem_assets.fraud.replay import replay_day, send_history
     from ecosystem_assets.resources.fraud import TransactionSource
@@ -177,6 +177,8 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ecosystem_assets.fraud.features import HISTORY_DAYS
+
     parser = argparse.ArgumentParser(prog="ecosystem-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="materialize every workflow once (yesterday's sales report)")
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("--service", default="http://127.0.0.1:8000")
     replay_cmd.add_argument("--first", help="first day YYYY-MM-DD (default: DAYS days ago)")
     replay_cmd.add_argument("--days", type=int, default=30)
-    replay_cmd.add_argument("--history-days", type=int, default=37, help="labelled days before FIRST to warm the features")
+    replay_cmd.add_argument("--history-days", type=int, default=HISTORY_DAYS,
+                            help="labelled days before FIRST to warm the features (at most the feature windows' reach)")
     replay_cmd.add_argument("--workers", type=int, default=8)
     replay_cmd.add_argument("--no-dagster", action="store_true", help="only send traffic; no storage or monitoring runs")
     replay_cmd.add_argument("--day-seconds", type=float, default=0.0,

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CHAMPION = "champion"
+# What MLflow answers when the model or its alias does not exist (the SQL store says
+# INVALID_PARAMETER_VALUE for a missing alias, RESOURCE_DOES_NOT_EXIST for a missing model).
+_NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
-def get_champion(client: Any, name: str) -> Any | None:
-    """The version the ``champion`` alias points at, or None (no model, or no alias yet)."""
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be asked (down, unreachable, refusing): not the same as "no champion"."""
+
+
+def without_credentials(text: str) -> str:
+    """``scheme://user:password@host`` → ``scheme://***@host``: error texts name URLs."""
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+
+
+def get_champion(client: Any, name: str, alias: str = CHAMPION) -> Any | None:
+    """The version ``alias`` points at; None when the model or the alias does not exist. Any other
+    failure (a registry outage) raises `RegistryUnavailable`, never reads as "no champion"."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if exc.error_code in _NO_SUCH_ALIAS:
             return None
-        raise
+        message = exc.message
+    except Exception as exc:  # noqa: BLE001 — drivers and HTTP clients raise their own errors
+        message = f"{type(exc).__name__}: {exc}"
+    registry = without_credentials(str(getattr(client, "_registry_uri", None) or "the MLflow registry"))
+    raise RegistryUnavailable(f"{registry} could not be asked for {name}@{alias}: "
+                              f"{without_credentials(message)[:500]}") from None
 
 
 def register_version(client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str) -> Any:

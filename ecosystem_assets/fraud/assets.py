@@ -1,11 +1,15 @@
-"""Fraud assets: transactions → features → model (MLflow, champion gate) → live monitoring.
+"""Fraud assets: transactions → features → model (MLflow, champion gate) → live monitoring, and
+the service's prediction log (observed, not materialized) upstream of the monitoring.
 
 Thin Dagster wiring over fraud/*.py and serving/*.py; heavy libraries load inside the assets.
+Every file an asset writes lives under a key holding its run id (`lineage.run_key`), recorded in
+the materialization's metadata; readers take the upstream materialization lineage.upstream points
+to (this run's, else the latest), so two runs at once each read their own data.
 """
 
-import io
 import warnings
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -20,34 +24,35 @@ from ecosystem_assets.fraud.checks import (
     day_ranges,
     precision_verdict,
 )
+from ecosystem_assets.fraud.features import HISTORY_DAYS
+from ecosystem_assets.lineage import STORAGE_KEY, MissingUpstream, Upstream, lineage_metadata, run_key, upstream, upstream_partitions
 from ecosystem_assets.resources.fraud import FraudServiceResource, TransactionSource
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
 
-HISTORY_DAYS = 37  # the feature windows look back up to 7 + 30 days
 EXPERIMENT = "fraud-detector"
+TRANSACTIONS = dg.AssetKey("fraud_transactions")
+TRANSACTIONS_PREFIX = "fraud/transactions"
+FEATURES_PREFIX = "fraud/features"
+# fraud_transactions' metadata: one materialization covers a run's days, each day's file lies at
+# run_key(<storage_prefix>, <the materialization's run id>, "<day>.parquet").
+STORAGE_PREFIX = "storage_prefix"
 
 
-def transactions_key(day: date) -> str:
-    return f"fraud/transactions/{day.isoformat()}.parquet"
-
-
-FEATURES_KEY = "fraud/features/training.parquet"
+def transactions_key(run_id: str, day: date | str) -> str:
+    """Where the run ``run_id`` stored the transactions of ``day``."""
+    return run_key(TRANSACTIONS_PREFIX, run_id, f"{day}.parquet")
 
 
 def reference_key(version: str) -> str:
+    """The training reference of model version ``version`` (drift is judged against it)."""
     return f"fraud/reference/v{version}.parquet"
-
-
-def _parquet(frame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 class FeaturesConfig(dg.Config):
     training_days: int = Field(default=14, description="Days of labelled transactions to train, calibrate and hold out on.")
-    end_date: str | None = Field(default=None, description="Last day (YYYY-MM-DD); default: the newest day in storage.")
+    end_date: str | None = Field(default=None, description="Last day (YYYY-MM-DD); default: the newest materialized "
+                                                           "fraud_transactions day.")
 
 
 class FraudModelConfig(dg.Config):
@@ -70,179 +75,265 @@ class MonitoringConfig(dg.Config):
     min_drift_rows: int = Field(default=500, description="Fewer live rows of the serving model than this: drift is not judged.")
 
 
-def _transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(group_name="fraud", partitions_def=partitions, kinds={"python", "parquet"},
-              backfill_policy=dg.BackfillPolicy.single_run())
-    def fraud_transactions(context: dg.AssetExecutionContext, transactions: TransactionSource, storage: ArtifactStorage):
-        """Labelled card transactions of each day (the seeded simulator by default, or the Parquet days
-        at FRAUD_TRANSACTIONS_URL): the training data and the ground truth that the live service's
-        feedback reflects. A range of days runs as one run; re-materializing a day picks up labels
-        that arrived since (rows still unlabelled are stored with a null `is_fraud`)."""
-        from ecosystem_assets.fraud.transaction_files import TransactionFileError
-        from ecosystem_assets.storage import StorageError
+def materialize_transactions(context: dg.AssetExecutionContext, transactions: TransactionSource,
+                             storage: ArtifactStorage) -> dg.MaterializeResult:
+    """Labelled card transactions of each day (the seeded simulator by default, or the Parquet days
+    at FRAUD_TRANSACTIONS_URL): the training data and the ground truth that the live service's
+    feedback reflects. A range of days runs as one run, which stores each day under its own run id;
+    re-materializing a day picks up labels that arrived since (rows still unlabelled are stored with
+    a null `is_fraud`), and readers then take the newest materialization of that day."""
+    from ecosystem_assets.fraud.transaction_files import TransactionFileError
+    from ecosystem_assets.storage import StorageError, write_parquet
 
-        window = context.partition_time_window
-        first, last = window.start.date(), (window.end - timedelta(days=1)).date()
-        try:
-            frames = transactions.days(first, last)
-        except (TransactionFileError, StorageError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        for day, frame in frames.items():
-            storage.store.write_bytes(transactions_key(day), _parquet(frame))
-        total = sum(len(f) for f in frames.values())
-        labelled = sum(int(f["is_fraud"].notna().sum()) for f in frames.values())
-        frauds = sum(int(f["is_fraud"].sum()) for f in frames.values())
-        return dg.MaterializeResult(metadata={
-            "days": dg.MetadataValue.int(len(frames)), "transactions": dg.MetadataValue.int(total),
-            "unlabelled": dg.MetadataValue.int(total - labelled),
-            "fraud_rate": dg.MetadataValue.float(frauds / labelled if labelled else 0.0),
-            "source": transactions.source_label,
-            "drift_from": transactions.drift_from or "none",
-            "path": dg.MetadataValue.path(storage.store.uri(transactions_key(last))),
-        })
-
-    return fraud_transactions
+    window = context.partition_time_window
+    first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+    try:
+        frames = transactions.days(first, last)
+        uris = {day: write_parquet(storage.store, transactions_key(context.run.run_id, day), frame) for day, frame in frames.items()}
+    except (TransactionFileError, StorageError) as exc:
+        raise dg.Failure(description=str(exc)) from None
+    total = sum(len(f) for f in frames.values())
+    labelled = sum(int(f["is_fraud"].notna().sum()) for f in frames.values())
+    frauds = sum(int(f["is_fraud"].sum()) for f in frames.values())
+    return dg.MaterializeResult(metadata={
+        "days": dg.MetadataValue.int(len(frames)), "transactions": dg.MetadataValue.int(total),
+        "unlabelled": dg.MetadataValue.int(total - labelled),
+        "fraud_rate": dg.MetadataValue.float(frauds / labelled if labelled else 0.0),
+        "source": transactions.source_label,
+        "drift_from": transactions.drift_from or "none",
+        STORAGE_PREFIX: TRANSACTIONS_PREFIX,
+        "path": dg.MetadataValue.path(uris[last]),
+    })
 
 
-def build_fraud_assets(partitions: dg.PartitionsDefinition, precision_threshold: float) -> list[dg.AssetsDefinition]:
+def fraud_transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`fraud_transactions` over ``partitions``: the one fraud asset whose definition depends on a
+    setting (the daily partitions start at FRAUD_START_DATE)."""
     with warnings.catch_warnings():  # backfill_policy is "beta"; a single-run backfill is what we want
         warnings.simplefilter("ignore", dg.BetaWarning)
-        fraud_transactions = _transactions_asset(partitions)
+        return dg.asset(name="fraud_transactions", group_name="fraud", partitions_def=partitions, kinds={"python", "parquet"},
+                        backfill_policy=dg.BackfillPolicy.single_run())(materialize_transactions)
 
-    @dg.asset(group_name="fraud", deps=[fraud_transactions], kinds={"python", "parquet"},
-              check_specs=[dg.AssetCheckSpec(FEATURES_CHECK, asset="fraud_features", blocking=True,
-                                             description="Schema, no nulls, amount ≥ 0, label in {0,1}, plausible fraud rate.")])
-    def fraud_features(context: dg.AssetExecutionContext, config: FeaturesConfig, storage: ArtifactStorage):
-        """The training table: the last N days of transactions with their features, computed by the
-        same function the live service uses, on 37 days of history before them."""
-        import pandas as pd
 
-        from ecosystem_assets.fraud.checks import feature_expectations
-        from ecosystem_assets.fraud.features import FEATURES, feature_table
-        from ecosystem_assets.fraud.transaction_files import training_labels
-        from ecosystem_assets.quality import validate_frame
+def newest_transaction_day(instance: dg.DagsterInstance) -> date:
+    """The newest fraud_transactions day Dagster has a materialization of."""
+    days = instance.get_materialized_partitions(TRANSACTIONS)
+    if not days:
+        raise MissingUpstream(description="fraud_transactions has no materialized day yet; materialize (backfill) fraud_transactions first")
+    return date.fromisoformat(max(days))
 
-        end = date.fromisoformat(config.end_date) if config.end_date else _newest_day(storage)
-        first_train = end - timedelta(days=config.training_days - 1)
-        days = [first_train - timedelta(days=HISTORY_DAYS) + timedelta(days=i) for i in range(config.training_days + HISTORY_DAYS)]
-        missing = [d for d in days if not storage.store.exists(transactions_key(d))]
-        if missing:
-            raise dg.Failure(description=f"fraud_transactions is missing {len(missing)} days needed for {first_train}..{end} "
-                                         f"(with {HISTORY_DAYS} days of history): {day_ranges(missing)}; backfill them first.")
-        raw = pd.concat([pd.read_parquet(io.BytesIO(storage.store.read_bytes(transactions_key(d)))) for d in days], ignore_index=True)
-        # Late labels: unlabelled rows are history (genuine for the terminal risk), not training rows.
-        raw, unlabelled = training_labels(raw)
-        table = feature_table(raw)
-        table = table[table["timestamp"] >= pd.Timestamp(first_train, tz="UTC")].reset_index(drop=True)
-        dropped = table["transaction_id"].isin(unlabelled)
-        table = table[~dropped].reset_index(drop=True)
-        gate = validate_frame(table, "fraud_features", feature_expectations(FEATURES))
-        uri = storage.store.write_bytes(FEATURES_KEY, _parquet(table))
-        yield dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(uri), "rows": dg.MetadataValue.int(len(table)),
-            "first_day": first_train.isoformat(), "last_day": end.isoformat(),
-            "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
-            "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
-            "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
-        })
-        yield gate.check_result(check_name=FEATURES_CHECK, asset_key="fraud_features")
 
-    @dg.asset(group_name="fraud", deps=[fraud_features], kinds={"sklearn", "mlflow"})
-    def fraud_model(context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage,
-                    mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-        """The fraud classifier, registered in MLflow as `fraud-detector`. It becomes the `champion`
-        (which the live service serves) only if at least as good as the current one on the most
-        recent labelled days; otherwise it stays a registered challenger and the reason is recorded."""
-        import pandas as pd
+def read_transaction_days(context: dg.AssetExecutionContext, storage: ArtifactStorage, days: list[date],
+                          needed_for: str) -> tuple[list[Any], list[Upstream]]:
+    """The stored transactions of ``days`` (this run's materialization of a day, else the latest)
+    and the materializations read; `MissingUpstream` naming the days that are not there."""
+    from ecosystem_assets.storage import StorageError, read_parquet
 
-        from ecosystem_assets.fraud.training import train_and_promote
+    materialized = context.instance.get_materialized_partitions(TRANSACTIONS)
+    missing = [d for d in days if d.isoformat() not in materialized]
+    if missing:
+        raise MissingUpstream(description=f"fraud_transactions is missing {len(missing)} days needed for {needed_for}: "
+                                          f"{day_ranges(missing)}; backfill them first.")
+    sources = upstream_partitions(context, TRANSACTIONS, [d.isoformat() for d in days])
+    frames, unreadable = [], []
+    for day in days:
+        source = sources[day.isoformat()]
+        prefix = source.metadata.get(STORAGE_PREFIX)
+        try:
+            if not isinstance(prefix, str):  # reported from outside a run, with no file of ours
+                raise StorageError(f"no {STORAGE_PREFIX!r} recorded")
+            frames.append(read_parquet(storage.store, run_key(prefix, source.run_id, f"{day}.parquet")))
+        except StorageError:
+            unreadable.append(day)
+    if unreadable:
+        raise MissingUpstream(description=f"fraud_transactions has no stored file for {len(unreadable)} days needed for "
+                                          f"{needed_for} (recorded without one, or the file is gone): "
+                                          f"{day_ranges(unreadable)}; backfill them first.")
+    return frames, list(sources.values())
 
-        table = pd.read_parquet(io.BytesIO(storage.store.read_bytes(FEATURES_KEY)))
+
+@dg.asset(group_name="fraud", deps=[TRANSACTIONS], kinds={"python", "parquet"},
+          check_specs=[dg.AssetCheckSpec(FEATURES_CHECK, asset="fraud_features", blocking=True,
+                                         description="Schema, no nulls, amount ≥ 0, label in {0,1}, plausible fraud rate.")])
+def fraud_features(context: dg.AssetExecutionContext, config: FeaturesConfig, storage: ArtifactStorage):
+    """The training table: the last N days of transactions with their features, computed by the
+    same function the live service uses, on 37 days of history before them. Each day is read from
+    the fraud_transactions materialization this run made, else the latest one (listed in
+    `input/fraud_transactions`); the table is written under this run's id (`storage_key`), and its
+    blocking quality check judges that table."""
+    import pandas as pd
+
+    from ecosystem_assets.fraud.checks import feature_expectations
+    from ecosystem_assets.fraud.features import FEATURES, feature_table
+    from ecosystem_assets.fraud.transaction_files import training_labels
+    from ecosystem_assets.quality import validate_frame
+    from ecosystem_assets.storage import write_parquet
+
+    end = date.fromisoformat(config.end_date) if config.end_date else newest_transaction_day(context.instance)
+    first_train = end - timedelta(days=config.training_days - 1)
+    first = first_train - timedelta(days=HISTORY_DAYS)
+    days = [first + timedelta(days=i) for i in range(config.training_days + HISTORY_DAYS)]
+    frames, sources = read_transaction_days(context, storage, days, f"{first_train}..{end} (with {HISTORY_DAYS} days of history)")
+    raw = pd.concat(frames, ignore_index=True)
+    # Late labels: unlabelled rows are history (genuine for the terminal risk), not training rows.
+    raw, unlabelled = training_labels(raw)
+    table = feature_table(raw)
+    table = table[table["timestamp"] >= pd.Timestamp(first_train, tz="UTC")].reset_index(drop=True)
+    dropped = table["transaction_id"].isin(unlabelled)
+    table = table[~dropped].reset_index(drop=True)
+    gate = validate_frame(table, "fraud_features", feature_expectations(FEATURES))
+    key = run_key(FEATURES_PREFIX, context.run.run_id, "training.parquet")
+    uri = write_parquet(storage.store, key, table)
+    judged = {"rows": len(table), "first_day": first_train.isoformat(), "last_day": end.isoformat(), STORAGE_KEY: key}
+    yield dg.MaterializeResult(metadata={
+        **judged, "rows": dg.MetadataValue.int(len(table)), "path": dg.MetadataValue.path(uri),
+        "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
+        "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
+        "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
+        **lineage_metadata(*sources),
+    })
+    # The check says which table it judged: this materialization's.
+    yield dg.AssetCheckResult(check_name=FEATURES_CHECK, asset_key="fraud_features", passed=gate.success,
+                              severity=dg.AssetCheckSeverity.ERROR, description=gate.summary(),
+                              metadata={**gate.metadata(), **judged})
+
+
+@dg.asset(group_name="fraud", deps=[fraud_features], kinds={"sklearn", "mlflow"})
+def fraud_model(context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage,
+                mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    """The fraud classifier, registered in MLflow as `fraud-detector`, trained on the fraud_features
+    table this run built, else the latest one (recorded in `input/fraud_features`). It becomes the
+    `champion` (which the live service serves) only if at least as good as the current one on the
+    most recent labelled days; otherwise it stays a registered challenger and the reason is recorded."""
+    from ecosystem_assets.fraud.training import train_and_promote
+    from ecosystem_assets.registry import RegistryUnavailable
+    from ecosystem_assets.storage import StorageError, read_parquet, write_parquet
+
+    features = upstream(context, "fraud_features")
+    try:
+        table = read_parquet(storage.store, features.storage_key)
+    except StorageError as exc:
+        raise dg.Failure(description=f"fraud_features of run {features.run_id}: {exc}; re-materialize fraud_features") from None
+    try:
         with mlflow_tracking.run(context, EXPERIMENT) as mlf:
             outcome, reference = train_and_promote(
                 table, mlf, mlflow_tracking.client(), calibration_days=config.calibration_days, holdout_days=config.holdout_days,
                 target_precision=config.target_precision, seed=config.seed,
                 params={"max_iter": config.max_iter, "learning_rate": config.learning_rate},
                 extra_params={"features_first_day": str(table["timestamp"].min().date()),
-                              "features_last_day": str(table["timestamp"].max().date()), "dagster_run_id": context.run_id},
+                              "features_last_day": str(table["timestamp"].max().date()), "dagster_run_id": context.run_id,
+                              "features_storage_key": features.storage_key, "features_run_id": features.run_id},
             )
-        storage.store.write_bytes(reference_key(outcome.version), _parquet(reference))
-        meta = {
-            "model_version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
-            "champion_before": outcome.champion_before or "none",
-            "champion_after": outcome.version if outcome.promoted else (outcome.champion_before or "none"),
-            "precision": dg.MetadataValue.float(outcome.new.precision), "recall": dg.MetadataValue.float(outcome.new.recall),
-            "threshold": dg.MetadataValue.float(outcome.new.threshold),
-            "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}", "mlflow_run_id": outcome.run_id,
-            "model_uri": outcome.model_uri,
-        }
-        if outcome.champion_score is not None:
-            meta["champion_precision"] = dg.MetadataValue.float(outcome.champion_score.precision)
-            meta["champion_recall"] = dg.MetadataValue.float(outcome.champion_score.recall)
-        url = mlflow_tracking.run_url(outcome.run_id)
-        if url:
-            meta["mlflow_run"] = dg.MetadataValue.url(url)
-        return dg.MaterializeResult(metadata=meta)
+    except RegistryUnavailable as exc:  # an outage, not "no champion": nothing was promoted
+        raise dg.Failure(description=f"the model registry is unavailable: {exc}") from None
+    write_parquet(storage.store, reference_key(outcome.version), reference)
+    meta: dict[str, Any] = {
+        "model_version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
+        "champion_before": outcome.champion_before or "none",
+        "champion_after": outcome.version if outcome.promoted else (outcome.champion_before or "none"),
+        "precision": dg.MetadataValue.float(outcome.new.precision), "recall": dg.MetadataValue.float(outcome.new.recall),
+        "threshold": dg.MetadataValue.float(outcome.new.threshold),
+        "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}", "mlflow_run_id": outcome.run_id,
+        "model_uri": outcome.model_uri, "training_rows": dg.MetadataValue.int(len(table)),
+        **lineage_metadata(features),
+    }
+    if outcome.champion_score is not None:
+        meta["champion_precision"] = dg.MetadataValue.float(outcome.champion_score.precision)
+        meta["champion_recall"] = dg.MetadataValue.float(outcome.champion_score.recall)
+    url = mlflow_tracking.run_url(outcome.run_id)
+    if url:
+        meta["mlflow_run"] = dg.MetadataValue.url(url)
+    return dg.MaterializeResult(metadata=meta)
 
-    @dg.asset(group_name="fraud", deps=[fraud_model], kinds={"evidently", "fastapi"},
-              check_specs=[
-                  dg.AssetCheckSpec(PRECISION_CHECK, asset="fraud_monitoring_metrics",
-                                    description=f"Live precision of the serving model ≥ FRAUD_PRECISION_THRESHOLD ({precision_threshold})."),
-                  dg.AssetCheckSpec(DRIFT_CHECK, asset="fraud_monitoring_metrics",
-                                    description="No dataset drift of live features against the serving model's training reference."),
-              ])
-    def fraud_monitoring_metrics(context: dg.AssetExecutionContext, config: MonitoringConfig, storage: ArtifactStorage,
-                                 fraud_service: FraudServiceResource):
-        """How the live fraud model did over the window before the evaluation time (the schedule's
-        tick, `end` in the config, or now; never the newest stored row): precision and recall on
-        labelled predictions, and drift of live features against its training data (an Evidently
-        report in storage). A check with too little to judge is a warning saying "not judged"; a
-        failing check makes `fraud_retrain_sensor` retrain the model."""
-        import pandas as pd
 
-        from ecosystem_assets.fraud.drift import detect_drift, evidently_report_html
-        from ecosystem_assets.fraud.features import FEATURES
+def _observe_prediction_log(fraud_service: FraudServiceResource) -> dg.ObserveResult:
+    """The fraud service's log of predictions and the labels that came back for them (a SQL table
+    the service writes, FRAUD_DB_URL; Dagster only observes it): where the live monitoring's
+    precision, recall and drift come from. An observation records how many predictions and labels
+    it holds and the newest prediction; its data version changes whenever either grows."""
+    summary = fraud_service.prediction_log()
 
-        end, end_from = _evaluation_time(context, config)
-        end_s = end.timestamp()
+    def when(epoch: float | None) -> str:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch is not None else "none"
+
+    version = f"{summary.predictions}-{summary.labelled}-{when(summary.newest_prediction_at)}-{when(summary.newest_label_at)}"
+    return dg.ObserveResult(data_version=dg.DataVersion(version), metadata={
+        "rows": dg.MetadataValue.int(summary.predictions), "labelled": dg.MetadataValue.int(summary.labelled),
+        "newest_prediction_at": when(summary.newest_prediction_at),
+        "newest_transaction_time": when(summary.newest_transaction_time),
+        "newest_label_at": when(summary.newest_label_at),
+    })
+
+
+with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13 (not deprecated)
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    # The decorator does not take the function's docstring as the description: passed explicitly.
+    fraud_prediction_log = dg.observable_source_asset(name="fraud_prediction_log", group_name="fraud",
+                                                      description=_observe_prediction_log.__doc__)(_observe_prediction_log)
+
+
+@dg.asset(group_name="fraud", deps=[fraud_model, fraud_prediction_log], kinds={"evidently", "fastapi"},
+          check_specs=[
+              dg.AssetCheckSpec(PRECISION_CHECK, asset="fraud_monitoring_metrics",
+                                description="Live precision of the serving model ≥ FRAUD_PRECISION_THRESHOLD "
+                                            "(the fraud_service resource's precision_threshold, in each evaluation's metadata)."),
+              dg.AssetCheckSpec(DRIFT_CHECK, asset="fraud_monitoring_metrics",
+                                description="No dataset drift of live features against the serving model's training reference."),
+          ])
+def fraud_monitoring_metrics(context: dg.AssetExecutionContext, config: MonitoringConfig, storage: ArtifactStorage,
+                             fraud_service: FraudServiceResource):
+    """How the live fraud model did over the window before the evaluation time (the schedule's
+    tick, `end` in the config, or now; never the newest stored row): precision and recall on
+    labelled predictions in fraud_prediction_log, and drift of live features against its training
+    data (an Evidently report in storage). A check with too little to judge is a warning saying
+    "not judged"; a failing check makes `fraud_retrain_sensor` retrain the model."""
+    from ecosystem_assets.fraud.drift import detect_drift, evidently_report_html
+    from ecosystem_assets.fraud.features import FEATURES
+    from ecosystem_assets.registry import RegistryUnavailable
+    from ecosystem_assets.storage import read_parquet
+
+    end, end_from = _evaluation_time(context, config)
+    end_s = end.timestamp()
+    try:
         summary = fraud_service.monitoring(config.window_hours, end_s)
-        version = summary["model_version"]
-        window = {WINDOW_END: end.isoformat(), "window_end_from": end_from,
-                  "window_start": (end - timedelta(hours=config.window_hours)).isoformat()}
-        meta = {
-            "model_version": version or "none", "precision": summary["precision"], "recall": summary["recall"],
-            "labelled": dg.MetadataValue.int(summary["labelled"]), "predictions": dg.MetadataValue.int(summary["predictions"]),
-            "window_hours": config.window_hours, **window,
-        }
-        precision = precision_verdict(summary, precision_threshold, config.min_labelled)
-        precision_meta = {"precision": summary["precision"], "labelled": summary["labelled"], "threshold": precision_threshold,
-                          "model_version": version or "none", **window}
+    except RegistryUnavailable as exc:  # which model serves is unknown: nothing can be judged, and that is an error
+        raise dg.Failure(description=f"the model registry is unavailable, so the serving model is unknown: {exc}") from None
+    version = summary["model_version"]
+    threshold = fraud_service.precision_threshold
+    window = {WINDOW_END: end.isoformat(), "window_end_from": end_from,
+              "window_start": (end - timedelta(hours=config.window_hours)).isoformat()}
+    meta = {
+        "model_version": version or "none", "precision": summary["precision"], "recall": summary["recall"],
+        "labelled": dg.MetadataValue.int(summary["labelled"]), "predictions": dg.MetadataValue.int(summary["predictions"]),
+        "window_hours": config.window_hours, **window,
+    }
+    precision = precision_verdict(summary, threshold, config.min_labelled)
+    precision_meta = {"precision": summary["precision"], "labelled": summary["labelled"], "threshold": threshold,
+                      "model_version": version or "none", **window}
 
-        live = fraud_service.store().live_features(config.window_hours, end_s)
-        live = live[live["model_version"] == version]
-        drift_meta = {"live_rows": len(live), "min_drift_rows": config.min_drift_rows, "model_version": version or "none", **window}
-        if version is None:
-            drifted = Verdict.not_judged("no serving model")
-        elif len(live) < config.min_drift_rows:
-            drifted = Verdict.not_judged(f"only {len(live)} live rows of v{version} in the window (< {config.min_drift_rows})")
-        elif not storage.store.exists(reference_key(version)):
-            drifted = Verdict.not_judged(f"no training reference for v{version} yet ({reference_key(version)})")
-        else:
-            reference = pd.read_parquet(io.BytesIO(storage.store.read_bytes(reference_key(version))))
-            drift = detect_drift(reference, live, FEATURES)
-            html, _ = evidently_report_html(reference, live, FEATURES)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            report_uri = storage.store.write_bytes(f"fraud/monitoring/drift-v{version}-{stamp}.html", html.encode())
-            drifted = Verdict(True, not drift.dataset_drift, f"{sum(c.drifted for c in drift.columns)} of {len(drift.columns)} "
-                                                             f"features of v{version} drifted (share {drift.share:.2f}, {len(live)} rows)")
-            drift_meta.update({"drift_share": dg.MetadataValue.float(drift.share), "features": dg.MetadataValue.md(drift.table_markdown()),
-                               "evidently_report": dg.MetadataValue.path(report_uri)})
-            meta.update({"drift_share": dg.MetadataValue.float(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
-        yield dg.MaterializeResult(metadata={k: v for k, v in meta.items() if v is not None})
-        yield _check_result(PRECISION_CHECK, precision, dg.AssetCheckSeverity.ERROR, precision_meta)
-        yield _check_result(DRIFT_CHECK, drifted, dg.AssetCheckSeverity.WARN, drift_meta)
-
-    return [fraud_transactions, fraud_features, fraud_model, fraud_monitoring_metrics]
+    live = fraud_service.store().live_features(config.window_hours, end_s)
+    live = live[live["model_version"] == version]
+    drift_meta = {"live_rows": len(live), "min_drift_rows": config.min_drift_rows, "model_version": version or "none", **window}
+    if version is None:
+        drifted = Verdict.not_judged("no serving model")
+    elif len(live) < config.min_drift_rows:
+        drifted = Verdict.not_judged(f"only {len(live)} live rows of v{version} in the window (< {config.min_drift_rows})")
+    elif not storage.store.exists(reference_key(version)):
+        drifted = Verdict.not_judged(f"no training reference for v{version} yet ({reference_key(version)})")
+    else:
+        reference = read_parquet(storage.store, reference_key(version))
+        drift = detect_drift(reference, live, FEATURES)
+        html, _ = evidently_report_html(reference, live, FEATURES)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        report_uri = storage.store.write_bytes(f"fraud/monitoring/drift-v{version}-{stamp}.html", html.encode())
+        drifted = Verdict(True, not drift.dataset_drift, f"{sum(c.drifted for c in drift.columns)} of {len(drift.columns)} "
+                                                         f"features of v{version} drifted (share {drift.share:.2f}, {len(live)} rows)")
+        drift_meta.update({"drift_share": dg.MetadataValue.float(drift.share), "features": dg.MetadataValue.md(drift.table_markdown()),
+                           "evidently_report": dg.MetadataValue.path(report_uri)})
+        meta.update({"drift_share": dg.MetadataValue.float(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
+    yield dg.MaterializeResult(metadata={k: v for k, v in meta.items() if v is not None})
+    yield _check_result(PRECISION_CHECK, precision, dg.AssetCheckSeverity.ERROR, precision_meta)
+    yield _check_result(DRIFT_CHECK, drifted, dg.AssetCheckSeverity.WARN, drift_meta)
 
 
 # The scheduler tags each run with its tick; 1.13 writes the hidden tag, older releases the plain one.
@@ -271,11 +362,3 @@ def _check_result(name: str, verdict: Verdict, failure_severity: dg.AssetCheckSe
         severity=failure_severity if verdict.judged else dg.AssetCheckSeverity.WARN,
         metadata={JUDGED: verdict.judged, **{k: v for k, v in metadata.items() if v is not None}},
     )
-
-
-def _newest_day(storage: ArtifactStorage) -> date:
-    days = [k.rsplit("/", 1)[-1].removesuffix(".parquet") for k in storage.store.list_keys("fraud/transactions")]
-    if not days:
-        raise dg.Failure(description="no fraud_transactions in storage yet; materialize (backfill) fraud_transactions first")
-    return date.fromisoformat(max(days))
-

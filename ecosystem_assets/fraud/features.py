@@ -32,7 +32,10 @@ FEATURES = (
 )
 _CUSTOMER_KEEP = max(CUSTOMER_WINDOWS) * DAY
 _TERMINAL_KEEP = (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * DAY
-HISTORY_KEEP_S = max(_CUSTOMER_KEEP, _TERMINAL_KEEP)  # older transactions can no longer change any feature
+# The one history window (37 days): older transactions can no longer change any feature. The
+# training table, the replay's warm-up, the service's input rules and the benches derive from it.
+HISTORY_DAYS = max(max(CUSTOMER_WINDOWS), LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS))
+HISTORY_KEEP_S = HISTORY_DAYS * DAY
 _EMPTY: tuple[list, list] = ([], [])
 
 

@@ -15,7 +15,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from ecosystem_assets.fraud.assets import HISTORY_DAYS, FeaturesConfig
+from ecosystem_assets.fraud.assets import FeaturesConfig
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.fraud.checks import DRIFT_CHECK, JUDGED, PRECISION_CHECK, WINDOW_END, day_ranges
 
 MONITORED = dg.AssetKey("fraud_monitoring_metrics")

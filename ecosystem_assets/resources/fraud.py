@@ -50,16 +50,19 @@ class TransactionSource(dg.ConfigurableResource):
 
 class FraudServiceResource(dg.ConfigurableResource):
     """Live metrics from the fraud service (``url``), or from its store in-process when ``url`` is
-    unset; live features always come from the store (the prediction log)."""
+    unset; live features and the log's summary always come from the store (the prediction log)."""
 
     url: str | None = None
     db_url: str
     tracking_uri: str
     timeout_s: float = 30.0
     feedback_token: str | None = Field(default=None, description="FRAUD_FEEDBACK_TOKEN (a secret, set with dg.EnvVar).")
+    precision_threshold: float = Field(default=0.80, ge=0.0, le=1.0,
+                                       description="FRAUD_PRECISION_THRESHOLD: live precision below it fails the monitoring check.")
 
     def monitoring(self, window_hours: float, end: float) -> dict[str, Any]:
-        """The /monitoring summary of the ``window_hours`` before ``end`` (epoch seconds: the evaluation time)."""
+        """The /monitoring summary of the ``window_hours`` before ``end`` (epoch seconds: the evaluation time).
+        In-process, a registry that cannot be asked which model serves raises `RegistryUnavailable`."""
         if self.url:
             import requests
 
@@ -77,7 +80,12 @@ class FraudServiceResource(dg.ConfigurableResource):
         version = champion_version(self.tracking_uri)
         return monitoring_summary(self.store(), str(version.version) if version else None, window_hours, end)
 
-    def store(self):
+    def store(self) -> Any:
+        """The prediction log (serving/store.py `PredictionStore`)."""
         from ecosystem_assets.serving.store import PredictionStore
 
         return PredictionStore(self.db_url)
+
+    def prediction_log(self) -> Any:
+        """What the prediction log holds now (`LogSummary`: predictions, labels, newest times)."""
+        return self.store().log_summary()

@@ -16,6 +16,8 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
+from ecosystem_assets.fraud.features import HISTORY_DAYS
+
 MAX_ID_CHARS = 128
 MAX_HISTORY_TRANSACTIONS = 50_000
 MAX_FEEDBACK_BYTES = 1024  # {"prediction_id": <128 chars>, "is_fraud": false} needs under 200
@@ -83,7 +85,7 @@ def _timestamp(value: datetime, info: ValidationInfo) -> datetime:
     if epoch < limits.oldest_ok:
         if limits.oldest_ok == OLDEST_TIMESTAMP:
             raise ValueError("is before 2000-01-01")
-        raise ValueError("is older than the service's feature history reaches (37 days before the newest "
+        raise ValueError(f"is older than the service's feature history reaches ({HISTORY_DAYS} days before the newest "
                          "transaction it has seen)")
     if value.utcoffset().total_seconds() % 60:
         raise ValueError("must have a UTC offset in whole minutes")

@@ -257,6 +257,8 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         refused = watcher.refused  # the alias's version, when it could not be loaded or scored safely
         if refused:
             body["refused"] = {"version": refused.version, "reason": refused.reason}
+        if watcher.registry_error:  # still serving the version above; the watcher retries
+            body["registry_unavailable"] = watcher.registry_error
         return body
 
     return app

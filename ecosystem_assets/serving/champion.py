@@ -19,9 +19,10 @@ from typing import Any
 
 from ecosystem_assets.fraud.model import MODEL_NAME
 from ecosystem_assets.fraud.model_store import ModelRefused, check_on_probe, load_fraud_estimator
+from ecosystem_assets.registry import CHAMPION, get_champion, without_credentials
 
 log = logging.getLogger(__name__)
-CHAMPION_ALIAS = "champion"
+CHAMPION_ALIAS = CHAMPION
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,12 @@ class Refusal:
 
 
 def champion_version(tracking_uri: str) -> Any | None:
+    """The version ``fraud-detector@champion`` points at; None when there is none. A registry that
+    cannot be asked raises `RegistryUnavailable` (registry.get_champion, the one lookup)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    try:
-        # The registry is named explicitly: a process-wide MLflow registry URI must never redirect the service.
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
+    # The registry is named explicitly: a process-wide MLflow registry URI must never redirect the service.
+    return get_champion(MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), MODEL_NAME)
 
 
 def _threshold(version: Any) -> float:
@@ -84,9 +83,9 @@ class ChampionWatcher:
         self.poll_s = poll_s
         self.current: Champion | None = None
         self.refused: Refusal | None = None  # the version the alias points at, when it was refused
+        self.registry_error: str | None = None  # the last refresh's failure (a registry outage), None once one succeeds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_error: str | None = None
 
     def refresh(self) -> bool:
         """Load the champion if the alias points at another version; True when it changed."""
@@ -115,14 +114,14 @@ class ChampionWatcher:
     def _refresh_logged(self) -> None:
         try:
             self.refresh()
-            self._last_error = None
-        except Exception as exc:  # noqa: BLE001 — a registry hiccup must not stop the watcher
+            self.registry_error = None
+        except Exception as exc:  # noqa: BLE001 — a registry outage (RegistryUnavailable) must not stop the watcher
             # One line per distinct failure, not one per poll while the registry is down.
-            message = f"{type(exc).__name__}: {exc}"
-            if message != self._last_error:
+            message = without_credentials(f"{type(exc).__name__}: {exc}")[:500]
+            if message != self.registry_error:
                 log.warning("champion refresh failed (%s); keeping version %s; will retry",
-                            message[:500], self.current.version if self.current else "none")
-            self._last_error = message
+                            message, self.current.version if self.current else "none")
+            self.registry_error = message
 
     def start(self) -> None:
         self._refresh_logged()  # a registry hiccup at start must not keep the service down

@@ -11,6 +11,12 @@ SMALL = {"n_customers": 300, "n_terminals": 600}
 DRIFT = date(2026, 9, 1)  # the skimming rings start here in the loop tests
 
 
+def logged(store) -> tuple[int, int]:
+    """(predictions, labels) in the prediction log, as the fraud_prediction_log observation reads them."""
+    summary = store.log_summary()
+    return summary.predictions, summary.labelled
+
+
 def source(drift: bool = False) -> TransactionSource:
     return TransactionSource(**SMALL, drift_from=DRIFT.isoformat() if drift else None)
 

@@ -12,6 +12,7 @@ import requests
 import sqlalchemy as sa
 
 from ecosystem_assets_tests.fraud.test_service import TX, predict
+from ecosystem_assets_tests.fraud.helpers import logged
 
 ALL_STORES = ["inline", "writer-thread", "postgres"]
 
@@ -27,12 +28,12 @@ def test_a_retried_transaction_returns_the_original_prediction(fraud_service):
     assert first.status_code == 200, first.text
     again = predict(url)
     assert again.status_code == 200 and again.json() == first.json()  # same id, probability, version
-    assert fraud_service.store.counts() == (1, 0)
+    assert logged(fraud_service.store) == (1, 0)
     assert customer_history(fraud_service, TX["customer_id"]) == 1  # the features were not touched again
 
     changed = predict(url, {**TX, "amount": TX["amount"] + 1})
     assert changed.status_code == 409 and TX["transaction_id"] in changed.json()["detail"]
-    assert fraud_service.store.counts() == (1, 0) and customer_history(fraud_service, TX["customer_id"]) == 1
+    assert logged(fraud_service.store) == (1, 0) and customer_history(fraud_service, TX["customer_id"]) == 1
 
     # Eight clients retrying one new transaction at once: one row, one answer.
     fresh = {**TX, "transaction_id": "t-concurrent"}
@@ -40,7 +41,7 @@ def test_a_retried_transaction_returns_the_original_prediction(fraud_service):
         answers = list(pool.map(lambda _: predict(url, fresh), range(8)))
     assert {a.status_code for a in answers} == {200}
     assert len({a.json()["prediction_id"] for a in answers}) == 1
-    assert fraud_service.store.counts() == (2, 0) and customer_history(fraud_service, TX["customer_id"]) == 2
+    assert logged(fraud_service.store) == (2, 0) and customer_history(fraud_service, TX["customer_id"]) == 2
 
 
 def refuse_customer(service, customer_id: str) -> None:
@@ -74,7 +75,7 @@ def test_one_refused_row_fails_alone_and_leaves_the_features_alone(fraud_service
     refused = [r for tid, r in answers.items() if tid.startswith("bad-")]
     assert {r.status_code for r in refused} == {422}
     assert "refused" in refused[0].text
-    assert fraud_service.store.counts() == (120, 0)
+    assert logged(fraud_service.store) == (120, 0)
     assert customer_history(fraud_service, "C-refused") == 0  # feature state changes only after a commit
     assert sum(customer_history(fraud_service, f"C-{i}") for i in range(5)) == 120
     # The next transaction of a customer sees exactly the stored ones.
@@ -101,4 +102,4 @@ def test_a_locked_sqlite_never_blocks_healthz_or_metrics(fraud_service):
         other.close()
     pending.join(timeout=60)
     assert result["r"].status_code == 200
-    assert fraud_service.store.counts() == (2, 0)
+    assert logged(fraud_service.store) == (2, 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from ecosystem_assets_tests.servers.ports import free_port
+from ecosystem_assets_tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,17 +30,12 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
         server = subprocess.Popen([str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                health = requests.get(f"{url}/healthz", timeout=2)
-                if health.status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the service did not answer /healthz within 120 s"
-            time.sleep(0.3)
+        def healthz() -> requests.Response:
+            assert server.poll() is None, log.read_text()[-3000:]  # died: fail now, with its log
+            return requests.get(f"{url}/healthz", timeout=2)
+
+        health = wait_until(healthz, 120, "the service answers /healthz with 200", every=0.3,
+                            done=lambda r: r.status_code == 200)
         assert health.json() == {"status": "ok", "model_version": "1"}
 
         started = time.monotonic()

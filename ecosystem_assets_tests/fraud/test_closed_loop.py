@@ -23,6 +23,7 @@ from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore
 from ecosystem_assets.settings import Settings
 from ecosystem_assets_tests.fraud.helpers import DRIFT
 from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
+from ecosystem_assets_tests.waiting import wait_until
 
 SOURCE = TransactionSource(drift_from=DRIFT.isoformat())  # the default population, drifting at DRIFT
 FAILING_DAY = DRIFT + timedelta(days=16)  # the rings have made the old model's precision collapse
@@ -127,9 +128,8 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         assert model["promoted"] is True and model["champion_after"] == "2", model["reason"]
         assert str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion").version) == "2"
 
-        deadline = time.monotonic() + 30  # the service picks the new champion up by itself
-        while app.state.watcher.current.version != "2" and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # The service picks the new champion up by itself.
+        wait_until(lambda: app.state.watcher.current.version, 30, "the service swaps v2 in", done=lambda v: v == "2")
         next_day = FAILING_DAY + timedelta(days=1)
         assert replay_day(service.url, str(next_day), SOURCE.days(next_day, next_day)[next_day]).versions == {"2"}
         after = monitor(defs, dagster_instance, next_day)

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
+from ecosystem_assets_tests.fraud.helpers import logged
 
 pytestmark = pytest.mark.parametrize("fraud_service", ["inline", "postgres"], indirect=True)
 
@@ -40,7 +41,7 @@ def stored(service) -> tuple[int, int, int]:
 
     with service.store.engine.connect() as conn:
         loaded = conn.execute(sa.select(sa.func.count()).select_from(history)).scalar_one()
-    return (*service.store.counts(), int(loaded))
+    return (*logged(service.store), int(loaded))
 
 
 def assert_names_field(response: requests.Response, field: str | int, status: int = 422) -> None:

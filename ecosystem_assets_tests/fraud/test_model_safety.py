@@ -13,18 +13,9 @@ import requests
 
 from ecosystem_assets_tests.fraud.attacker import RunsCommand, register_files, register_sklearn, skops_mlmodel
 from ecosystem_assets_tests.fraud.test_service import TX, predict
+from ecosystem_assets_tests.waiting import wait_until
 
 REFUSAL = "refused fraud-detector version"
-
-
-def wait_for(condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def refusal_lines(caplog) -> list[str]:
@@ -41,7 +32,8 @@ def test_poisoned_champion_is_refused_and_the_old_one_keeps_serving(fraud_servic
     client = MlflowClient(registry)
     client.set_registered_model_alias("fraud-detector", "champion", version)
 
-    health = wait_for(lambda: (h := requests.get(f"{url}/healthz").json()).get("refused") and h)
+    health = wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz reports the refusal",
+                        done=lambda h: "refused" in h)
     assert not marker.exists()
     assert health["status"] == "ok" and health["model_version"] == "1"
     assert health["refused"]["version"] == "2" and "cloudpickle" in health["refused"]["reason"]
@@ -55,10 +47,11 @@ def test_poisoned_champion_is_refused_and_the_old_one_keeps_serving(fraud_servic
 
     # The alias moves back: the refusal is over. Moved to the bad version again: tried and refused again.
     client.set_registered_model_alias("fraud-detector", "champion", "1")
-    wait_for(lambda: "refused" not in requests.get(f"{url}/healthz").json())
+    wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz no longer reports a refusal",
+               done=lambda h: "refused" not in h)
     assert "fraud_model_refused{" not in requests.get(f"{url}/metrics").text
     client.set_registered_model_alias("fraud-detector", "champion", version)
-    wait_for(lambda: len(refusal_lines(caplog)) == 2)
+    wait_until(lambda: refusal_lines(caplog), 30, "a second refusal is logged", done=lambda lines: len(lines) == 2)
     assert not marker.exists() and predict(url, {**TX, "transaction_id": "t-after"}).json()["model_version"] == "1"
     assert not [r for r in caplog.records if r.getMessage().startswith("serving fraud-detector version 2")]
 

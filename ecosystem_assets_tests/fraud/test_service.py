@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
+from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, logged
+from ecosystem_assets_tests.waiting import wait_until
 
 # An hour ago (in UTC+2): inside the default monitoring window, which ends now.
 TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5,
@@ -39,18 +40,15 @@ def test_predict_feedback_monitoring_metrics_healthz(fraud_service):
     assert conflict.status_code == 409
     unknown = requests.post(f"{url}/feedback", json={"prediction_id": "nope", "is_fraud": True})
     assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
-    assert fraud_service.store.counts() == (2, 1)
+    assert logged(fraud_service.store) == (2, 1)
 
     monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 24}).json()
     assert monitoring["predictions"] == 2 and monitoring["labelled"] == 1 and monitoring["model_version"] == "1"
     assert monitoring["recall"] == (1.0 if answer["is_fraud"] else 0.0)
 
     # The live figures are recomputed in the background (a scrape never waits for the database).
-    deadline = time.monotonic() + 30
-    metrics = requests.get(f"{url}/metrics")
-    while 'fraud_live_metric{metric="labelled"} 1.0' not in metrics.text and time.monotonic() < deadline:
-        time.sleep(0.1)
-        metrics = requests.get(f"{url}/metrics")
+    metrics = wait_until(lambda: requests.get(f"{url}/metrics"), 30, "/metrics shows the labelled prediction",
+                         done=lambda m: 'fraud_live_metric{metric="labelled"} 1.0' in m.text)
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'fraud_requests_total{endpoint="/predict",status="200"} 2.0' in metrics.text
     assert 'fraud_live_metric{metric="labelled"} 1.0' in metrics.text
@@ -72,7 +70,7 @@ def test_bad_payloads_get_422_naming_the_field(fraud_service):
     bad_feedback = requests.post(f"{url}/feedback", json={"prediction_id": "x", "is_fraud": "maybe"})
     assert bad_feedback.status_code == 422 and bad_feedback.json()["detail"][0]["loc"][-1] == "is_fraud"
     assert requests.get(f"{url}/monitoring", params={"window_hours": -1}).status_code == 422
-    assert fraud_service.store.counts() == (0, 0)
+    assert logged(fraud_service.store) == (0, 0)
 
 
 @pytest.mark.parametrize("fraud_service", ["inline", "writer-thread", "postgres"], indirect=True)
@@ -99,7 +97,7 @@ def test_2000_requests_from_8_threads_all_stored(fraud_service):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, rows))
     assert errors == []
-    assert fraud_service.store.counts() == (1000, 1000)  # 1,000 predictions + 1,000 labels = 2,000 requests
+    assert logged(fraud_service.store) == (1000, 1000)  # 1,000 predictions + 1,000 labels = 2,000 requests
     end = datetime.combine(DRIFT, datetime.min.time(), timezone.utc).isoformat()  # the simulated days' end
     monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 72, "end": end}).json()
     assert monitoring["labelled"] == 1000
@@ -132,10 +130,13 @@ def test_champion_hot_swap_under_load(fraud_service, registry):
         root = Path(registry.removeprefix("sqlite:///")).parent
         outcome = train_champion(registry, root / "artifacts2", DRIFT + timedelta(days=5))
         MlflowClient(registry).set_registered_model_alias("fraud-detector", "champion", outcome.version)
-        deadline = time.monotonic() + 30
-        while fraud_service.app.state.watcher.current.version != outcome.version and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        watcher = fraud_service.app.state.watcher
+        wait_until(lambda: watcher.current.version, 30, "the service swaps the new champion in",
+                   done=lambda v: v == outcome.version)
+        # Traffic goes on after the swap until the new version has answered requests (not a fixed pause).
+        answered = len(seen)
+        wait_until(lambda: [v for _, v in seen[answered:]], 30, "requests answered by the new champion",
+                   done=lambda vs: vs.count(outcome.version) >= 20)
     finally:
         stop.set()
         for t in threads:

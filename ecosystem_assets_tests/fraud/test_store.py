@@ -8,6 +8,7 @@ import pytest
 
 from ecosystem_assets.fraud.features import FEATURES
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, ConflictingFeedback, PredictionStore, UnknownPrediction
+from ecosystem_assets_tests.fraud.helpers import logged
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -31,7 +32,7 @@ def test_batches_labels_and_window_metrics(store):
                                  [("a", True), ("b", False), ("c", True), ("a", True), ("zzz", True), ("b", True)])
     assert outcomes[:4] == [("recorded", "tx-a"), ("recorded", "tx-b"), ("recorded", "tx-c"), ("unchanged", "tx-a")]
     assert isinstance(outcomes[4], UnknownPrediction) and isinstance(outcomes[5], ConflictingFeedback)
-    assert store.counts() == (5, 3)
+    assert logged(store) == (5, 3)
 
     end = 10 * day + 3600  # "old" is outside the 24 h before it
     v1 = store.window_metrics(24, end, model_version="1")
@@ -78,6 +79,6 @@ def test_a_failed_batch_commits_nothing_and_the_store_goes_on(store):
     store.write_batch([row("a", 100.0, True)], [])
     with pytest.raises(store.engine.dialect.dbapi.IntegrityError):  # the driver's own error (DBAPI)
         store.write_batch([row("b", 101.0, False), row("a", 102.0, False)], [("a", True)])
-    assert store.counts() == (1, 0)  # neither "b" nor the label: one transaction
+    assert logged(store) == (1, 0)  # neither "b" nor the label: one transaction
     assert store.write_batch([row("c", 103.0, False)], [("a", False)]) == [("recorded", "tx-a")]
-    assert store.counts() == (2, 1)
+    assert logged(store) == (2, 1)
