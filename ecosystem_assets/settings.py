@@ -1,19 +1,26 @@
-"""Environment variables → typed settings, with the embedded defaults.
+"""Environment variables → typed settings, with the embedded defaults (pydantic-settings).
 
 This is the one place that reads the process environment. Everything else receives a `Settings`
 (domain code) or a configured resource (Dagster code). Secrets are *not* copied here: only whether
 they are set, so that resources can be wired with `dg.EnvVar` and the values never enter a config
 snapshot, a log line or the UI.
+
+Each field names its variable (``validation_alias``); a blank variable counts as unset; a bad
+value raises `SettingsError` naming the variable, with the messages the README documents.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 SMTP_SECURITY_CHOICES = ("none", "starttls", "ssl")
 
@@ -29,44 +36,176 @@ def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     return value or None
 
 
-def _split_addresses(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def _variable(info: ValidationInfo) -> str:
+    """The environment variable of the field being validated."""
+    assert info.field_name is not None
+    alias = Settings.model_fields[info.field_name].validation_alias
+    return alias if isinstance(alias, str) else info.field_name.upper()
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: Path
-    storage_url: str
-    sales_api_url: str | None = None
-    sales_api_token_set: bool = False
-    report_timezone: str = "UTC"
-    report_sender: str = "reports@localhost"
-    report_recipients: tuple[str, ...] = ("sales-team@localhost",)
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_user: str | None = None
-    smtp_password_set: bool = False
-    smtp_security: str = "starttls"
-    smtp_ca_file: str | None = None
-    sales_start_date: str = "2025-01-01"
-    image_dataset_url: str | None = None
-    mlflow_tracking_uri: str = ""
-    fraud_service_url: str | None = None
-    fraud_db_url: str = ""
-    fraud_precision_threshold: float = 0.80
-    fraud_start_date: str = "2025-06-01"
-    fraud_drift_from: str | None = None
-    fraud_monitoring_cron: str = "0 * * * *"
-    fraud_retrain_cooldown_hours: float = 6.0
-    fraud_transactions_url: str | None = None
+def _number(kind: type[int] | type[float], minimum: float) -> Callable[[Any, ValidationInfo], Any]:
+    def parse(value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):  # the embedded default
+            return value
+        try:
+            number = kind(value)
+        except ValueError:
+            raise SettingsError(f"{_variable(info)}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not number >= minimum:  # also refuses NaN
+            raise SettingsError(f"{_variable(info)}={value!r} must be at least {minimum:g}")
+        return number
+
+    return parse
+
+
+def _is_set(value: Any) -> bool:
+    """A secret's variable → whether it is set; the value itself is dropped here."""
+    return bool(value.strip()) if isinstance(value, str) else bool(value)
+
+
+NonNegative = Annotated[float, BeforeValidator(_number(float, 0.0))]
+ByteLimit = Annotated[int, BeforeValidator(_number(int, 256))]
+SecretIsSet = Annotated[bool, BeforeValidator(_is_set)]
+
+
+class _Environment(EnvSettingsSource):
+    """The variables of ``environ`` (default: the process environment), stripped; blank ones count as
+    unset. Values reach the validators as text (no JSON decoding of list-like fields)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value.strip() for name, value in self._environ.items() if value.strip()}
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+        return value
+
+
+class Settings(BaseSettings):
+    """The project's settings; build them with `Settings.from_env()`."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True)
+
+    home: Path = Field(Path(".ecosystem"), validation_alias="ECOSYSTEM_HOME", validate_default=True)
+    storage_url: str = Field("", validation_alias="ECOSYSTEM_STORAGE_URL", validate_default=True)  # "" → <home>/storage
+    sales_api_url: str | None = Field(None, validation_alias="SALES_API_URL")
+    sales_api_token_set: SecretIsSet = Field(False, validation_alias="SALES_API_TOKEN")
+    report_timezone: str = Field("UTC", validation_alias="REPORT_TIMEZONE")
+    report_sender: str = Field("reports@localhost", validation_alias="REPORT_SENDER")
+    report_recipients: tuple[str, ...] = Field(("sales-team@localhost",), validation_alias="REPORT_RECIPIENTS")
+    smtp_host: str | None = Field(None, validation_alias="SMTP_HOST")
+    smtp_port: int = Field(587, validation_alias="SMTP_PORT")
+    smtp_user: str | None = Field(None, validation_alias="SMTP_USER")
+    smtp_password_set: SecretIsSet = Field(False, validation_alias="SMTP_PASSWORD")
+    smtp_security: str = Field("starttls", validation_alias="SMTP_SECURITY")
+    smtp_ca_file: str | None = Field(None, validation_alias="SMTP_CA_FILE")
+    sales_start_date: str = Field("2025-01-01", validation_alias="SALES_START_DATE")
+    image_dataset_url: str | None = Field(None, validation_alias="IMAGE_DATASET_URL")
+    mlflow_tracking_uri: str = Field("", validation_alias="MLFLOW_TRACKING_URI", validate_default=True)  # "" → <home>/mlflow.db
+    fraud_service_url: str | None = Field(None, validation_alias="FRAUD_SERVICE_URL")
+    fraud_db_url: str = Field("", validation_alias="FRAUD_DB_URL", validate_default=True)  # "" → <home>/fraud_service.db
+    fraud_precision_threshold: NonNegative = Field(0.80, validation_alias="FRAUD_PRECISION_THRESHOLD")
+    fraud_drift_from: str | None = Field(None, validation_alias="FRAUD_DRIFT_FROM")
+    fraud_monitoring_cron: str = Field("0 * * * *", validation_alias="FRAUD_MONITORING_CRON")
+    fraud_retrain_cooldown_hours: NonNegative = Field(6.0, validation_alias="FRAUD_RETRAIN_COOLDOWN_HOURS")
+    fraud_transactions_url: str | None = Field(None, validation_alias="FRAUD_TRANSACTIONS_URL")
     # The fraud service's bearer tokens: only whether they are set (the service and the resources
     # read the values themselves, through the environment and `dg.EnvVar`).
-    fraud_predict_token_set: bool = False
-    fraud_feedback_token_set: bool = False
-    fraud_max_clock_skew_s: float = 300.0
-    fraud_max_amount: float = 1_000_000.0
-    fraud_max_predict_bytes: int = 16_384
-    fraud_max_history_bytes: int = 16 * 1024 * 1024
+    fraud_predict_token_set: SecretIsSet = Field(False, validation_alias="FRAUD_PREDICT_TOKEN")
+    fraud_feedback_token_set: SecretIsSet = Field(False, validation_alias="FRAUD_FEEDBACK_TOKEN")
+    fraud_max_clock_skew_s: NonNegative = Field(300.0, validation_alias="FRAUD_MAX_CLOCK_SKEW_S")
+    fraud_max_amount: NonNegative = Field(1_000_000.0, validation_alias="FRAUD_MAX_AMOUNT")
+    fraud_max_predict_bytes: ByteLimit = Field(16_384, validation_alias="FRAUD_MAX_PREDICT_BYTES")
+    fraud_max_history_bytes: ByteLimit = Field(16 * 1024 * 1024, validation_alias="FRAUD_MAX_HISTORY_BYTES")
+    fraud_start_date: ClassVar[str] = "2025-06-01"  # the simulator's first day; not configurable
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default: the process environment); `SettingsError` names a bad variable."""
+        try:
+            return cls.model_validate(_Environment(cls, environ)())
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No .env or secrets files: the environment is the one source (blank means unset).
+        return init_settings, _Environment(settings_cls)
+
+    @field_validator("home")
+    @classmethod
+    def _resolve_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("storage_url", "mlflow_tracking_uri", "fraud_db_url")
+    @classmethod
+    def _under_home(cls, value: str, info: ValidationInfo) -> str:
+        home = info.data.get("home")
+        if value or home is None:
+            return value
+        return {
+            "storage_url": str(home / "storage"),
+            "mlflow_tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
+            "fraud_db_url": f"sqlite:///{home / 'fraud_service.db'}",
+        }[info.field_name or ""]
+
+    @field_validator("sales_api_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"REPORT_TIMEZONE={value!r} is not an IANA time zone") from None
+        return value
+
+    @field_validator("report_recipients", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        addresses = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not addresses:
+            raise SettingsError("REPORT_RECIPIENTS names no address")
+        return addresses
+
+    @field_validator("smtp_port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.isdigit():
+            raise SettingsError(f"SMTP_PORT={value!r} is not a port number")
+        return value
+
+    @field_validator("smtp_security")
+    @classmethod
+    def _security(cls, value: str) -> str:
+        value = value.lower()
+        if value not in SMTP_SECURITY_CHOICES:
+            raise SettingsError(f"SMTP_SECURITY={value!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}")
+        return value
+
+    @field_validator("fraud_drift_from")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise SettingsError(f"FRAUD_DRIFT_FROM={value!r} is not a YYYY-MM-DD date") from None
+        return value
 
     @property
     def outbox_dir(self) -> Path:
@@ -79,85 +218,15 @@ class Settings:
             return None
         return f"{self.storage_url.rstrip('/')}/mlflow-artifacts"
 
-    @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        home = Path(get("ECOSYSTEM_HOME") or "./.ecosystem").expanduser().resolve()
-        timezone = get("REPORT_TIMEZONE") or "UTC"
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise SettingsError(f"REPORT_TIMEZONE={timezone!r} is not an IANA time zone") from exc
-
-        security = (get("SMTP_SECURITY") or "starttls").lower()
-        if security not in SMTP_SECURITY_CHOICES:
-            raise SettingsError(
-                f"SMTP_SECURITY={security!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}"
-            )
-        port_text = get("SMTP_PORT") or "587"
-        if not port_text.isdigit():
-            raise SettingsError(f"SMTP_PORT={port_text!r} is not a port number")
-        def number(name: str, default: str, kind: type = float, minimum: float = 0.0) -> float:
-            text = get(name) or default
-            try:
-                value = kind(text)
-            except ValueError as exc:
-                raise SettingsError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from exc
-            if not value >= minimum:  # also refuses NaN
-                raise SettingsError(f"{name}={text!r} must be at least {minimum:g}")
-            return value
-
-        threshold = number("FRAUD_PRECISION_THRESHOLD", "0.80")
-
-        drift_from = get("FRAUD_DRIFT_FROM")
-        if drift_from:
-            try:
-                date.fromisoformat(drift_from)
-            except ValueError as exc:
-                raise SettingsError(f"FRAUD_DRIFT_FROM={drift_from!r} is not a YYYY-MM-DD date") from exc
-        cooldown = number("FRAUD_RETRAIN_COOLDOWN_HOURS", "6")
-
-        recipients = _split_addresses(get("REPORT_RECIPIENTS") or "sales-team@localhost")
-        if not recipients:
-            raise SettingsError("REPORT_RECIPIENTS names no address")
-        sales_api_url = get("SALES_API_URL")
-        return cls(
-            home=home,
-            storage_url=get("ECOSYSTEM_STORAGE_URL") or str(home / "storage"),
-            sales_api_url=sales_api_url.rstrip("/") if sales_api_url else None,
-            sales_api_token_set=get("SALES_API_TOKEN") is not None,
-            report_timezone=timezone,
-            report_sender=get("REPORT_SENDER") or "reports@localhost",
-            report_recipients=recipients,
-            smtp_host=get("SMTP_HOST"),
-            smtp_port=int(port_text),
-            smtp_user=get("SMTP_USER"),
-            smtp_password_set=get("SMTP_PASSWORD") is not None,
-            smtp_security=security,
-            smtp_ca_file=get("SMTP_CA_FILE"),
-            sales_start_date=get("SALES_START_DATE") or "2025-01-01",
-            image_dataset_url=get("IMAGE_DATASET_URL"),
-            mlflow_tracking_uri=get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
-            fraud_service_url=get("FRAUD_SERVICE_URL"),
-            fraud_db_url=get("FRAUD_DB_URL") or f"sqlite:///{home / 'fraud_service.db'}",
-            fraud_precision_threshold=threshold,
-            fraud_drift_from=drift_from,
-            fraud_monitoring_cron=get("FRAUD_MONITORING_CRON") or "0 * * * *",
-            fraud_retrain_cooldown_hours=cooldown,
-            fraud_transactions_url=get("FRAUD_TRANSACTIONS_URL"),
-            fraud_predict_token_set=get("FRAUD_PREDICT_TOKEN") is not None,
-            fraud_feedback_token_set=get("FRAUD_FEEDBACK_TOKEN") is not None,
-            fraud_max_clock_skew_s=number("FRAUD_MAX_CLOCK_SKEW_S", "300"),
-            fraud_max_amount=number("FRAUD_MAX_AMOUNT", "1000000"),
-            fraud_max_predict_bytes=int(number("FRAUD_MAX_PREDICT_BYTES", "16384", int, 256)),
-            fraud_max_history_bytes=int(number("FRAUD_MAX_HISTORY_BYTES", str(16 * 1024 * 1024), int, 256)),
-        )
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """Our validators' message for the first bad variable; pydantic's own wording otherwise (never the value:
+    a secret's variable could be the one refused)."""
+    errors = exc.errors()
+    for error in errors:
+        raised = (error.get("ctx") or {}).get("error")
+        if isinstance(raised, SettingsError):
+            return raised
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    return SettingsError(f"{field}: {first['msg']}")
