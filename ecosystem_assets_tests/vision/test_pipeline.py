@@ -28,7 +28,7 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     assert result.success
 
     dataset = _metadata(result, "image_dataset")
-    assert dataset["files"] == 1797 and dataset["classes"] == 10
+    assert dataset["files"] == 1797 and dataset["class_count"] == 10 and dataset["classes"] == [str(d) for d in range(10)]
     model = _metadata(result, "cnn_model")
     # What Dagster's staleness compares: the dataset version this model was trained on.
     tags = result.asset_materializations_for_node("cnn_model")[0].tags
@@ -40,7 +40,10 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     for epoch in range(1, 9):
         assert any(m.startswith(f"epoch {epoch}/8 loss") for m in messages), f"no progress line for epoch {epoch}"
 
+    # Each step names the upstream materialization it read: this run's.
+    assert model["input/image_dataset"]["run_id"] == result.run_id and model["storage_key"].endswith(f"/runs/{result.run_id}/result.json")
     evaluation = _metadata(result, "cnn_evaluation")
+    assert evaluation["input/cnn_model"]["run_id"] == result.run_id
     accuracy = evaluation["test_accuracy"]
     assert accuracy >= 0.90
     assert evaluation["promoted"] is True and evaluation["model_version"] == "1" and evaluation["champion_version"] == "1"

@@ -51,6 +51,16 @@ def test_metrics_agree_with_scikit_learn():
         ev.report([], [], ["a", "b"])
 
 
+def test_metrics_by_hand_including_a_class_the_model_never_saw():
+    # 5 known-label images: true a,a,b,b,b → predicted a,b,b,b,b; one more of a class unknown to the model (-1).
+    result = ev.report([0, 0, 1, 1, 1, -1], [0, 1, 1, 1, 1, 0], ["a", "b"])
+    assert result.confusion.tolist() == [[1, 1], [0, 3]]  # the unknown class has no row
+    assert result.accuracy == pytest.approx(4 / 6)  # … but counts as wrong
+    assert result.precision == pytest.approx([1 / 2, 3 / 4]) and result.recall == pytest.approx([1 / 2, 1.0])
+    assert result.support == [2, 3] and result.count == 6
+    assert result.per_class_markdown().splitlines()[2] == "| a | 0.500 | 0.500 | 2 |"
+
+
 def test_confusion_matrix_png_is_a_heat_map():
     import numpy as np
     from PIL import Image
