@@ -71,6 +71,7 @@ def _jensen_shannon(reference, current) -> float:
 
 def detect_drift(reference: Any, current: Any, columns: list[str]) -> DriftResult:
     """Per-column drift and the dataset verdict; ``reference`` and ``current`` are DataFrames."""
+    # Hand-written instead of Evidently's preset for speed: bench/drift.py (≥ 5× faster, same verdicts, 1 M rows).
     import numpy as np
 
     if len(reference) <= 1000:

@@ -52,10 +52,12 @@ def materialized(result, asset: str, partitions: int = 1) -> dict:
     return {k: getattr(v, "value", v) for k, v in events[0].materialization.metadata.items()}
 
 
-def stored(home: Path, day: date):
-    import pandas as pd
+def stored(home: Path, run_id: str, day: date):
+    """The transactions of ``day`` as the run ``run_id`` stored them (each run keeps its own files)."""
+    from ecosystem_assets.fraud.assets import transactions_key
+    from ecosystem_assets.storage import open_store, read_parquet
 
-    return pd.read_parquet(home / "storage" / "fraud" / "transactions" / f"{day}.parquet")
+    return read_parquet(open_store(str(home / "storage")), transactions_key(run_id, day))
 
 
 def materialize_days(defs, instance, first: date, last: date, raise_on_error: bool = True):
@@ -90,10 +92,10 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     assert meta["transactions"] == len(written) and meta["unlabelled"] == 25
     assert meta["fraud_rate"] == pytest.approx(written["is_fraud"].sum() / written["is_fraud"].notna().sum())  # of labelled rows
     home = Path(ecosystem_env["ECOSYSTEM_HOME"])
-    back = pd.concat([stored(home, FIRST + timedelta(days=i)) for i in range(60)], ignore_index=True)
+    back = pd.concat([stored(home, loaded.run_id, FIRST + timedelta(days=i)) for i in range(60)], ignore_index=True)
     expected = written.sort_values(["timestamp", "transaction_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(back.astype({"is_fraud": "Int64"}), expected)
-    assert stored(home, FIRST)["is_fraud"].dtype == "int64"  # fully labelled days keep the simulator's dtype
+    assert stored(home, loaded.run_id, FIRST)["is_fraud"].dtype == "int64"  # fully labelled days keep the simulator's dtype
 
     retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
         instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}})
@@ -101,6 +103,8 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     assert features["unlabelled_dropped"] == 25
     in_window = (written["timestamp"].dt.date >= LAST - timedelta(days=13)).sum()
     assert features["rows"] == in_window - 25
+    read_from = features["input/fraud_transactions"]  # every day from the one backfill run
+    assert len(read_from) == 14 + 37 and {entry["run_id"] for entry in read_from} == {loaded.run_id}
     model = materialized(retrain, "fraud_model")
     assert model["champion_after"] == "1", model["reason"]
     registered = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion")
@@ -115,7 +119,14 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     (tmp_path / "tx" / f"date={LAST}" / "part-1.parquet").unlink()  # the source rewrote the day as one file
     again = materialize_days(defs, dagster_instance, LAST, LAST)
     assert materialized(again, "fraud_transactions")["unlabelled"] == 0
-    pd.testing.assert_frame_equal(stored(home, LAST), labelled)
+    pd.testing.assert_frame_equal(stored(home, again.run_id, LAST), labelled)
+    assert stored(home, loaded.run_id, LAST)["is_fraud"].isna().sum() == 25  # the first run's file is left as it was
+    # A retrain now reads the newer materialization of LAST and the backfill's of the other days.
+    features = materialized(defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
+        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}}), "fraud_features")
+    assert features["unlabelled_dropped"] == 0 and features["rows"] == in_window
+    runs = {entry["partition"]: entry["run_id"] for entry in features["input/fraud_transactions"]}
+    assert runs.pop(str(LAST)) == again.run_id and set(runs.values()) == {loaded.run_id}
 
 
 def test_unset_url_keeps_the_simulator(ecosystem_env, monkeypatch):
