@@ -68,7 +68,7 @@ def bare_loop(x, y, classes, args, device) -> float:
         order = torch.randperm(len(x), generator=generator).to(device)
         model.train()
         for begin in range(0, len(x), args.batch_size):
-            batch = order[begin:begin + args.batch_size]
+            batch = order[begin : begin + args.batch_size]
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()
@@ -107,8 +107,10 @@ def main() -> None:
         with_val.append(project_path(x, y, x_val, y_val, classes, args, device))
     p, b, v = statistics.median(project), statistics.median(bare), statistics.median(with_val)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} thread(s))"
-    print(f"device: {name}; {len(x)} train images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"{args.epochs} epochs x {args.rounds} rounds (median)")
+    print(
+        f"device: {name}; {len(x)} train images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+        f"{args.epochs} epochs x {args.rounds} rounds (median)"
+    )
     rounds = lambda values: ", ".join(f"{value:,.0f}" for value in values)  # noqa: E731
     print(f"project training path: {p:,.0f} images/s  (rounds: {rounds(project)})")
     print(f"bare PyTorch loop:     {b:,.0f} images/s  (rounds: {rounds(bare)})")

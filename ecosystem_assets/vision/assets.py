@@ -106,8 +106,11 @@ def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, i
 
 @dg.asset(group_name="vision", deps=[image_dataset], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
 def cnn_model(
-    context: dg.AssetExecutionContext, config: CnnTrainingConfig, storage: ArtifactStorage,
-    mlflow_tracking: MlflowTracking, pipes_subprocess_client: dg.PipesSubprocessClient,
+    context: dg.AssetExecutionContext,
+    config: CnnTrainingConfig,
+    storage: ArtifactStorage,
+    mlflow_tracking: MlflowTracking,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
 
@@ -124,23 +127,45 @@ def cnn_model(
     dataset = upstream(context, "image_dataset")
     classes = dataset.metadata.get("classes")
     if not isinstance(classes, list) or "source_url" not in dataset.metadata:
-        raise dg.Failure(description=f"the image_dataset materialization of run {dataset.run_id} records no classes or "
-                                     "source_url (made by an older version): re-materialize image_dataset")
+        raise dg.Failure(
+            description=f"the image_dataset materialization of run {dataset.run_id} records no classes or "
+            "source_url (made by an older version): re-materialize image_dataset"
+        )
     nproc = config.nproc_per_node or _default_nproc()
     with mlflow_tracking.run(context, EXPERIMENT) as mlf:
         run_id = mlf.active_run().info.run_id
         spec = TrainSpec(
-            storage_url=storage.url, source_url=dataset.metadata["source_url"], manifest_key=dataset.storage_key,
-            dataset_version=dataset.metadata["dataset_version"], classes=tuple(classes), epochs=config.epochs,
-            batch_size=config.batch_size, learning_rate=config.learning_rate, image_size=config.image_size,
-            color_mode=config.color_mode, seed=config.seed, world_size=nproc, code_version=CODE_VERSION,
-            resume=config.resume, mlflow_tracking_uri=mlflow_tracking.tracking_uri, mlflow_run_id=run_id,
+            storage_url=storage.url,
+            source_url=dataset.metadata["source_url"],
+            manifest_key=dataset.storage_key,
+            dataset_version=dataset.metadata["dataset_version"],
+            classes=tuple(classes),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            image_size=config.image_size,
+            color_mode=config.color_mode,
+            seed=config.seed,
+            world_size=nproc,
+            code_version=CODE_VERSION,
+            resume=config.resume,
+            mlflow_tracking_uri=mlflow_tracking.tracking_uri,
+            mlflow_run_id=run_id,
             extra_params={"git_commit": git_commit(), "dagster_run_id": context.run_id},
         )
         # Checkpoints are shared by identical specs (resume); the published result is this run's own.
         spec = dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{context.run_id}")
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                   "--module", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "--module",
+            "ecosystem_assets.vision.train",
+            "--spec",
+            spec.to_json(),
+        ]
         # torchrun would pin every rank to 1 thread; we split the host's cores among them instead.
         threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
         env = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
@@ -153,7 +178,7 @@ def cnn_model(
     url = mlflow_tracking.run_url(run_id)
     return dg.MaterializeResult(
         metadata={
-            **reported.metadata,
+            **(reported.metadata or {}),
             STORAGE_KEY: result_key,
             "mlflow_run_id": run_id,
             **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
@@ -168,11 +193,20 @@ def cnn_model(
     group_name="vision",
     deps=[cnn_model],
     kinds={"pytorch", "mlflow"},
-    check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset="cnn_evaluation", blocking=True,
-                                   description="Test accuracy ≥ accuracy_threshold (default 0.90); gates promotion to champion.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ACCURACY_CHECK,
+            asset="cnn_evaluation",
+            blocking=True,
+            description="Test accuracy ≥ accuracy_threshold (default 0.90); gates promotion to champion.",
+        )
+    ],
 )
 def cnn_evaluation(
-    context: dg.AssetExecutionContext, config: CnnEvaluationConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking,
+    context: dg.AssetExecutionContext,
+    config: CnnEvaluationConfig,
+    storage: ArtifactStorage,
+    mlflow_tracking: MlflowTracking,
 ) -> dg.MaterializeResult:
     """How good the classifier is on held-out images, and whether it now serves as champion.
 
@@ -195,8 +229,9 @@ def cnn_evaluation(
     output_prefix = f"{EVALUATION_PREFIX}/{context.run_id}"
     try:
         with mlflow_tracking.run(context, EXPERIMENT, run_id=info["mlflow_run_id"]) as mlf:
-            outcome = evaluate_and_promote(storage.store, mlflow_tracking.client(), mlf, info, config.accuracy_threshold,
-                                           context.log, output_prefix)
+            outcome = evaluate_and_promote(
+                storage.store, mlflow_tracking.client(), mlf, info, config.accuracy_threshold, context.log, output_prefix
+            )
     except EvaluationError as exc:
         raise dg.Failure(description=f"cnn_evaluation: {exc}") from None
     report, decision = outcome.report, outcome.decision

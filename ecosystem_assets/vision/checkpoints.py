@@ -37,8 +37,16 @@ def load_checkpoint(store: Any, spec: TrainSpec) -> dict[str, Any] | None:
     return torch.load(io.BytesIO(store.read_bytes(key)), map_location="cpu", weights_only=True)
 
 
-def finish(store: Any, spec: TrainSpec, state: dict[str, Any], history: list[dict[str, Any]], resumed_from: int,
-           world_size: int, device: str, model_uri: str | None) -> dict[str, Any]:
+def finish(
+    store: Any,
+    spec: TrainSpec,
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    resumed_from: int,
+    world_size: int,
+    device: str,
+    model_uri: str | None,
+) -> dict[str, Any]:
     """Final weights and a result record in storage; the asset records the result's key in its metadata."""
     import torch
 
@@ -48,12 +56,26 @@ def finish(store: Any, spec: TrainSpec, state: dict[str, Any], history: list[dic
     weights_uri = store.write_bytes(weights_key, buffer.getvalue())
     last = history[-1] if history else {}
     result = {
-        "fingerprint": spec.fingerprint, "result_key": spec.output_key("result.json"), "weights_key": weights_key, "weights_uri": weights_uri,
-        "mlflow_run_id": spec.mlflow_run_id, "mlflow_model_uri": model_uri, "dataset_version": spec.dataset_version,
-        "manifest_key": spec.manifest_key, "source_url": spec.source_url, "classes": list(spec.classes),
-        "image_size": spec.image_size, "color_mode": spec.color_mode, "epochs": spec.epochs, "world_size": world_size,
-        "device": device, "resumed_from_epoch": resumed_from, "loss": last.get("loss"),
-        "train_accuracy": last.get("train_accuracy"), "val_accuracy": last.get("val_accuracy"), "history": history,
+        "fingerprint": spec.fingerprint,
+        "result_key": spec.output_key("result.json"),
+        "weights_key": weights_key,
+        "weights_uri": weights_uri,
+        "mlflow_run_id": spec.mlflow_run_id,
+        "mlflow_model_uri": model_uri,
+        "dataset_version": spec.dataset_version,
+        "manifest_key": spec.manifest_key,
+        "source_url": spec.source_url,
+        "classes": list(spec.classes),
+        "image_size": spec.image_size,
+        "color_mode": spec.color_mode,
+        "epochs": spec.epochs,
+        "world_size": world_size,
+        "device": device,
+        "resumed_from_epoch": resumed_from,
+        "loss": last.get("loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "val_accuracy": last.get("val_accuracy"),
+        "history": history,
     }
     store.write_bytes(result["result_key"], json.dumps(result, indent=2).encode())
     return result

@@ -95,8 +95,7 @@ def no_train_test_leakage(context: dg.AssetCheckExecutionContext, storage: Artif
     return dg.AssetCheckResult(
         passed=not leaked,
         description=f"{len(leaked)} contents appear in train and test" if leaked else "no train/test leakage",
-        metadata={**judged, "leaked_contents": dg.MetadataValue.int(len(leaked)),
-                  "leaked_paths": dg.MetadataValue.json(paths[:200])},
+        metadata={**judged, "leaked_contents": dg.MetadataValue.int(len(leaked)), "leaked_paths": dg.MetadataValue.json(paths[:200])},
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecosystem_assets.storage import StorageError, Store, read_parquet, write_parquet
+
 # PrefixStore and open_source are part of this module's API too: callers import one dataset module.
 from ecosystem_assets.vision.sources import PrefixStore, open_source, read_object  # noqa: F401
 
@@ -65,7 +66,8 @@ def decode_image(data: bytes, image_size: int, color_mode: str) -> Any:
     import numpy as np
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data)) as opened:
+        image: Image.Image = opened
         if color_mode == "L" and image.mode in ("RGBA", "LA", "P"):
             image = image.convert("RGBA")  # palette/alpha → RGBA first so transparency keeps its colour
         image = image.convert(color_mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
@@ -87,7 +89,9 @@ def list_images(store: Store) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def _read_all(store: Store, keys: Sequence[str], versions: Sequence[str | None] | None = None, workers: int = 8) -> list[tuple[bytes, str | None]]:
+def _read_all(
+    store: Store, keys: Sequence[str], versions: Sequence[str | None] | None = None, workers: int = 8
+) -> list[tuple[bytes, str | None]]:
     versions = versions or [None] * len(keys)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
@@ -131,10 +135,23 @@ def build_manifest(source: Store) -> Manifest:
     for (path, label), (data, version_id) in zip(listed, blobs, strict=True):
         sha = hashlib.sha256(data).hexdigest()
         width, height, mode, error = inspect_image(data)
-        rows.append(dict(path=path, label=label, bytes=len(data), sha256=sha, version_id=version_id,
-                         split=split_for(sha), width=width, height=height, mode=mode, error=error))
+        rows.append(
+            dict(
+                path=path,
+                label=label,
+                bytes=len(data),
+                sha256=sha,
+                version_id=version_id,
+                split=split_for(sha),
+                width=width,
+                height=height,
+                mode=mode,
+                error=error,
+            )
+        )
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype({"width": "Int64", "height": "Int64"})
-    manifest = Manifest(dataset_version([(r["path"], r["sha256"]) for r in rows]), source.url, frame)
+    pairs = [(str(r["path"]), str(r["sha256"])) for r in rows]
+    manifest = Manifest(dataset_version(pairs), source.url, frame)
     classes = manifest.classes
     if not classes:
         raise DatasetError(f"none of the {len(rows)} files under {source.url} decodes as an image")
@@ -168,7 +185,11 @@ def load_split(source: Store, frame: Any, split: str, classes: Sequence[str], im
     versions = [v if isinstance(v, str) else None for v in rows["version_id"]]
     blobs = _read_all(source, list(rows["path"]), versions)
     channels = 1 if color_mode == "L" else 3
-    x = np.stack([decode_image(data, image_size, color_mode) for data, _ in blobs]) if blobs else np.zeros((0, channels, image_size, image_size), np.float32)
+    x = (
+        np.stack([decode_image(data, image_size, color_mode) for data, _ in blobs])
+        if blobs
+        else np.zeros((0, channels, image_size, image_size), np.float32)
+    )
     y = np.array([index.get(label, -1) for label in rows["label"]], dtype=np.int64)
     return x, y
 
@@ -197,6 +218,7 @@ def ensure_digits(store: Store) -> PrefixStore:
 
 
 # ---- dataset checks (pure: manifest frame in, findings out) ------------------------------------
+
 
 def undecodable(frame: Any) -> Any:
     return frame[frame["error"].notna()][["path", "label", "bytes", "error"]]

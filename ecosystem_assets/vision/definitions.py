@@ -12,10 +12,12 @@ from ecosystem_assets.vision.assets import cnn_evaluation, cnn_model, image_data
 from ecosystem_assets.vision.checks import DATASET_CHECKS
 
 
-def vision_definitions(settings: Settings) -> dg.Definitions:  # noqa: ARG001 — one signature for every scenario
-    """The vision assets, checks and job; the image source is the ``image_source`` resource."""
+def vision_definitions(settings: Settings) -> dg.Definitions:
+    """The vision assets, checks and job. ``settings`` is not needed here (every scenario's builder takes
+    it): the one per-deployment choice, the image source, arrives as the ``image_source`` resource."""
     job = dg.define_asset_job(
-        "vision_training_job", selection=dg.AssetSelection.groups("vision"),
+        "vision_training_job",
+        selection=dg.AssetSelection.groups("vision"),
         description="Dataset → checks → DDP training under torchrun → evaluation and promotion.",
         tags=GPU_TRAINING,  # on Kubernetes: a GPU node, one training at a time
     )

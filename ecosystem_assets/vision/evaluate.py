@@ -24,7 +24,9 @@ class Report:
 
     def per_class_markdown(self) -> str:
         lines = ["| class | precision | recall | support |", "|---|---:|---:|---:|"]
-        lines += [f"| {c} | {p:.3f} | {r:.3f} | {s} |" for c, p, r, s in zip(self.classes, self.precision, self.recall, self.support, strict=True)]
+        lines += [
+            f"| {c} | {p:.3f} | {r:.3f} | {s} |" for c, p, r, s in zip(self.classes, self.precision, self.recall, self.support, strict=True)
+        ]
         return "\n".join(lines)
 
     def confusion_markdown(self) -> str:
@@ -48,7 +50,7 @@ def predict(model: Any, x: Any, batch: int = 512) -> Any:
     outputs = []
     with torch.no_grad():
         for begin in range(0, len(x), batch):
-            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[begin:begin + batch]))).argmax(1).cpu().numpy())
+            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[begin : begin + batch]))).argmax(1).cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64)
 
 
@@ -64,8 +66,9 @@ def report(y_true: Any, y_pred: Any, classes: Sequence[str]) -> Report:
     labels = list(range(len(classes)))
     confusion = confusion_matrix(y_true, y_pred, labels=labels)
     precision, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return Report(list(classes), float(accuracy_score(y_true, y_pred)), confusion, precision.tolist(), recall.tolist(),
-                  support.tolist(), len(y_true))
+    return Report(
+        list(classes), float(accuracy_score(y_true, y_pred)), confusion, precision.tolist(), recall.tolist(), support.tolist(), len(y_true)
+    )
 
 
 def confusion_png(result: Report, cell: int = 36) -> bytes:

@@ -27,8 +27,9 @@ class Decision:
     reason: str
 
 
-def decide(check_passed: bool, accuracy: float, threshold: float, champion_version: str | None,
-           champion_accuracy: float | None, version: str) -> Decision:
+def decide(
+    check_passed: bool, accuracy: float, threshold: float, champion_version: str | None, champion_accuracy: float | None, version: str
+) -> Decision:
     if champion_version == version:
         return Decision(False, f"version {version} is already {CHAMPION}")
     if not check_passed:
@@ -38,8 +39,12 @@ def decide(check_passed: bool, accuracy: float, threshold: float, champion_versi
     if champion_accuracy is None:
         raise ValueError("champion_accuracy is required when a champion exists")
     if accuracy >= champion_accuracy:
-        return Decision(True, f"test accuracy {accuracy:.4f} ≥ {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split")
-    return Decision(False, f"test accuracy {accuracy:.4f} < {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split")
+        return Decision(
+            True, f"test accuracy {accuracy:.4f} ≥ {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split"
+        )
+    return Decision(
+        False, f"test accuracy {accuracy:.4f} < {CHAMPION} v{champion_version}'s {champion_accuracy:.4f} on the same test split"
+    )
 
 
 def register(client: Any, model_uri: str, run_id: str, tags: dict[str, str]) -> Any:
@@ -92,8 +97,9 @@ class Outcome:
     evaluation_key: str  # evaluation.json in storage
 
 
-def evaluate_and_promote(store: Any, client: Any, mlf: Any, info: dict[str, Any], threshold: float, log: Any,
-                         output_prefix: str) -> Outcome:
+def evaluate_and_promote(
+    store: Any, client: Any, mlf: Any, info: dict[str, Any], threshold: float, log: Any, output_prefix: str
+) -> Outcome:
     """Evaluate the model of ``info`` (a training result record) on its test split, log to its MLflow
     run, register it, apply the rule; the PNG and ``evaluation.json`` go under ``output_prefix``.
 
@@ -132,10 +138,35 @@ def evaluate_and_promote(store: Any, client: Any, mlf: Any, info: dict[str, Any]
 
     png_uri = store.write_bytes(f"{output_prefix}/confusion_matrix.png", png)
     evaluation_key = f"{output_prefix}/evaluation.json"
-    store.write_bytes(evaluation_key, json.dumps({
-        "version": version, "test_accuracy": report.accuracy, "confusion": report.confusion.tolist(), "classes": report.classes,
-        "precision": report.precision, "recall": report.recall, "promoted": decision.promote, "reason": decision.reason,
-        "mlflow_run_id": info["mlflow_run_id"], "model_result_key": info.get("result_key"), "dataset_version": info["dataset_version"],
-    }, indent=2).encode())
-    return Outcome(report, decision, png, png_uri, MODEL_NAME, version, version if decision.promote else current_version,
-                   champion_accuracy, info["mlflow_run_id"], info["dataset_version"], evaluation_key)
+    store.write_bytes(
+        evaluation_key,
+        json.dumps(
+            {
+                "version": version,
+                "test_accuracy": report.accuracy,
+                "confusion": report.confusion.tolist(),
+                "classes": report.classes,
+                "precision": report.precision,
+                "recall": report.recall,
+                "promoted": decision.promote,
+                "reason": decision.reason,
+                "mlflow_run_id": info["mlflow_run_id"],
+                "model_result_key": info.get("result_key"),
+                "dataset_version": info["dataset_version"],
+            },
+            indent=2,
+        ).encode(),
+    )
+    return Outcome(
+        report,
+        decision,
+        png,
+        png_uri,
+        MODEL_NAME,
+        version,
+        version if decision.promote else current_version,
+        champion_accuracy,
+        info["mlflow_run_id"],
+        info["dataset_version"],
+        evaluation_key,
+    )

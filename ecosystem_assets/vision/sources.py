@@ -7,7 +7,9 @@ what was read, and reading a pinned version.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from ecosystem_assets.storage import S3Store, StorageError, Store, open_store
 
@@ -36,10 +38,13 @@ class PrefixStore:
         folder = self.prefix + "/"
         for key in self.base.list_keys(self.full(prefix) if prefix else self.prefix):
             if key.startswith(folder):
-                yield key[len(folder):]
+                yield key[len(folder) :]
 
     def uri(self, key: str) -> str:
         return self.base.uri(self.full(key))
+
+    def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]:
+        return self.base.local_copy(self.full(key))
 
 
 def open_source(url: str) -> Store:

@@ -15,14 +15,19 @@ MODEL_ARTIFACT = "model"
 
 def epoch_line(record: dict[str, Any]) -> str:
     val = f" val_acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
-    return (f"epoch {record['epoch']}/{record['epochs']} loss {record['loss']:.4f} acc {record['train_accuracy']:.4f}"
-            f"{val} {record['images_per_s']:.0f} images/s")
+    return (
+        f"epoch {record['epoch']}/{record['epochs']} loss {record['loss']:.4f} acc {record['train_accuracy']:.4f}"
+        f"{val} {record['images_per_s']:.0f} images/s"
+    )
 
 
 def history_markdown(history: list[dict[str, Any]]) -> str:
     lines = ["| epoch | loss | train acc | val acc | images/s |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['epoch']} | {r['loss']:.4f} | {r['train_accuracy']:.4f} | {r.get('val_accuracy', float('nan')):.4f} | "
-              f"{r['images_per_s']:.0f} |" for r in history]
+    lines += [
+        f"| {r['epoch']} | {r['loss']:.4f} | {r['train_accuracy']:.4f} | {r.get('val_accuracy', float('nan')):.4f} | "
+        f"{r['images_per_s']:.0f} |"
+        for r in history
+    ]
     return "\n".join(lines)
 
 
@@ -103,14 +108,26 @@ class Tracker:
             mlflow.set_tracking_uri(self.spec.mlflow_tracking_uri)
             mlflow.start_run(run_id=self.spec.mlflow_run_id)
             s = self.spec
-            mlflow.log_params({
-                "epochs": s.epochs, "batch_size_per_rank": s.batch_size, "global_batch_size": s.batch_size * self.world_size,
-                "learning_rate": s.learning_rate, "image_size": s.image_size, "color_mode": s.color_mode, "seed": s.seed,
-                "world_size": self.world_size, "num_classes": len(s.classes), "dataset_version": s.dataset_version,
-                "code_version": s.code_version, "optimizer": "adam", **s.extra_params,
-            })
-            mlflow.set_tags({"resumed_from_epoch": str(self.resumed_from), "training_fingerprint": s.fingerprint,
-                             "classes": ",".join(s.classes)})
+            mlflow.log_params(
+                {
+                    "epochs": s.epochs,
+                    "batch_size_per_rank": s.batch_size,
+                    "global_batch_size": s.batch_size * self.world_size,
+                    "learning_rate": s.learning_rate,
+                    "image_size": s.image_size,
+                    "color_mode": s.color_mode,
+                    "seed": s.seed,
+                    "world_size": self.world_size,
+                    "num_classes": len(s.classes),
+                    "dataset_version": s.dataset_version,
+                    "code_version": s.code_version,
+                    "optimizer": "adam",
+                    **s.extra_params,
+                }
+            )
+            mlflow.set_tags(
+                {"resumed_from_epoch": str(self.resumed_from), "training_fingerprint": s.fingerprint, "classes": ",".join(s.classes)}
+            )
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -145,7 +162,10 @@ class Tracker:
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
         info = mlflow.pytorch.log_model(
-            model, name=MODEL_ARTIFACT, input_example=example, signature=infer_signature(example, output),
+            model,
+            name=MODEL_ARTIFACT,
+            input_example=example,
+            signature=infer_signature(example, output),
             # Explicit requirements: inferring them re-imports the model in a subprocess (~8 s).
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
         )

@@ -62,8 +62,18 @@ class TrainSpec:
     @property
     def fingerprint(self) -> str:
         """Everything that changes the weights: a checkpoint is resumed only by an identical run."""
-        keys = ("dataset_version", "classes", "epochs", "batch_size", "learning_rate", "image_size",
-                "color_mode", "seed", "world_size", "code_version")
+        keys = (
+            "dataset_version",
+            "classes",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "image_size",
+            "color_mode",
+            "seed",
+            "world_size",
+            "code_version",
+        )
         return hashlib.sha256(json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -76,9 +86,22 @@ class TrainSpec:
         return f"{(self.output_prefix or self.prefix).rstrip('/')}/{name}"
 
 
-def train_epochs(model: Any, optimizer: Any, x: Any, y: Any, *, batch_size: int, seed: int, epochs: int,
-                 start_epoch: int = 0, rank: int = 0, world_size: int = 1, x_val: Any = None, y_val: Any = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def train_epochs(
+    model: Any,
+    optimizer: Any,
+    x: Any,
+    y: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    start_epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    x_val: Any = None,
+    y_val: Any = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train from ``start_epoch`` to ``epochs`` on in-memory tensors; one record per epoch (global figures)."""
     import torch
     import torch.distributed as dist
@@ -96,7 +119,7 @@ def train_epochs(model: Any, optimizer: Any, x: Any, y: Any, *, batch_size: int,
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         started = time.perf_counter()
         for begin in range(0, len(order), batch_size):
-            batch = order[begin:begin + batch_size]
+            batch = order[begin : begin + batch_size]
             xb, yb = x[batch], y[batch]
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
@@ -110,8 +133,14 @@ def train_epochs(model: Any, optimizer: Any, x: Any, y: Any, *, batch_size: int,
             dist.all_reduce(stats)
         elapsed = time.perf_counter() - started
         loss_sum, correct, seen = stats.tolist()
-        record = {"epoch": epoch + 1, "epochs": epochs, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                  "images_per_s": seen / elapsed, "seconds": elapsed}
+        record = {
+            "epoch": epoch + 1,
+            "epochs": epochs,
+            "loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "images_per_s": seen / elapsed,
+            "seconds": elapsed,
+        }
         if x_val is not None and len(x_val):
             record["val_accuracy"] = accuracy(getattr(model, "module", model), x_val, y_val)
         history.append(record)
@@ -125,7 +154,7 @@ def accuracy(model: Any, x: Any, y: Any, batch: int = 1024) -> float:
 
     model.eval()
     with torch.no_grad():
-        correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+        correct = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
     return correct / max(1, len(x))
 
 
@@ -181,13 +210,15 @@ def run(spec: TrainSpec, rank: int = 0, world_size: int = 1, local_rank: int = 0
         optimizer.load_state_dict(checkpoint["optimizer"])
         history = list(checkpoint["history"])
     start = len(history)
-    reporter.log(f"rank {rank}/{world_size} on {device} ({('nccl' if cuda else 'gloo') if world_size > 1 else 'single process'}): "
-                 f"{len(x)} train / {len(x_val)} val images, " + (f"resuming after epoch {start}" if start else "starting at epoch 1"))
+    reporter.log(
+        f"rank {rank}/{world_size} on {device} ({('nccl' if cuda else 'gloo') if world_size > 1 else 'single process'}): "
+        f"{len(x)} train / {len(x_val)} val images, " + (f"resuming after epoch {start}" if start else "starting at epoch 1")
+    )
     net = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
 
-    with (Tracker(spec, world_size, start) if rank == 0 else contextlib.nullcontext()) as tracker:
+    with Tracker(spec, world_size, start) if rank == 0 else contextlib.nullcontext() as tracker:
         if tracker is not None:
             tracker.replay(history)
 
@@ -200,12 +231,27 @@ def run(spec: TrainSpec, rank: int = 0, world_size: int = 1, local_rank: int = 0
             if tracker is not None:
                 tracker.epoch(record)
 
-        train_epochs(net, optimizer, x, y, batch_size=spec.batch_size, seed=spec.seed, epochs=spec.epochs, start_epoch=start,
-                     rank=rank, world_size=world_size, x_val=x_val, y_val=y_val, on_epoch=on_epoch)
+        train_epochs(
+            net,
+            optimizer,
+            x,
+            y,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            epochs=spec.epochs,
+            start_epoch=start,
+            rank=rank,
+            world_size=world_size,
+            x_val=x_val,
+            y_val=y_val,
+            on_epoch=on_epoch,
+        )
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         result = None
         if rank == 0:
-            model_uri = tracker.log_model(model.cpu(), arrays["x_val"][:2] if len(x_val) >= 2 else arrays["x_train"][:2]) if tracker else None
+            model_uri = (
+                tracker.log_model(model.cpu(), arrays["x_val"][:2] if len(x_val) >= 2 else arrays["x_train"][:2]) if tracker else None
+            )
             result = finish(store, spec, state, history, start, world_size, str(device), model_uri)
             reporter.done(result)
     if world_size > 1:

@@ -51,9 +51,7 @@ def one_torch_thread():
 def versioned_bucket(s3_bucket: str, s3_endpoint: str) -> str:
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_endpoint).put_bucket_versioning(
-        Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"}
-    )
+    boto3.client("s3", endpoint_url=s3_endpoint).put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
     return s3_bucket
 
 
@@ -94,6 +92,13 @@ def digits_spec(digits: DigitsStore, storage_root: Path | None = None, **overrid
     if storage_root is not None:  # copy only the manifest; images are still read from the shared source
         shutil.copytree(Path(store.url) / "datasets" / "manifests", storage_root / "datasets" / "manifests")
         storage_url = str(storage_root)
-    values = dict(storage_url=storage_url, source_url=manifest.source_url, manifest_key=manifest.key,
-                  dataset_version=manifest.version, classes=tuple(manifest.classes), image_size=8, batch_size=32)
+    values = dict(
+        storage_url=storage_url,
+        source_url=manifest.source_url,
+        manifest_key=manifest.key,
+        dataset_version=manifest.version,
+        classes=tuple(manifest.classes),
+        image_size=8,
+        batch_size=32,
+    )
     return TrainSpec(**{**values, **overrides})

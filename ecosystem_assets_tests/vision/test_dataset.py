@@ -111,7 +111,7 @@ def test_mixed_sizes_and_modes_are_normalised():
     for data in samples:
         gray, rgb = ds.decode_image(data, 16, "L"), ds.decode_image(data, 16, "RGB")
         assert gray.shape == (1, 16, 16) and rgb.shape == (3, 16, 16)
-        assert gray.dtype.name == "float32" and 0.0 <= gray.min() and gray.max() <= 1.0
+        assert gray.dtype.name == "float32" and gray.min() >= 0.0 and gray.max() <= 1.0
     red = ds.decode_image(samples[-1], 8, "RGB")
     assert red[0].mean() > 0.95 and red[1].mean() < 0.05  # channel order is R, G, B
 
@@ -128,7 +128,7 @@ def test_corrupt_and_fake_png_are_listed_and_excluded(tmp_path):
     assert bad["error"].str.len().gt(0).all()
     assert len(manifest.usable) == 20 and "a/truncated.png" not in set(manifest.usable["path"])
     x, y = ds.load_split(store, manifest.frame, "train", manifest.classes, 8, "L")
-    assert len(x) == len(manifest.usable[manifest.usable["split"] == "train"])
+    assert len(x) == len(y) == len(manifest.usable[manifest.usable["split"] == "train"])
 
 
 def test_digits_default_is_written_once(tmp_path):
@@ -160,18 +160,18 @@ def test_checks_find_missing_splits_and_leakage(tmp_path):
 
 def test_bad_sources_fail_with_clear_errors(tmp_path, versioned_bucket, s3_endpoint):
     empty = open_store(str(tmp_path / "empty"))
-    with pytest.raises(ds.DatasetError, match="no images under .*empty"):
+    with pytest.raises(ds.DatasetError, match=r"no images under .*empty"):
         ds.build_manifest(empty)
     single = open_store(str(tmp_path / "single"))
     write_image_folder(single, {"only": 5})
-    with pytest.raises(ds.DatasetError, match="only one class \\('only'\\)"):
+    with pytest.raises(ds.DatasetError, match=r"only one class \('only'\)"):
         ds.build_manifest(single)
-    with pytest.raises(ds.DatasetError, match="cannot list images at s3://no-such-bucket-x/.*NoSuchBucket"):
+    with pytest.raises(ds.DatasetError, match=r"cannot list images at s3://no-such-bucket-x/.*NoSuchBucket"):
         ds.build_manifest(ds.open_source("s3://no-such-bucket-x/images"))
     garbage = open_store(str(tmp_path / "garbage"))
     garbage.write_bytes("a/x.png", b"text")
     garbage.write_bytes("b/y.png", b"text")
-    with pytest.raises(ds.DatasetError, match="none of the 2 files .* decodes"):
+    with pytest.raises(ds.DatasetError, match=r"none of the 2 files .* decodes"):
         ds.build_manifest(garbage)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ecosystem_assets.storage import open_store
 from ecosystem_assets.lineage import STORAGE_KEY
+from ecosystem_assets.storage import open_store
 from ecosystem_assets.vision.dataset import read_manifest
 from ecosystem_assets_tests.vision.conftest import png_bytes, write_image_folder
 

@@ -9,8 +9,12 @@ import dagster as dg
 
 
 def test_loading_the_definitions_imports_no_heavy_library():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ecosystem_assets.vision.definitions"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import ecosystem_assets.vision.definitions"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "ecosystem_assets.vision.definitions" in modules
@@ -26,8 +30,10 @@ def test_vision_definitions_shape(vision_defs):
     assert {graph.get(dg.AssetKey(k)).group_name for k in keys} == {"vision"}
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys if c.asset_key.to_user_string() in keys}
     assert checks == {
-        ("image_dataset", "image_files_decode"), ("image_dataset", "classes_in_every_split"),
-        ("image_dataset", "no_train_test_leakage"), ("cnn_evaluation", "cnn_accuracy_above_threshold"),
+        ("image_dataset", "image_files_decode"),
+        ("image_dataset", "classes_in_every_split"),
+        ("image_dataset", "no_train_test_leakage"),
+        ("cnn_evaluation", "cnn_accuracy_above_threshold"),
     }
     assert graph.get(dg.AssetKey("cnn_model")).parent_keys == {dg.AssetKey("image_dataset")}
     assert defs.resolve_job_def("vision_training_job") is not None

@@ -96,19 +96,18 @@ class RendezvousStorage(ArtifactStorage):
         return _ManifestReadGate(super().store, self.role)  # type: ignore[return-value]
 
 
-def _materialize_in_process(instance_ref: Any, role: str, sources: dict[str, str], storage_url: str, barrier: Any,
-                            results: Any) -> None:
+def _materialize_in_process(instance_ref: Any, role: str, sources: dict[str, str], storage_url: str, barrier: Any, results: Any) -> None:
     """One run, in its own process (Dagster's in-process execution is not thread-safe: two runs in
     two threads deadlock in its logging setup). Reports (role, run id, success, error)."""
     try:
         with dg.DagsterInstance.from_ref(instance_ref) as instance:
             RENDEZVOUS.append(Rendezvous(instance, sources, barrier))
-            resources = {"storage": RendezvousStorage(url=storage_url, role=role),
-                         "image_source": RendezvousImageSource(url=sources[role], role=role)}
-            result = dg.materialize([image_dataset, *DATASET_CHECKS], resources=resources, instance=instance,
-                                    raise_on_error=False)
-            failures = [e.step_failure_data.error.message for e in result.all_events
-                        if e.is_step_failure and e.step_failure_data.error]
+            resources = {
+                "storage": RendezvousStorage(url=storage_url, role=role),
+                "image_source": RendezvousImageSource(url=sources[role], role=role),
+            }
+            result = dg.materialize([image_dataset, *DATASET_CHECKS], resources=resources, instance=instance, raise_on_error=False)
+            failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure and e.step_failure_data.error]
             results.put((role, result.run_id, result.success, failures))
     except BaseException:  # noqa: BLE001 — reported to the test, which fails with it
         barrier.abort()
@@ -137,9 +136,15 @@ def test_concurrent_dataset_runs_each_check_their_own_dataset(tmp_path, dagster_
 
     spawn = multiprocessing.get_context("spawn")
     barrier, results = spawn.Barrier(2), spawn.Queue()
-    processes = [spawn.Process(target=_materialize_in_process, name=f"run-{role}", daemon=True,
-                               args=(dagster_instance.get_ref(), role, sources, str(tmp_path / "storage"), barrier, results))
-                 for role in ("first", "second")]
+    processes = [
+        spawn.Process(
+            target=_materialize_in_process,
+            name=f"run-{role}",
+            daemon=True,
+            args=(dagster_instance.get_ref(), role, sources, str(tmp_path / "storage"), barrier, results),
+        )
+        for role in ("first", "second")
+    ]
     for process in processes:
         process.start()
     reported: dict[str, tuple] = {}
@@ -183,8 +188,9 @@ SMALL_TRAINING = {"epochs": 1, "nproc_per_node": 1, "threads_per_process": 1, "i
 
 def _run(defs, instance, keys, config=None) -> dg.ExecuteInProcessResult:
     job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(k) for k in keys],
-                                  run_config={"ops": config} if config else None)
+    return job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(k) for k in keys], run_config={"ops": config} if config else None
+    )
 
 
 def _metadata(result, node) -> dict[str, Any]:
@@ -192,8 +198,7 @@ def _metadata(result, node) -> dict[str, Any]:
     return {k: v.value for k, v in materialization.metadata.items()}
 
 
-def test_evaluation_reads_the_model_of_its_own_run_else_the_latest(tmp_path, monkeypatch, vision_defs, dagster_instance,
-                                                                   one_torch_thread):
+def test_evaluation_reads_the_model_of_its_own_run_else_the_latest(tmp_path, monkeypatch, vision_defs, dagster_instance, one_torch_thread):
     import json
 
     from ecosystem_assets.settings import Settings
@@ -211,8 +216,9 @@ def test_evaluation_reads_the_model_of_its_own_run_else_the_latest(tmp_path, mon
 
     # A run that trains model B (another seed) and evaluates: the evaluation is of B, not of A.
     evaluate = {"cnn_evaluation": {"config": {"accuracy_threshold": 0.0}}}
-    second = _run(defs, dagster_instance, ["cnn_model", "cnn_evaluation"],
-                  {"cnn_model": {"config": {**SMALL_TRAINING, "seed": 1}}, **evaluate})
+    second = _run(
+        defs, dagster_instance, ["cnn_model", "cnn_evaluation"], {"cnn_model": {"config": {**SMALL_TRAINING, "seed": 1}}, **evaluate}
+    )
     model_b, evaluated = _metadata(second, "cnn_model"), _metadata(second, "cnn_evaluation")
     assert model_b["input/image_dataset"]["run_id"] == first.run_id  # this run built no dataset: the latest
     assert model_b[STORAGE_KEY] != model_a[STORAGE_KEY] and model_b["mlflow_run_id"] != model_a["mlflow_run_id"]

@@ -8,8 +8,9 @@ import dagster as dg
 def _run(defs, instance, keys, config=None, raise_on_error=True):
     job = defs.resolve_implicit_global_asset_job_def()
     run_config = {"ops": config} if config else None
-    return job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(k) for k in keys],
-                                  run_config=run_config, raise_on_error=raise_on_error)
+    return job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(k) for k in keys], run_config=run_config, raise_on_error=raise_on_error
+    )
 
 
 def _metadata(result, node):

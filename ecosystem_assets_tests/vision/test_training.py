@@ -34,7 +34,7 @@ def _reference_training(spec, world_size: int) -> dict:
             sampler.set_epoch(epoch)
             shards.append(list(sampler))
         for begin in range(0, len(shards[0]), spec.batch_size):
-            batch = torch.tensor([i for shard in shards for i in shard[begin:begin + spec.batch_size]])
+            batch = torch.tensor([i for shard in shards for i in shard[begin : begin + spec.batch_size]])
             optimizer.zero_grad()
             F.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()
@@ -48,8 +48,17 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
     from ecosystem_assets.vision import train
 
     spec = digits_spec(digits_store, tmp_path / "storage", epochs=2, batch_size=16, world_size=2, learning_rate=1e-3)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
-                          rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1, start_method="spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=2,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
     outcomes = elastic_launch(config, train.worker)(spec.to_json())
 
     assert sorted(outcomes) == [0, 1]
