@@ -23,6 +23,7 @@ from ecosystem_assets.storage import Store
 from ecosystem_assets.vision.assets import image_dataset
 from ecosystem_assets.vision.checks import DATASET_CHECKS
 from ecosystem_assets_tests.vision.conftest import write_image_folder
+from ecosystem_assets_tests.waiting import wait_until
 
 TIMEOUT = 120.0  # seconds any rendezvous may take before the run fails with what it saw
 
@@ -45,11 +46,8 @@ class Rendezvous:
 
     def wait_for(self, role: str) -> None:
         """Until the run of ``role`` has recorded its image_dataset materialization."""
-        deadline = time.monotonic() + TIMEOUT
-        while self.sources[role] not in (seen := self.materialized_from()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no image_dataset materialization from {self.sources[role]} within {TIMEOUT:g} s; saw {seen}")
-            time.sleep(0.05)  # polling a condition, with a deadline
+        source = self.sources[role]
+        wait_until(self.materialized_from, TIMEOUT, f"image_dataset materialized from {source}", done=lambda seen: source in seen)
 
     def entering_dataset(self, role: str) -> None:
         self.barrier.wait(TIMEOUT)  # BrokenBarrierError if the other run never gets here

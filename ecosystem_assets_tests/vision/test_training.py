@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -83,6 +86,31 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
     assert latest["epoch"] == 2
 
 
+def _wait_for_line(process: subprocess.Popen, prefix: str, timeout: float) -> str:
+    """The process's output up to its first line starting with ``prefix``; fails with the output
+    seen if the process exits first or prints no such line within ``timeout`` seconds."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no line starting {prefix!r} within {timeout:g} s; output: {''.join(seen)[-3000:]}") from None
+        if line is None:
+            raise AssertionError(f"exited ({process.wait()}) before a line starting {prefix!r}; output: {''.join(seen)[-3000:]}")
+        seen.append(line)
+        if line.startswith(prefix):
+            return "".join(seen)
+
+
 def _initial_weights(spec) -> dict:
     from ecosystem_assets.vision.model import build_model
 
@@ -104,16 +132,14 @@ def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path
     # Run 1: SIGKILL as soon as the first epoch's checkpoint is announced.
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        for line in first.stdout:
-            if line.startswith(f"epoch 1/{epochs}"):
-                first.send_signal(signal.SIGKILL)
-                break
+        output = _wait_for_line(first, f"epoch 1/{epochs}", timeout=180)
+        first.send_signal(signal.SIGKILL)
         first.wait(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
-    assert first.returncode == -signal.SIGKILL
+    assert first.returncode == -signal.SIGKILL, output
     checkpoints = tmp_path / "storage" / spec.prefix / "checkpoints"
     done = json.loads((checkpoints / "latest.json").read_text())["epoch"]
     assert 1 <= done < epochs  # killed mid-way (later epochs may have slipped in before the signal landed)
