@@ -39,3 +39,11 @@ def test_vision_definitions_shape(vision_defs):
     assert defs.resolve_job_def("vision_training_job") is not None
     for key in keys:
         assert graph.get(dg.AssetKey(key)).description, f"{key} has no docstring"
+
+
+def test_the_image_source_is_a_resource_set_from_the_setting(vision_defs, monkeypatch, tmp_path):
+    assert vision_defs().resources["image_source"].url is None  # unset → the digits default
+    monkeypatch.setenv("IMAGE_DATASET_URL", str(tmp_path / "pictures"))
+    defs = vision_defs()
+    assert defs.resources["image_source"].url == str(tmp_path / "pictures")
+    assert "image_source" in defs.resolve_assets_def("image_dataset").required_resource_keys
