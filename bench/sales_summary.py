@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def baseline(path: Path) -> list[tuple]:
     return [(r, p, int(o), int(u), Decimal(rev).quantize(Decimal("0.01"))) for r, p, o, u, rev in rows]
 
 
-def timed(fn, path: Path, repeat: int) -> tuple[float, list[tuple]]:
-    times, result = [], None
+def timed(fn: Callable[[Path], list[tuple]], path: Path, repeat: int) -> tuple[float, list[tuple]]:
+    times: list[float] = []
+    result: list[tuple] = []
     for _ in range(repeat):
         start = time.perf_counter()
         result = fn(path)

@@ -114,12 +114,13 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: Sequence[
         if outcome.success:
             continue
         details = outcome.result or {}
+        config = outcome.expectation_config  # always set on a validation result; typed optional by GE
         index = [int(i) for i in (details.get("unexpected_index_list") or [])[:SAMPLE_ROWS] if isinstance(i, (int,))]
         offending_index.extend(index)
         failures.append(
             ExpectationFailure(
-                expectation=outcome.expectation_config.type,
-                column=outcome.expectation_config.kwargs.get("column"),
+                expectation=config.type if config else "unknown expectation",
+                column=config.kwargs.get("column") if config else None,
                 unexpected_count=details.get("unexpected_count"),
                 observed=details.get("observed_value"),
                 error=_first_error(outcome.exception_info),

@@ -23,7 +23,11 @@ def test_readme_defaults():
     assert (settings.report_timezone, settings.sales_start_date) == ("UTC", "2025-01-01")
     assert (settings.report_sender, settings.report_recipients) == ("reports@localhost", ("sales-team@localhost",))
     assert (settings.smtp_port, settings.smtp_security, settings.smtp_user, settings.smtp_ca_file) == (587, "starttls", None, None)
-    assert (settings.fraud_precision_threshold, settings.fraud_monitoring_cron, settings.fraud_retrain_cooldown_hours) == (0.80, "0 * * * *", 6.0)
+    assert (settings.fraud_precision_threshold, settings.fraud_monitoring_cron, settings.fraud_retrain_cooldown_hours) == (
+        0.80,
+        "0 * * * *",
+        6.0,
+    )
     assert (settings.fraud_max_amount, settings.fraud_max_clock_skew_s) == (1_000_000, 300)
     assert (settings.fraud_max_predict_bytes, settings.fraud_max_history_bytes) == (16_384, 16_777_216)
     assert not (settings.sales_api_token_set or settings.smtp_password_set or settings.fraud_predict_token_set)
@@ -31,23 +35,48 @@ def test_readme_defaults():
 
 def test_every_variable_is_read_and_normalised():
     env = {
-        "ECOSYSTEM_HOME": HOME, "ECOSYSTEM_STORAGE_URL": "s3://bucket/prefix", "SALES_API_URL": "https://sales.example/api/",
-        "REPORT_TIMEZONE": "Europe/Berlin", "SALES_START_DATE": "2026-01-01", "REPORT_SENDER": "r@shop.example",
-        "REPORT_RECIPIENTS": " ana@x.example , ,bo@x.example ", "SMTP_HOST": "mail.example", "SMTP_PORT": "465",
-        "SMTP_USER": "mailer", "SMTP_SECURITY": "SSL", "SMTP_CA_FILE": "/ca.pem", "IMAGE_DATASET_URL": "s3://imgs",
-        "MLFLOW_TRACKING_URI": "http://mlflow:5000", "FRAUD_SERVICE_URL": "http://fraud:8000", "FRAUD_DB_URL": "postgresql://db/f",
-        "FRAUD_PRECISION_THRESHOLD": "0.9", "FRAUD_DRIFT_FROM": "2026-10-01", "FRAUD_MONITORING_CRON": "*/5 * * * *",
-        "FRAUD_RETRAIN_COOLDOWN_HOURS": "0.02", "FRAUD_TRANSACTIONS_URL": "/data/tx", "FRAUD_MAX_AMOUNT": "5000",
-        "FRAUD_MAX_CLOCK_SKEW_S": "60", "FRAUD_MAX_PREDICT_BYTES": "4096", "FRAUD_MAX_HISTORY_BYTES": "1048576",
+        "ECOSYSTEM_HOME": HOME,
+        "ECOSYSTEM_STORAGE_URL": "s3://bucket/prefix",
+        "SALES_API_URL": "https://sales.example/api/",
+        "REPORT_TIMEZONE": "Europe/Berlin",
+        "SALES_START_DATE": "2026-01-01",
+        "REPORT_SENDER": "r@shop.example",
+        "REPORT_RECIPIENTS": " ana@x.example , ,bo@x.example ",
+        "SMTP_HOST": "mail.example",
+        "SMTP_PORT": "465",
+        "SMTP_USER": "mailer",
+        "SMTP_SECURITY": "SSL",
+        "SMTP_CA_FILE": "/ca.pem",
+        "IMAGE_DATASET_URL": "s3://imgs",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "FRAUD_SERVICE_URL": "http://fraud:8000",
+        "FRAUD_DB_URL": "postgresql://db/f",
+        "FRAUD_PRECISION_THRESHOLD": "0.9",
+        "FRAUD_DRIFT_FROM": "2026-10-01",
+        "FRAUD_MONITORING_CRON": "*/5 * * * *",
+        "FRAUD_RETRAIN_COOLDOWN_HOURS": "0.02",
+        "FRAUD_TRANSACTIONS_URL": "/data/tx",
+        "FRAUD_MAX_AMOUNT": "5000",
+        "FRAUD_MAX_CLOCK_SKEW_S": "60",
+        "FRAUD_MAX_PREDICT_BYTES": "4096",
+        "FRAUD_MAX_HISTORY_BYTES": "1048576",
     }
     s = Settings.from_env(env)
     assert (s.storage_url, s.sales_api_url, s.report_timezone, s.sales_start_date) == (
-        "s3://bucket/prefix", "https://sales.example/api", "Europe/Berlin", "2026-01-01")
+        "s3://bucket/prefix",
+        "https://sales.example/api",
+        "Europe/Berlin",
+        "2026-01-01",
+    )
     assert (s.report_sender, s.report_recipients) == ("r@shop.example", ("ana@x.example", "bo@x.example"))
     assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_security, s.smtp_ca_file) == ("mail.example", 465, "mailer", "ssl", "/ca.pem")
     assert (s.image_dataset_url, s.mlflow_tracking_uri, s.mlflow_artifact_location) == ("s3://imgs", "http://mlflow:5000", None)
     assert (s.fraud_service_url, s.fraud_db_url, s.fraud_drift_from, s.fraud_transactions_url) == (
-        "http://fraud:8000", "postgresql://db/f", "2026-10-01", "/data/tx")
+        "http://fraud:8000",
+        "postgresql://db/f",
+        "2026-10-01",
+        "/data/tx",
+    )
     assert (s.fraud_precision_threshold, s.fraud_monitoring_cron, s.fraud_retrain_cooldown_hours) == (0.9, "*/5 * * * *", 0.02)
     assert (s.fraud_max_amount, s.fraud_max_clock_skew_s, s.fraud_max_predict_bytes, s.fraud_max_history_bytes) == (5000, 60, 4096, 1048576)
 
@@ -58,7 +87,12 @@ def test_blank_variables_count_as_unset():
 
 
 def test_secrets_are_only_known_to_be_set():
-    values = {"SALES_API_TOKEN": "tok-7f3a", "SMTP_PASSWORD": "pw-91c2", "FRAUD_PREDICT_TOKEN": "pred-55e1", "FRAUD_FEEDBACK_TOKEN": "fb-02d9"}
+    values = {
+        "SALES_API_TOKEN": "tok-7f3a",
+        "SMTP_PASSWORD": "pw-91c2",
+        "FRAUD_PREDICT_TOKEN": "pred-55e1",
+        "FRAUD_FEEDBACK_TOKEN": "fb-02d9",
+    }
     s = Settings.from_env({"ECOSYSTEM_HOME": HOME, **values})
     assert s.sales_api_token_set and s.smtp_password_set and s.fraud_predict_token_set and s.fraud_feedback_token_set
     dumped = repr(s) + str(s.model_dump())

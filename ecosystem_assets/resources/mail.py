@@ -11,16 +11,19 @@ from __future__ import annotations
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
 from ecosystem_assets import retries
 from ecosystem_assets.storage import LocalStore
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class MailDeliveryError(RuntimeError):
@@ -73,11 +76,15 @@ class MailerResource(dg.ConfigurableResource):
         return composer.prepare_send(
             # One content item per line: yagmail turns "\n" inside an item into "<br>" even in the
             # text/plain part, but joins items with real newlines.
-            to=list(self.recipient_list), subject=subject, contents=body.splitlines() or [""], attachments=[str(attachment)], message_id=message_id,
+            to=list(self.recipient_list),
+            subject=subject,
+            contents=body.splitlines() or [""],
+            attachments=[str(attachment)],
+            message_id=message_id,
             prettify_html=False,  # premailer keeps only the first item of a multi-item body
         )
 
-    def _tls_context(self):
+    def _tls_context(self) -> ssl.SSLContext:
         import ssl
 
         return ssl.create_default_context(cafile=self.smtp_ca_file)
@@ -120,7 +127,7 @@ class MailerResource(dg.ConfigurableResource):
             path = Path(tmp) / attachment_name
             path.write_bytes(attachment)
             envelope, message = self._compose(subject, body, path, message_id)
-        sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        sent_at = datetime.now(UTC).isoformat(timespec="seconds")
         if not self.smtp_host:
             name = f"{Path(attachment_name).stem}-{uuid.uuid4().hex[:8]}.eml"
             target = LocalStore(self.outbox_dir).write_bytes(name, message.encode("utf-8"))
@@ -143,7 +150,7 @@ class MailerResource(dg.ConfigurableResource):
                 if _is_permanent(exc):  # retrying a bad password or certificate only locks accounts
                     raise failed(number, problem) from None
                 raise retries.Transient(problem) from None
-            sent_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            sent_at = datetime.now(UTC).isoformat(timespec="seconds")
             return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, endpoint, number)
 
         def warn(number: int, wait: float, problem: retries.Transient) -> None:
@@ -161,4 +168,3 @@ def _is_permanent(exc: Exception) -> bool:
     import ssl
 
     return isinstance(exc, (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError, ssl.SSLCertVerificationError))
-

@@ -109,9 +109,7 @@ class SalesApiResource(dg.ConfigurableResource):
                 f"sales API returned HTTP {response.status_code} with malformed JSON for {url} (page {page}): {response.text[:120]!r}"
             ) from None
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
-            raise SalesApiError(
-                f"sales API returned HTTP {response.status_code} for {url} (page {page}) without an 'orders' list"
-            )
+            raise SalesApiError(f"sales API returned HTTP {response.status_code} for {url} (page {page}) without an 'orders' list")
         if not all(isinstance(order, dict) for order in body["orders"]):
             raise SalesApiError(f"sales API page {page} ({url}) has orders that are not JSON objects")
         return body

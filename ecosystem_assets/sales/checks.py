@@ -33,14 +33,12 @@ def orders_expectations(columns: list[str], day_start: datetime, day_end: dateti
         if column in COLUMN_TYPES:
             expectations.append(e.ExpectColumnValuesToBeInTypeList(column=column, type_list=COLUMN_TYPES[column]))
         expectations.append(e.ExpectColumnValuesToNotBeNull(column=column))
-    rules = {
+    rules: dict[str, list[Any]] = {
         "order_id": [e.ExpectColumnValuesToBeUnique(column="order_id")],
         "quantity": [e.ExpectColumnValuesToBeBetween(column="quantity", min_value=1)],
         "unit_price": [e.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0)],
         # Datetimes, not strings: GE's `between` with string bounds fails on datetime columns.
-        "ordered_at": [
-            e.ExpectColumnValuesToBeBetween(column="ordered_at", min_value=day_start, max_value=day_end, strict_max=True)
-        ],
+        "ordered_at": [e.ExpectColumnValuesToBeBetween(column="ordered_at", min_value=day_start, max_value=day_end, strict_max=True)],
         "region": [e.ExpectColumnValuesToMatchRegex(column="region", regex=r"\S")],
         "product": [e.ExpectColumnValuesToMatchRegex(column="product", regex=r"\S")],
     }

@@ -24,7 +24,9 @@ def orders_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = frame[present + [c for c in frame.columns if c not in ORDER_COLUMNS]].copy()
     for column in ("order_id", "region", "product"):
         if column in frame:
-            frame[column] = frame[column].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)).astype("string")
+            frame[column] = (
+                frame[column].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)).astype("string")
+            )
     if "ordered_at" in frame:
         text = frame["ordered_at"].astype("string")
         parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
@@ -32,7 +34,9 @@ def orders_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame["ordered_at"] = parsed.where(text.str.contains(_OFFSET_RE, regex=True).fillna(False).astype(bool))
     for column in ("quantity", "unit_price"):
         if column in frame:
-            numbers = pd.to_numeric(frame[column].map(lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None), errors="coerce")
+            numbers = pd.to_numeric(
+                frame[column].map(lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None), errors="coerce"
+            )
             if column == "quantity" and numbers.notna().all() and (numbers % 1 == 0).all():
                 numbers = numbers.astype("int64")
             elif column == "unit_price":

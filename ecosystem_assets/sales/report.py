@@ -17,7 +17,7 @@ SELECT region, product,
        count(*)::BIGINT AS orders,
        sum(quantity)::BIGINT AS units,
        sum(quantity::BIGINT * round(unit_price * 100)::BIGINT)::BIGINT AS revenue_cents
-FROM {source}
+FROM read_parquet(?)
 GROUP BY region, product
 ORDER BY revenue_cents DESC, region, product
 """
@@ -30,23 +30,13 @@ def cents_to_text(cents: int) -> str:
     return f"{sign}{whole}.{frac:02d}"
 
 
-def summarize_cents(orders: pd.DataFrame) -> pd.DataFrame:
-    """One row per (region, product): orders, units, revenue_cents; by revenue desc, region, product."""
-    import duckdb
-
-    if orders.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
-    with duckdb.connect() as con:
-        con.register("orders", orders[["region", "product", "quantity", "unit_price"]])
-        return con.execute(_SUMMARY_SQL.format(source="orders")).df()
-
-
 def summarize_parquet(path: str) -> pd.DataFrame:
-    """`summarize_cents` straight from a Parquet file: DuckDB scans only the four columns it needs."""
+    """One row per (region, product) of the orders in the Parquet file at ``path``: orders, units,
+    revenue_cents; by revenue desc, region, product. DuckDB scans only the four columns it needs."""
     import duckdb
 
     with duckdb.connect() as con:
-        cents = con.execute(_SUMMARY_SQL.format(source="read_parquet(?)"), [str(path)]).df()
+        cents = con.execute(_SUMMARY_SQL, [str(path)]).df()
     return cents if len(cents) else pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
 
 
@@ -79,7 +69,8 @@ def day_totals(cents: pd.DataFrame) -> DayTotals:
 def top_products(cents: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     """Products across all regions by revenue (desc, then name), with revenue as decimal text."""
     by_product = (
-        cents.groupby("product", as_index=False)[["orders", "units", "revenue_cents"]].sum()
+        cents.groupby("product", as_index=False)[["orders", "units", "revenue_cents"]]
+        .sum()
         .sort_values(["revenue_cents", "product"], ascending=[False, True])
         .head(n)
     )

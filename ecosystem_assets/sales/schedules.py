@@ -13,9 +13,7 @@ import dagster as dg
 DAILY_JOB = "daily_sales_report_job"
 
 
-def build_sales_schedule(
-    partitions: dg.TimeWindowPartitionsDefinition,
-) -> tuple[Any, dg.ScheduleDefinition]:
+def build_sales_schedule(partitions: dg.TimeWindowPartitionsDefinition) -> tuple[Any, Any]:
     """The asset job for one day's report and its 09:00 schedule (the job is unresolved until Definitions binds it)."""
     job = dg.define_asset_job(
         DAILY_JOB,

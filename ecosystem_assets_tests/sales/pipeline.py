@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from ecosystem_assets.lineage import STORAGE_KEY
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.sales.schedules import DAILY_JOB
 from ecosystem_assets.settings import Settings
@@ -36,14 +37,22 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, 
     raise AssertionError(f"{asset} was not materialized")
 
 
+def storage_key(result: dg.ExecuteInProcessResult, asset: str) -> str:
+    """Where the run wrote ``asset``'s file (its materialization's storage key)."""
+    return materialization(result, asset)[STORAGE_KEY]
+
+
+def local_file(env: dict[str, str], key: str) -> Path:
+    """A key's file in the embedded default storage (``$ECOSYSTEM_HOME/storage``)."""
+    return Path(env["ECOSYSTEM_HOME"]) / "storage" / key
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        str(e.event_specific_data.error.message) for e in result.all_events if e.event_type_value == "STEP_FAILURE"
-    )
+    return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events if e.event_type_value == "STEP_FAILURE")
 
 
 def parse_eml(path: str | Path) -> Message:

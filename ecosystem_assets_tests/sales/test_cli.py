@@ -35,7 +35,8 @@ def test_dagster_asset_materialize_against_live_api(sales_api, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert TOKEN not in proc.stdout + proc.stderr
     home = Path(env["ECOSYSTEM_HOME"])
-    csv = (home / "storage" / "sales" / "summary" / f"{day}.csv").read_text()
+    [csv_path] = (home / "storage" / "sales" / "summary").glob(f"*/{day}.csv")  # a folder per run
+    csv = csv_path.read_text()
     assert [line.split(",") for line in csv.splitlines()[1:]] == expected_rows(sales_api.orders[day])
     assert len(list((home / "outbox").glob(f"sales-summary-{day}-*.eml"))) == 1
     assert {r.query["page"] for r in sales_api.requests} == {"1", "2", "3"}
@@ -47,7 +48,7 @@ def test_demo_produces_yesterdays_csv_and_email_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     yesterday = (datetime.now(ZoneInfo("Asia/Tokyo")).date() - timedelta(days=1)).isoformat()
     home = Path(env["ECOSYSTEM_HOME"])
-    csv = home / "storage" / "sales" / "summary" / f"{yesterday}.csv"
+    [csv] = (home / "storage" / "sales" / "summary").glob(f"*/{yesterday}.csv")
     assert csv.read_text().startswith("region,product,orders,units,revenue\n")
     [eml] = (home / "outbox").glob(f"sales-summary-{yesterday}-*.eml")
     assert str(csv) in proc.stdout and str(eml) in proc.stdout

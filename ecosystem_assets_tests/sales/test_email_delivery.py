@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosystem_assets.resources.mail import MailerResource
+from ecosystem_assets.resources.mail import MailConfigurationError, MailerResource
 from ecosystem_assets_tests.sales.orders_data import make_orders
 from ecosystem_assets_tests.sales.pipeline import attachment, definitions, failure_message, materialization, run_assets, run_daily
 
@@ -36,7 +36,9 @@ def use_smtp(monkeypatch, server, security, user=None):
 
 
 def csv_of(env) -> bytes:
-    return (Path(env["ECOSYSTEM_HOME"]) / "storage" / "sales" / "summary" / f"{DAY}.csv").read_bytes()
+    """The day's one published summary CSV (its key contains the run id)."""
+    [path] = (Path(env["ECOSYSTEM_HOME"]) / "storage" / "sales" / "summary").glob(f"*/{DAY}.csv")
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize(("security", "user"), [("none", None), ("none", "mailer"), ("starttls", "mailer@shop.example"), ("ssl", "mailer")])
@@ -75,8 +77,15 @@ def test_failed_delivery_keeps_the_csv_and_a_rerun_resends(report_env, smtp_serv
     use_smtp(monkeypatch, server, "none", "mailer")
     server.recorder.reject_next = 3
     fast = MailerResource(
-        sender="reports@shop.example", recipients="ana@example.com", smtp_host="127.0.0.1", smtp_port=server.port,
-        smtp_security="none", smtp_user="mailer", smtp_password=PASSWORD, max_attempts=3, retry_delay_s=0.01,
+        sender="reports@shop.example",
+        recipients="ana@example.com",
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        smtp_security="none",
+        smtp_user="mailer",
+        smtp_password=PASSWORD,
+        max_attempts=3,
+        retry_delay_s=0.01,
     )
     result = run_daily(definitions(mailer=fast), dagster_instance, DAY)
     assert not result.success
@@ -95,7 +104,9 @@ def test_failed_delivery_keeps_the_csv_and_a_rerun_resends(report_env, smtp_serv
 def test_transient_rejection_is_retried(report_env, smtp_server, monkeypatch):
     server = smtp_server("none")
     server.recorder.reject_next = 1
-    mailer = MailerResource(recipients="ana@example.com", smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", retry_delay_s=0.01)
+    mailer = MailerResource(
+        recipients="ana@example.com", smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", retry_delay_s=0.01
+    )
     sent = mailer.send("Subject", "Body", "a.csv", b"x,y\n1,2\n")
     assert sent.attempts == 2 and len(server.recorder.messages) == 1
 
@@ -103,11 +114,32 @@ def test_transient_rejection_is_retried(report_env, smtp_server, monkeypatch):
 def test_wrong_password_fails_without_revealing_it(report_env, smtp_server, monkeypatch):
     server = smtp_server("none", credentials=("mailer", "the-right-one"))
     mailer = MailerResource(
-        recipients="ana@example.com", smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none",
-        smtp_user="mailer", smtp_password=PASSWORD, max_attempts=2, retry_delay_s=0.01,
+        recipients="ana@example.com",
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        smtp_security="none",
+        smtp_user="mailer",
+        smtp_password=PASSWORD,
+        max_attempts=2,
+        retry_delay_s=0.01,
     )
     with pytest.raises(Exception) as err:
         mailer.send("Subject", "Body", "a.csv", b"x\n")
     assert "after 1 attempts" in str(err.value)  # not retried: it would not get better
     assert "SMTPAuthenticationError" in str(err.value) and "535" in str(err.value)
     assert PASSWORD not in str(err.value) and PASSWORD not in repr(err.value)
+
+
+def test_user_without_password_is_refused_before_connecting(report_env, smtp_server):
+    server = smtp_server("none", credentials=("mailer", PASSWORD))
+    mailer = MailerResource(
+        recipients="ana@example.com",
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        smtp_security="none",
+        smtp_user="mailer",
+        retry_delay_s=0.01,
+    )
+    with pytest.raises(MailConfigurationError, match="SMTP_USER is set but SMTP_PASSWORD is not"):
+        mailer.send("Subject", "Body", "a.csv", b"x\n")
+    assert server.recorder.messages == [] and server.recorder.rejected == 0

@@ -9,7 +9,17 @@ import pytest
 
 from ecosystem_assets_tests.sales.orders_data import expected_rows, make_orders
 from ecosystem_assets_tests.sales.pipeline import (
-    attachment, definitions, failure_message, materialization, materialized, parse_eml, plain_body, run_assets, run_daily,
+    attachment,
+    definitions,
+    failure_message,
+    local_file,
+    materialization,
+    materialized,
+    parse_eml,
+    plain_body,
+    run_assets,
+    run_daily,
+    storage_key,
 )
 
 DAY = "2026-11-26"
@@ -39,8 +49,14 @@ def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_ins
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "orders_pass_quality_gate" and check.passed
 
-    csv_path = Path(ecosystem_env["ECOSYSTEM_HOME"]) / "storage" / "sales" / "summary" / f"{DAY}.csv"
-    csv_bytes = csv_path.read_bytes()
+    # Files at run-scoped keys, recorded in the materializations; each reader names what it read.
+    assert storage_key(result, "raw_sales") == f"sales/raw/{result.run_id}/{DAY}.parquet"
+    assert storage_key(result, "sales_summary_csv") == f"sales/summary/{result.run_id}/{DAY}.csv"
+    assert materialization(result, "sales_summary_csv")["input/raw_sales"][0]["run_id"] == result.run_id
+    assert materialization(result, "sales_report_email")["input/sales_summary_csv"][0]["storage_key"] == storage_key(
+        result, "sales_summary_csv"
+    )
+    csv_bytes = local_file(ecosystem_env, storage_key(result, "sales_summary_csv")).read_bytes()
     assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
     summary = materialization(result, "sales_summary_csv")
     assert summary["orders"] == 321 and summary["rows"] == len(expected_rows(live_api.orders[DAY]))
@@ -60,10 +76,11 @@ def test_report_on_s3_storage(live_api, ecosystem_env, dagster_instance, s3_buck
     assert result.success, failure_message(result)
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
-    assert keys == [f"reports/sales/raw/{DAY}.parquet", f"reports/sales/summary/{DAY}.csv"]
-    csv_bytes = s3.get_object(Bucket=s3_bucket, Key=f"reports/sales/summary/{DAY}.csv")["Body"].read()
+    summary = f"reports/sales/summary/{result.run_id}/{DAY}.csv"
+    assert keys == [f"reports/sales/raw/{result.run_id}/{DAY}.parquet", summary]
+    csv_bytes = s3.get_object(Bucket=s3_bucket, Key=summary)["Body"].read()
     assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
-    assert materialization(result, "sales_summary_csv")["path"] == f"s3://{s3_bucket}/reports/sales/summary/{DAY}.csv"
+    assert materialization(result, "sales_summary_csv")["path"] == f"s3://{s3_bucket}/{summary}"
     [eml] = outbox(ecosystem_env)
     assert attachment(parse_eml(eml))[1] == csv_bytes
 

@@ -29,12 +29,14 @@ def test_clean_day_passes():
 def _break(field, value):
     def mutate(orders):
         orders[7][field] = value
+
     return mutate
 
 
 def _drop(field):
     def mutate(orders):
         del orders[7][field]
+
     return mutate
 
 

@@ -45,6 +45,4 @@ def test_cron_runs_at_nine_in_the_report_zone(schedule):
 
 def test_schedule_targets_the_whole_report(schedule):
     job = definitions().resolve_job_def("daily_sales_report_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
-        "raw_sales", "sales_summary_csv", "sales_report_email"
-    }
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {"raw_sales", "sales_summary_csv", "sales_report_email"}

@@ -28,8 +28,13 @@ def test_secrets_stay_out_of_runs_logs_and_files(
     sales_api.orders[DAY] = make_orders(DAY, 150)
     server = smtp_server("none", credentials=("mailer", PASSWORD))
     for key, value in {
-        "SALES_API_URL": sales_api.url, "SALES_API_TOKEN": TOKEN, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(server.port),
-        "SMTP_SECURITY": "none", "SMTP_USER": "mailer", "SMTP_PASSWORD": PASSWORD,
+        "SALES_API_URL": sales_api.url,
+        "SALES_API_TOKEN": TOKEN,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(server.port),
+        "SMTP_SECURITY": "none",
+        "SMTP_USER": "mailer",
+        "SMTP_PASSWORD": PASSWORD,
     }.items():
         monkeypatch.setenv(key, value)
 
