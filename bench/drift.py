@@ -74,10 +74,13 @@ def build_data(rows: int, pool_days: int):
     pools = {"undrifted": between(undrifted_first, DRIFT_FROM - timedelta(days=1)), "drifted": between(drifted_first, last)}
     rng = np.random.default_rng(SEED)
     frames = {name: pool.iloc[rng.integers(0, len(pool), rows)].reset_index(drop=True) for name, pool in pools.items()}
-    print(f"  {len(raw):,} transactions; reference {len(reference):,} rows of {len(training):,} "
-          f"({reference_first}..{undrifted_first - timedelta(days=1)}); pools: undrifted {len(pools['undrifted']):,} rows "
-          f"({undrifted_first}..{DRIFT_FROM - timedelta(days=1)}), drifted {len(pools['drifted']):,} rows "
-          f"({drifted_first}..{last}); {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"  {len(raw):,} transactions; reference {len(reference):,} rows of {len(training):,} "
+        f"({reference_first}..{undrifted_first - timedelta(days=1)}); pools: undrifted {len(pools['undrifted']):,} rows "
+        f"({undrifted_first}..{DRIFT_FROM - timedelta(days=1)}), drifted {len(pools['drifted']):,} rows "
+        f"({drifted_first}..{last}); {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
     DATA.mkdir(parents=True, exist_ok=True)
     for name, frame in {"reference": reference, **frames}.items():
         frame.to_parquet(paths[name], index=False)
@@ -149,17 +152,25 @@ def main() -> int:
         flag_diff = [c for c in FEATURES if p_cols[c][2] != e_cols[c][2]]
         worst = max(FEATURES, key=lambda c: abs(p_cols[c][1] - e_cols[c][1]))
         print(f"\n[{case}] reference {len(reference):,} rows, current {len(current):,} rows, {len(FEATURES)} features")
-        print(f"  Evidently DataDriftPreset (baseline)  median {e_time:7.3f} s over {args.evidently_repeat} run(s); "
-              f"dataset drift {e_verdict}, share {e_share:.3f}")
-        print(f"  project detect_drift                  median {p_time:7.3f} s over {args.repeat} run(s); "
-              f"dataset drift {p_verdict}, share {p_share:.3f}")
+        print(
+            f"  Evidently DataDriftPreset (baseline)  median {e_time:7.3f} s over {args.evidently_repeat} run(s); "
+            f"dataset drift {e_verdict}, share {e_share:.3f}"
+        )
+        print(
+            f"  project detect_drift                  median {p_time:7.3f} s over {args.repeat} run(s); "
+            f"dataset drift {p_verdict}, share {p_share:.3f}"
+        )
         print(f"  speed-up Evidently/project: {e_time / p_time:.1f}x (goal ≥ 5x); project under 15 s: {p_time < 15}")
-        print(f"  verdicts {'EQUAL' if equal else 'DIFFER'}; columns with another test: {method_diff or 'none'}; "
-              f"columns judged differently: {flag_diff or 'none'}; largest score gap: {worst} "
-              f"{p_cols[worst][1]:.6f} vs {e_cols[worst][1]:.6f}")
+        print(
+            f"  verdicts {'EQUAL' if equal else 'DIFFER'}; columns with another test: {method_diff or 'none'}; "
+            f"columns judged differently: {flag_diff or 'none'}; largest score gap: {worst} "
+            f"{p_cols[worst][1]:.6f} vs {e_cols[worst][1]:.6f}"
+        )
         close = min(FEATURES, key=lambda c: abs(e_cols[c][1] - COLUMN_THRESHOLD))
-        print(f"  closest to the {COLUMN_THRESHOLD} column threshold: {close} {p_cols[close][1]:.5f} (project) vs "
-              f"{e_cols[close][1]:.5f} (Evidently)")
+        print(
+            f"  closest to the {COLUMN_THRESHOLD} column threshold: {close} {p_cols[close][1]:.5f} (project) vs "
+            f"{e_cols[close][1]:.5f} (Evidently)"
+        )
         if args.columns or flag_diff or method_diff:
             print(f"    {'feature':26} {'test':30} {'project':>10} {'Evidently':>10} {'gap':>10}")
             for c in FEATURES:

@@ -48,8 +48,13 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="fraud-loop-"))
     (home / "dagster").mkdir()
     (home / "dagster" / "dagster.yaml").write_text((REPO / "deploy" / "dagster.local.yaml").read_text())
-    os.environ.update(ECOSYSTEM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), FRAUD_DRIFT_FROM=DRIFT.isoformat(),
-                      DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true")
+    os.environ.update(
+        ECOSYSTEM_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        FRAUD_DRIFT_FROM=DRIFT.isoformat(),
+        DO_NOT_TRACK="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
     import dagster as dg
     import pandas as pd
     import requests
@@ -63,21 +68,27 @@ def main() -> None:
     instance = dg.DagsterInstance.get()
     print(f"setup in {home}: transactions, first model, 16 days of drift through the service …", flush=True)
     defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")], instance=instance,
-        tags={"dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
-              "dagster/asset_partition_range_end": str(FAILING_DAY)})
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
+            "dagster/asset_partition_range_end": str(FAILING_DAY),
+        },
+    )
 
     def retrain(end: date) -> float:
         start = time.perf_counter()
         defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(end)}}}})
+            instance=instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(end)}}}}
+        )
         return time.perf_counter() - start
 
     retrain(DRIFT - timedelta(days=1))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    service = subprocess.Popen([str(BIN / "ecosystem-assets"), "serve", "--port", str(port)], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        [str(BIN / "ecosystem-assets"), "serve", "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     daemon = None
     try:
         wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok if _up(url) else False, 60, "the service")
@@ -88,31 +99,53 @@ def main() -> None:
         send_history(url, pd.concat(source.days(FAILING_DAY - timedelta(days=HISTORY_DAYS), FAILING_DAY - timedelta(days=1)).values()))
         print("  " + replay_day(url, str(FAILING_DAY), source.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY]).line(), flush=True)
 
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "ecosystem_assets.definitions"], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-m", "ecosystem_assets.definitions"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: _sensor_ticked(instance), 120, "the daemon's first sensor tick", every=1.0)
 
         # The window ends at the failing day's end (the evaluation time a schedule tick would give).
         day_end = f"{FAILING_DAY + timedelta(days=1)}T00:00:00+00:00"
         monitoring = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": day_end}}}})
+            instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": day_end}}}}
+        )
         failed_at = time.perf_counter()
         [check] = [c for c in monitoring.get_asset_check_evaluations() if c.check_name == "live_precision_above_threshold"]
         assert not check.passed, check.description
         print(f"monitoring: {check.description}", flush=True)
-        probe = {"transaction": {"transaction_id": "probe", "customer_id": "C00001", "terminal_id": "T00001",
-                                 "amount": 10.0, "timestamp": f"{FAILING_DAY}T23:59:00+00:00"}}
+        probe = {
+            "transaction": {
+                "transaction_id": "probe",
+                "customer_id": "C00001",
+                "terminal_id": "T00001",
+                "amount": 10.0,
+                "timestamp": f"{FAILING_DAY}T23:59:00+00:00",
+            }
+        }
         wait_for(lambda: _answering_version(url, probe) == "2", 600, "the new champion to answer")
         loop_s = time.perf_counter() - failed_at
         answered_wall = time.time()
         failed_wall = answered_wall - loop_s
-        [run] = wait_for(lambda: [r for r in instance.get_run_records(filters=dg.RunsFilter(
-            job_name=RETRAIN_JOB, tags={"fraud/retrain_trigger": "fraud_retrain_sensor"})) if r.end_time], 300,
-            "the sensor's retrain run to finish")
+        [run] = wait_for(
+            lambda: [
+                r
+                for r in instance.get_run_records(
+                    filters=dg.RunsFilter(job_name=RETRAIN_JOB, tags={"fraud/retrain_trigger": "fraud_retrain_sensor"})
+                )
+                if r.end_time
+            ],
+            300,
+            "the sensor's retrain run to finish",
+        )
         queued = run.create_timestamp.timestamp()
-        print(f"breakdown: sensor requested the run {queued - failed_wall:.1f} s after the failure, it waited "
-              f"{run.start_time - queued:.1f} s to start, and the new champion answered {answered_wall - run.start_time:.1f} s "
-              f"after the run started (the run itself took {run.end_time - run.start_time:.1f} s)")
+        print(
+            f"breakdown: sensor requested the run {queued - failed_wall:.1f} s after the failure, it waited "
+            f"{run.start_time - queued:.1f} s to start, and the new champion answered {answered_wall - run.start_time:.1f} s "
+            f"after the run started (the run itself took {run.end_time - run.start_time:.1f} s)"
+        )
     finally:
         for process in (daemon, service):
             if process is not None:

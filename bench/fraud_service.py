@@ -56,6 +56,7 @@ RESPONSE_FIELDS = {"prediction_id", "fraud_probability", "is_fraud", "model_vers
 
 # --- servers (run in a subprocess: `--serve bare|project`) -----------------------------------------
 
+
 def bare_app():  # no `from __future__ import annotations` in this file: FastAPI must see the local classes
     from fastapi import FastAPI
     from pydantic import AwareDatetime, BaseModel
@@ -95,8 +96,13 @@ def serve(args: argparse.Namespace) -> None:
         from ecosystem_assets.serving.app import create_app
 
         # Tokens come through the environment (never argv, which `ps` shows), as for `serve`.
-        app = create_app(args.db_url, args.tracking_uri, poll_s=args.poll_s, predict_token=os.environ[PREDICT_TOKEN_ENV],
-                         feedback_token=os.environ[FEEDBACK_TOKEN_ENV])
+        app = create_app(
+            args.db_url,
+            args.tracking_uri,
+            poll_s=args.poll_s,
+            predict_token=os.environ[PREDICT_TOKEN_ENV],
+            feedback_token=os.environ[FEEDBACK_TOKEN_ENV],
+        )
     uvicorn.run(app, host=HOST, port=args.port, workers=1, log_level="warning")
 
 
@@ -108,8 +114,9 @@ class Server:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
         self.kind = kind
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(self.port), *extra],
-                                        env={**os.environ, **(env or {})})
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--port", str(self.port), *extra], env={**os.environ, **(env or {})}
+        )
         self.url = f"http://{HOST}:{self.port}"
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
@@ -143,6 +150,7 @@ class Server:
 
 # --- data and champion -----------------------------------------------------------------------------
 
+
 def train_champion(tracking_uri: str, artifacts: Path, raw) -> str:
     """Train on the last 14 days of ``raw`` (37 days of history before) and register the champion."""
     import logging
@@ -163,25 +171,41 @@ def train_champion(tracking_uri: str, artifacts: Path, raw) -> str:
     experiment_id = MlflowTracking(tracking_uri=tracking_uri, artifact_location=str(artifacts)).ensure_experiment("fraud-detector")
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id):
-        outcome, _ = train_and_promote(table, mlflow, MlflowClient(tracking_uri), calibration_days=2, holdout_days=2,
-                                       target_precision=0.9, seed=0, params={}, extra_params={})
+        outcome, _ = train_and_promote(
+            table,
+            mlflow,
+            MlflowClient(tracking_uri),
+            calibration_days=2,
+            holdout_days=2,
+            target_precision=0.9,
+            seed=0,
+            params={},
+            extra_params={},
+        )
     assert outcome.promoted, outcome.reason
     return outcome.version
 
 
 def transaction(row: dict) -> dict:
-    return {"transaction_id": row["transaction_id"], "customer_id": row["customer_id"], "terminal_id": row["terminal_id"],
-            "amount": float(row["amount"]), "timestamp": row["timestamp"].isoformat()}
+    return {
+        "transaction_id": row["transaction_id"],
+        "customer_id": row["customer_id"],
+        "terminal_id": row["terminal_id"],
+        "amount": float(row["amount"]),
+        "timestamp": row["timestamp"].isoformat(),
+    }
 
 
 def post_json(url: str, payload: dict, token: str) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    )
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.loads(response.read())
 
 
 # --- load generator ---------------------------------------------------------------------------------
+
 
 def encode(port: int, bodies: list[bytes], token: str | None = None) -> list[bytes]:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
@@ -211,7 +235,7 @@ async def drive(port: int, requests: list[bytes], clients: int, timeout_s: float
             at = head.lower().find(b"\r\ncontent-length:")
             if at < 0:
                 raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
-            length = int(head[at + 17:head.index(b"\r\n", at + 2)])
+            length = int(head[at + 17 : head.index(b"\r\n", at + 2)])
             bodies[i] = await reader.readexactly(length)
             latencies[i] = clock() - started
             statuses[i] = int(head[9:12])
@@ -238,7 +262,7 @@ def run_load(port: int, requests: list[bytes], clients: int, timeout_s: float):
 
 
 def check_answers(kind: str, statuses: list[int], bodies: list[bytes]) -> list[dict]:
-    bad = [(s, b[:200]) for s, b in zip(statuses, bodies) if s != 200]
+    bad = [(s, b[:200]) for s, b in zip(statuses, bodies, strict=True) if s != 200]
     if bad:
         raise SystemExit(f"{kind}: {len(bad)} of {len(statuses)} responses were not HTTP 200, e.g. {bad[0]}")
     answers = [json.loads(b) for b in bodies]
@@ -254,6 +278,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- main -------------------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -298,16 +323,18 @@ def main() -> int:
         rows = pd.concat(traffic, ignore_index=True).head(total)  # time order, day by day
         records = rows.to_dict("records")
         bodies = [json.dumps({"transaction": transaction(r)}).encode() for r in records]
-        print(f"setup: champion v{version} trained on {TRAIN_END - timedelta(days=TRAINING_DAYS - 1)}..{TRAIN_END}; "
-              f"{total:,} transactions of {TRAIN_END + timedelta(days=1)}..{day} to send; "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"setup: champion v{version} trained on {TRAIN_END - timedelta(days=TRAINING_DAYS - 1)}..{TRAIN_END}; "
+            f"{total:,} transactions of {TRAIN_END + timedelta(days=1)}..{day} to send; "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
 
         import secrets
 
         tokens = {PREDICT_TOKEN_ENV: secrets.token_hex(32), FEEDBACK_TOKEN_ENV: secrets.token_hex(32)}
         bare = Server("bare")
-        project = Server("project", "--db-url", db_url, "--tracking-uri", tracking_uri, "--poll-s", str(args.poll_s),
-                         env=tokens)
+        project = Server("project", "--db-url", db_url, "--tracking-uri", tracking_uri, "--poll-s", str(args.poll_s), env=tokens)
         try:
             bare.wait_ready()
             project.wait_ready()
@@ -315,22 +342,22 @@ def main() -> int:
                 history = raw[raw["timestamp"] >= str(TRAIN_END - timedelta(days=HISTORY_DAYS - 1))]
                 added = 0
                 for begin in range(0, len(history), 5000):
-                    chunk = history.iloc[begin:begin + 5000].to_dict("records")
+                    chunk = history.iloc[begin : begin + 5000].to_dict("records")
                     payload = {"transactions": [{**transaction(r), "is_fraud": bool(r["is_fraud"])} for r in chunk]}
                     added += post_json(f"{project.url}/history", payload, tokens[FEEDBACK_TOKEN_ENV])["added"]
-                print(f"project service: feature history warmed with {added:,} labelled transactions "
-                      f"({HISTORY_DAYS} days)", flush=True)
-            results = {name: {"rps": [], "lat": [], "answers": [], "cpu": [], "server_cpu": [], "windows": []} for name in ("bare", "project")}
+                print(f"project service: feature history warmed with {added:,} labelled transactions ({HISTORY_DAYS} days)", flush=True)
+            results = {
+                name: {"rps": [], "lat": [], "answers": [], "cpu": [], "server_cpu": [], "windows": []} for name in ("bare", "project")
+            }
             for r in range(args.rounds):
-                chunk = bodies[r * per_round:(r + 1) * per_round]
+                chunk = bodies[r * per_round : (r + 1) * per_round]
                 for name, server in (("bare", bare), ("project", project)):
                     requests = encode(server.port, chunk, tokens[PREDICT_TOKEN_ENV] if name == "project" else None)
                     try:
-                        _, _, statuses, answers = run_load(server.port, requests[:args.warmup], args.clients, args.timeout_s)
+                        _, _, statuses, answers = run_load(server.port, requests[: args.warmup], args.clients, args.timeout_s)
                         check_answers(name, statuses, answers)
                         wall_start, cpu_start, server_start = time.time(), time.process_time(), server.cpu_seconds()
-                        wall, latencies, statuses, answers = run_load(server.port, requests[args.warmup:], args.clients,
-                                                                      args.timeout_s)
+                        wall, latencies, statuses, answers = run_load(server.port, requests[args.warmup :], args.clients, args.timeout_s)
                         results[name]["server_cpu"].append((server.cpu_seconds() - server_start) / wall)
                     except TooSlow as exc:
                         raise SystemExit(f"round {r + 1}, {name} server: {exc}; stopped") from None
@@ -339,8 +366,10 @@ def main() -> int:
                     results[name]["answers"] += check_answers(name, statuses, answers)
                     results[name]["rps"].append(args.requests / wall)
                     results[name]["lat"] += latencies
-                print(f"round {r + 1}: bare {results['bare']['rps'][-1]:,.0f} req/s, "
-                      f"project {results['project']['rps'][-1]:,.0f} req/s", flush=True)
+                print(
+                    f"round {r + 1}: bare {results['bare']['rps'][-1]:,.0f} req/s, project {results['project']['rps'][-1]:,.0f} req/s",
+                    flush=True,
+                )
         finally:
             bare.stop()
             project.stop()
@@ -356,20 +385,28 @@ def main() -> int:
             stored_ids = set(conn.execute(sa.select(predictions.c.transaction_id)).scalars())
             batches = []
             for begin, end in results["project"]["windows"]:
-                batches += conn.execute(
-                    sa.select(sa.func.count()).where(predictions.c.created_at.between(begin, end))
-                    .group_by(predictions.c.created_at)).scalars().all()
+                batches += (
+                    conn.execute(
+                        sa.select(sa.func.count()).where(predictions.c.created_at.between(begin, end)).group_by(predictions.c.created_at)
+                    )
+                    .scalars()
+                    .all()
+                )
         store.engine.dispose()
         sent_ids = {r["transaction_id"] for r in records}
         if stored != total or stored_ids != sent_ids:
-            raise SystemExit(f"project store holds {stored:,} prediction rows ({len(stored_ids & sent_ids):,} of the "
-                             f"{len(sent_ids):,} transaction ids sent); {total:,} requests were sent")
+            raise SystemExit(
+                f"project store holds {stored:,} prediction rows ({len(stored_ids & sent_ids):,} of the "
+                f"{len(sent_ids):,} transaction ids sent); {total:,} requests were sent"
+            )
         measured = [records[r * per_round + args.warmup + i] for r in range(args.rounds) for i in range(args.requests)]
         flagged = sum(a["is_fraud"] for a in answers)
-        true_pos = sum(a["is_fraud"] and m["is_fraud"] for a, m in zip(answers, measured))
+        true_pos = sum(a["is_fraud"] and m["is_fraud"] for a, m in zip(answers, measured, strict=True))
 
-    print(f"\n{args.clients} clients, keep-alive, loopback; {args.rounds} rounds x {args.requests:,} measured requests per "
-          f"server (after {args.warmup} warm-up each); throughput: median round; latency: all measured requests")
+    print(
+        f"\n{args.clients} clients, keep-alive, loopback; {args.rounds} rounds x {args.requests:,} measured requests per "
+        f"server (after {args.warmup} warm-up each); throughput: median round; latency: all measured requests"
+    )
     figures = {}
     for name, label in (("bare", "bare FastAPI endpoint (baseline)"), ("project", "project fraud service")):
         rps, lat = statistics.median(results[name]["rps"]), results[name]["lat"]
@@ -377,18 +414,26 @@ def main() -> int:
         figures[name] = (rps, p99)
         rounds = ", ".join(f"{v:,.0f}" for v in results[name]["rps"])
         print(f"  {label:34} {rps:8,.0f} req/s (rounds: {rounds})  p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms")
-    print(f"  (load generator in this process, on the same cores: {statistics.median(results['bare']['cpu']):.0%} of a core "
-          f"during the bare rounds, {statistics.median(results['project']['cpu']):.0%} during the project rounds; "
-          f"servers: bare {statistics.median(results['bare']['server_cpu']):.0%}, "
-          f"project {statistics.median(results['project']['server_cpu']):.0%} of a core)")
+    print(
+        f"  (load generator in this process, on the same cores: {statistics.median(results['bare']['cpu']):.0%} of a core "
+        f"during the bare rounds, {statistics.median(results['project']['cpu']):.0%} during the project rounds; "
+        f"servers: bare {statistics.median(results['bare']['server_cpu']):.0%}, "
+        f"project {statistics.median(results['project']['server_cpu']):.0%} of a core)"
+    )
     ratio = figures["project"][0] / figures["bare"][0]
-    print(f"throughput ratio project/bare: {ratio:.2f} (goal ≥ 0.5: {'met' if ratio >= 0.5 else 'NOT met'}); "
-          f"project p99 < 50 ms: {'yes' if figures['project'][1] < P99_GOAL_S else 'NO'}")
-    print(f"checks: all {2 * total:,} responses HTTP 200 with the response's fields; store holds {stored:,} prediction rows "
-          f"= {total:,} requests sent (same transaction ids); model v{version}")
+    print(
+        f"throughput ratio project/bare: {ratio:.2f} (goal ≥ 0.5: {'met' if ratio >= 0.5 else 'NOT met'}); "
+        f"project p99 < 50 ms: {'yes' if figures['project'][1] < P99_GOAL_S else 'NO'}"
+    )
+    print(
+        f"checks: all {2 * total:,} responses HTTP 200 with the response's fields; store holds {stored:,} prediction rows "
+        f"= {total:,} requests sent (same transaction ids); model v{version}"
+    )
     if batches:
-        print(f"project micro-batches in the measured phases: {len(batches):,}, mean size {sum(batches) / len(batches):.1f}, "
-              f"largest {max(batches)}")
+        print(
+            f"project micro-batches in the measured phases: {len(batches):,}, mean size {sum(batches) / len(batches):.1f}, "
+            f"largest {max(batches)}"
+        )
     print(f"project flagged {flagged} of {len(answers):,} measured transactions, {true_pos} of them fraud per the simulator")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -12,7 +13,7 @@ def _yesterday(timezone: str) -> str:
     return (datetime.now(ZoneInfo(timezone)).date() - timedelta(days=1)).isoformat()
 
 
-def _instance():
+def _instance() -> Any:
     import os
 
     import dagster as dg
@@ -23,7 +24,7 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
-def _outputs(result, asset: str) -> dict:
+def _outputs(result: Any, asset: str) -> dict:
     """The metadata of ``asset``'s materialization in ``result`` (plain values)."""
     import dagster as dg
 
@@ -33,7 +34,7 @@ def _outputs(result, asset: str) -> dict:
     return {}
 
 
-def _run(defs, job: str, instance, **kwargs):
+def _run(defs: Any, job: str, instance: Any, **kwargs: Any) -> Any:
     result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
     if not result.success:
         raise SystemExit(f"FAILED: {job} run {result.run_id} did not succeed; `make dev` shows its event log.")
@@ -62,9 +63,13 @@ def demo(partition: str | None) -> int:
     print("2/3 Image classifier: dataset → DDP training under torchrun → evaluation and promotion")
     result = _run(defs, "vision_training_job", instance)
     dataset, evaluation = _outputs(result, "image_dataset"), _outputs(result, "cnn_evaluation")
-    print(f"  dataset       {dataset.get('usable_images')} images, version {str(dataset.get('dataset_version'))[:12]} → {dataset.get('manifest')}")
-    print(f"  evaluation    image-classifier v{evaluation.get('model_version')}: test accuracy {evaluation.get('test_accuracy'):.4f}; "
-          f"champion v{evaluation.get('champion_version')} ({evaluation.get('promotion')})")
+    print(
+        f"  dataset       {dataset.get('usable_images')} images, version {str(dataset.get('dataset_version'))[:12]} → {dataset.get('manifest')}"
+    )
+    print(
+        f"  evaluation    image-classifier v{evaluation.get('model_version')}: test accuracy {evaluation.get('test_accuracy'):.4f}; "
+        f"champion v{evaluation.get('champion_version')} ({evaluation.get('promotion')})"
+    )
 
     # The first model is trained on data ending 31 days ago, so that `make replay` can send the
     # last 30 days through the service as "production".
@@ -73,20 +78,29 @@ def demo(partition: str | None) -> int:
     print(f"3/3 Fraud model: transactions {today - timedelta(days=90)}..{today - timedelta(days=1)}, model trained up to {end}")
     assets_job = defs.resolve_implicit_global_asset_job_def()
     backfill = assets_job.execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")], instance=instance, raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": str(today - timedelta(days=90)),
-              "dagster/asset_partition_range_end": str(today - timedelta(days=1))},
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=instance,
+        raise_on_error=False,
+        tags={
+            "dagster/asset_partition_range_start": str(today - timedelta(days=90)),
+            "dagster/asset_partition_range_end": str(today - timedelta(days=1)),
+        },
     )
     if not backfill.success:
         raise SystemExit(f"FAILED: fraud_transactions backfill run {backfill.run_id}")
-    model = _outputs(_run(defs, RETRAIN_JOB, instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(end)}}}}),
-                     "fraud_model")
-    print(f"  fraud model   version {model.get('model_version')}, precision {model.get('precision'):.3f}, "
-          f"recall {model.get('recall'):.3f}; champion {model.get('champion_after')} ({model.get('reason')})")
+    model = _outputs(
+        _run(defs, RETRAIN_JOB, instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(end)}}}}), "fraud_model"
+    )
+    print(
+        f"  fraud model   version {model.get('model_version')}, precision {model.get('precision'):.3f}, "
+        f"recall {model.get('recall'):.3f}; champion {model.get('champion_after')} ({model.get('reason')})"
+    )
     monitoring = _run(defs, MONITORING_JOB, instance)
     for check in monitoring.get_asset_check_evaluations():
         outcome = _check_outcome(check)  # a not-judged description already starts with "not judged"
-        print(f"  monitoring    {check.check_name}: " + (check.description if outcome == "not judged" else f"{outcome} — {check.description}"))
+        print(
+            f"  monitoring    {check.check_name}: " + (check.description if outcome == "not judged" else f"{outcome} — {check.description}")
+        )
     print("Done; `make dev` shows every run. The fraud story: README, section 'Closed-loop retraining'.")
     return 0
 
@@ -98,7 +112,7 @@ def serve(host: str, port: int, poll_s: float) -> int:
     from ecosystem_assets.settings import Settings, secret
 
     settings = Settings.from_env()
-    tokens = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
+    tokens: dict[str, Any] = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
     try:
         check_serving_tokens(host, **tokens)
     except TokenError as exc:  # the message names the variables, never a value
@@ -108,14 +122,21 @@ def serve(host: str, port: int, poll_s: float) -> int:
 
     from ecosystem_assets.serving.app import create_app
 
-    app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=poll_s, **tokens,
-                     max_amount=settings.fraud_max_amount, max_clock_skew_s=settings.fraud_max_clock_skew_s,
-                     max_predict_bytes=settings.fraud_max_predict_bytes, max_history_bytes=settings.fraud_max_history_bytes)
+    app = create_app(
+        settings.fraud_db_url,
+        settings.mlflow_tracking_uri,
+        poll_s=poll_s,
+        **tokens,
+        max_amount=settings.fraud_max_amount,
+        max_clock_skew_s=settings.fraud_max_clock_skew_s,
+        max_predict_bytes=settings.fraud_max_predict_bytes,
+        max_history_bytes=settings.fraud_max_history_bytes,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0
 
 
-def _check_outcome(evaluation) -> str:
+def _check_outcome(evaluation: Any) -> str:
     """passed, FAILED, or not judged (a warning: too little to judge)."""
     from ecosystem_assets.fraud.checks import JUDGED
 
@@ -125,22 +146,23 @@ def _check_outcome(evaluation) -> str:
     return "passed" if evaluation.passed else "FAILED"
 
 
-def replay(service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool,
-           day_seconds: float = 0.0) -> int:
+def replay(
+    service: str, first: str | None, days: int, history_days: int, workers: int, with_dagster: bool, day_seconds: float = 0.0
+) -> int:
     """Replay simulated days through the service; after each day, land its transactions in storage and
     run the monitoring job, so that `dagster dev` shows the checks and the sensor reacting. Each day
     lasts at least ``day_seconds`` of wall-clock time: the sensor's interval and the retrain cooldown
     are wall-clock times, so without a pace a faster service would change which day a retrain lands on."""
     import time
 
-    from ecosystem_assets.fraud.features import HISTORY_DAYS
     from ecosystem_assets.fraud.definitions import MONITORING_JOB
+    from ecosystem_assets.fraud.features import HISTORY_DAYS
     from ecosystem_assets.fraud.replay import replay_day, send_history
     from ecosystem_assets.resources.fraud import TransactionSource
     from ecosystem_assets.settings import Settings, secret
 
     settings = Settings.from_env()
-    tokens = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
+    tokens: dict[str, Any] = {"predict_token": secret("FRAUD_PREDICT_TOKEN"), "feedback_token": secret("FRAUD_FEEDBACK_TOKEN")}
     start = datetime.fromisoformat(first).date() if first else datetime.now(ZoneInfo("UTC")).date() - timedelta(days=days)
     source = TransactionSource(drift_from=settings.fraud_drift_from)
     print(f"Replaying {days} days from {start} through {service} (drift from {settings.fraud_drift_from or 'never'})")
@@ -163,13 +185,14 @@ def replay(service: str, first: str | None, days: int, history_days: int, worker
         frame = source.days(day, day)[day]
         print("  " + replay_day(service, day.isoformat(), frame, workers=workers, **tokens).line(), flush=True)
         if with_dagster:
-            assets_job.execute_in_process(asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(),
-                                          instance=instance, raise_on_error=False)
+            assets_job.execute_in_process(
+                asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(), instance=instance, raise_on_error=False
+            )
             # The window ends where the simulated day does, not at whatever newest row the store holds.
             end = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo("UTC")).isoformat()
             result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-                instance=instance, raise_on_error=False,
-                run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}})
+                instance=instance, raise_on_error=False, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}}
+            )
             checks = ", ".join(f"{e.check_name} {_check_outcome(e)}" for e in result.get_asset_check_evaluations())
             print(f"    monitoring: {checks}", flush=True)
         time.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
@@ -184,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd = commands.add_parser("demo", help="materialize every workflow once (yesterday's sales report)")
     demo_cmd.add_argument("--partition", help="sales day YYYY-MM-DD (default: yesterday in REPORT_TIMEZONE)")
     serve_cmd = commands.add_parser(
-        "serve", help="run the fraud service (FastAPI under uvicorn)",
+        "serve",
+        help="run the fraud service (FastAPI under uvicorn)",
         description="Bearer tokens come from FRAUD_PREDICT_TOKEN (/predict) and FRAUD_FEEDBACK_TOKEN (/feedback, "
-                    "/history, /monitoring); without both, the service runs open and only on a loopback host.")
+        "/history, /monitoring); without both, the service runs open and only on a loopback host.",
+    )
     serve_cmd.add_argument("--host", default="127.0.0.1", help="a non-loopback host needs both tokens set")
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
@@ -194,20 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("--service", default="http://127.0.0.1:8000")
     replay_cmd.add_argument("--first", help="first day YYYY-MM-DD (default: DAYS days ago)")
     replay_cmd.add_argument("--days", type=int, default=30)
-    replay_cmd.add_argument("--history-days", type=int, default=HISTORY_DAYS,
-                            help="labelled days before FIRST to warm the features (at most the feature windows' reach)")
+    replay_cmd.add_argument(
+        "--history-days",
+        type=int,
+        default=HISTORY_DAYS,
+        help="labelled days before FIRST to warm the features (at most the feature windows' reach)",
+    )
     replay_cmd.add_argument("--workers", type=int, default=8)
     replay_cmd.add_argument("--no-dagster", action="store_true", help="only send traffic; no storage or monitoring runs")
-    replay_cmd.add_argument("--day-seconds", type=float, default=0.0,
-                            help="shortest wall-clock time of a simulated day (the story's pace; see `make replay`)")
+    replay_cmd.add_argument(
+        "--day-seconds", type=float, default=0.0, help="shortest wall-clock time of a simulated day (the story's pace; see `make replay`)"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.partition)
     if args.command == "serve":
         return serve(args.host, args.port, args.poll)
     if args.command == "replay":
-        return replay(args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster,
-                      args.day_seconds)
+        return replay(
+            args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster, args.day_seconds
+        )
     return 2
 
 

@@ -34,8 +34,7 @@ def get_champion(client: Any, name: str, alias: str = CHAMPION) -> Any | None:
     except Exception as exc:  # noqa: BLE001 — drivers and HTTP clients raise their own errors
         message = f"{type(exc).__name__}: {exc}"
     registry = without_credentials(str(getattr(client, "_registry_uri", None) or "the MLflow registry"))
-    raise RegistryUnavailable(f"{registry} could not be asked for {name}@{alias}: "
-                              f"{without_credentials(message)[:500]}") from None
+    raise RegistryUnavailable(f"{registry} could not be asked for {name}@{alias}: {without_credentials(message)[:500]}") from None
 
 
 def register_version(client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str) -> Any:

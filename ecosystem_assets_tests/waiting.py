@@ -10,8 +10,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(observe: Callable[[], T], timeout: float, describe: str, *, every: float = 0.05,
-               done: Callable[[T], object] = bool) -> T:
+def wait_until(observe: Callable[[], T], timeout: float, describe: str, *, every: float = 0.05, done: Callable[[T], object] = bool) -> T:
     """Call ``observe`` every ``every`` seconds until ``done(value)`` is true (default: the value is
     truthy) and return that value. After ``timeout`` seconds raise AssertionError naming
     ``describe`` and the last value seen (or the last exception ``observe`` raised). An

@@ -8,7 +8,8 @@ to (this run's, else the latest), so two runs at once each read their own data.
 """
 
 import warnings
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -51,8 +52,9 @@ def reference_key(version: str) -> str:
 
 class FeaturesConfig(dg.Config):
     training_days: int = Field(default=14, description="Days of labelled transactions to train, calibrate and hold out on.")
-    end_date: str | None = Field(default=None, description="Last day (YYYY-MM-DD); default: the newest materialized "
-                                                           "fraud_transactions day.")
+    end_date: str | None = Field(
+        default=None, description="Last day (YYYY-MM-DD); default: the newest materialized fraud_transactions day."
+    )
 
 
 class FraudModelConfig(dg.Config):
@@ -66,8 +68,11 @@ class FraudModelConfig(dg.Config):
 
 class MonitoringConfig(dg.Config):
     window_hours: float = Field(default=24, description="Hours of traffic before the window's end to judge.")
-    end: str | None = Field(default=None, description="End of the window, ISO-8601 with offset (e.g. 2026-09-18T00:00:00+00:00); "
-                                                       "default: the schedule's tick, else now. Later rows are outside.")
+    end: str | None = Field(
+        default=None,
+        description="End of the window, ISO-8601 with offset (e.g. 2026-09-18T00:00:00+00:00); "
+        "default: the schedule's tick, else now. Later rows are outside.",
+    )
     min_labelled: int = Field(default=200, description="Fewer labelled predictions than this are not judged.")
     # Undrifted traffic sampled against a 14-day reference (the simulator's 1,000 customers,
     # about 2,000 rows a day) showed dataset drift in 40 of 40 draws of 50 rows, 7 of 200, 1 of
@@ -75,8 +80,9 @@ class MonitoringConfig(dg.Config):
     min_drift_rows: int = Field(default=500, description="Fewer live rows of the serving model than this: drift is not judged.")
 
 
-def materialize_transactions(context: dg.AssetExecutionContext, transactions: TransactionSource,
-                             storage: ArtifactStorage) -> dg.MaterializeResult:
+def materialize_transactions(
+    context: dg.AssetExecutionContext, transactions: TransactionSource, storage: ArtifactStorage
+) -> dg.MaterializeResult:
     """Labelled card transactions of each day (the seeded simulator by default, or the Parquet days
     at FRAUD_TRANSACTIONS_URL): the training data and the ground truth that the live service's
     feedback reflects. A range of days runs as one run, which stores each day under its own run id;
@@ -95,15 +101,18 @@ def materialize_transactions(context: dg.AssetExecutionContext, transactions: Tr
     total = sum(len(f) for f in frames.values())
     labelled = sum(int(f["is_fraud"].notna().sum()) for f in frames.values())
     frauds = sum(int(f["is_fraud"].sum()) for f in frames.values())
-    return dg.MaterializeResult(metadata={
-        "days": dg.MetadataValue.int(len(frames)), "transactions": dg.MetadataValue.int(total),
-        "unlabelled": dg.MetadataValue.int(total - labelled),
-        "fraud_rate": dg.MetadataValue.float(frauds / labelled if labelled else 0.0),
-        "source": transactions.source_label,
-        "drift_from": transactions.drift_from or "none",
-        STORAGE_PREFIX: TRANSACTIONS_PREFIX,
-        "path": dg.MetadataValue.path(uris[last]),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "days": dg.MetadataValue.int(len(frames)),
+            "transactions": dg.MetadataValue.int(total),
+            "unlabelled": dg.MetadataValue.int(total - labelled),
+            "fraud_rate": dg.MetadataValue.float(frauds / labelled if labelled else 0.0),
+            "source": transactions.source_label,
+            "drift_from": transactions.drift_from or "none",
+            STORAGE_PREFIX: TRANSACTIONS_PREFIX,
+            "path": dg.MetadataValue.path(uris[last]),
+        }
+    )
 
 
 def fraud_transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -111,8 +120,13 @@ def fraud_transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDe
     setting (the daily partitions start at FRAUD_START_DATE)."""
     with warnings.catch_warnings():  # backfill_policy is "beta"; a single-run backfill is what we want
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(name="fraud_transactions", group_name="fraud", partitions_def=partitions, kinds={"python", "parquet"},
-                        backfill_policy=dg.BackfillPolicy.single_run())(materialize_transactions)
+        return dg.asset(
+            name="fraud_transactions",
+            group_name="fraud",
+            partitions_def=partitions,
+            kinds={"python", "parquet"},
+            backfill_policy=dg.BackfillPolicy.single_run(),
+        )(materialize_transactions)
 
 
 def newest_transaction_day(instance: dg.DagsterInstance) -> date:
@@ -123,8 +137,9 @@ def newest_transaction_day(instance: dg.DagsterInstance) -> date:
     return date.fromisoformat(max(days))
 
 
-def read_transaction_days(context: dg.AssetExecutionContext, storage: ArtifactStorage, days: list[date],
-                          needed_for: str) -> tuple[list[Any], list[Upstream]]:
+def read_transaction_days(
+    context: dg.AssetExecutionContext, storage: ArtifactStorage, days: list[date], needed_for: str
+) -> tuple[list[Any], list[Upstream]]:
     """The stored transactions of ``days`` (this run's materialization of a day, else the latest)
     and the materializations read; `MissingUpstream` naming the days that are not there."""
     from ecosystem_assets.storage import StorageError, read_parquet
@@ -132,8 +147,10 @@ def read_transaction_days(context: dg.AssetExecutionContext, storage: ArtifactSt
     materialized = context.instance.get_materialized_partitions(TRANSACTIONS)
     missing = [d for d in days if d.isoformat() not in materialized]
     if missing:
-        raise MissingUpstream(description=f"fraud_transactions is missing {len(missing)} days needed for {needed_for}: "
-                                          f"{day_ranges(missing)}; backfill them first.")
+        raise MissingUpstream(
+            description=f"fraud_transactions is missing {len(missing)} days needed for {needed_for}: "
+            f"{day_ranges(missing)}; backfill them first."
+        )
     sources = upstream_partitions(context, TRANSACTIONS, [d.isoformat() for d in days])
     frames, unreadable = [], []
     for day in days:
@@ -146,16 +163,30 @@ def read_transaction_days(context: dg.AssetExecutionContext, storage: ArtifactSt
         except StorageError:
             unreadable.append(day)
     if unreadable:
-        raise MissingUpstream(description=f"fraud_transactions has no stored file for {len(unreadable)} days needed for "
-                                          f"{needed_for} (recorded without one, or the file is gone): "
-                                          f"{day_ranges(unreadable)}; backfill them first.")
+        raise MissingUpstream(
+            description=f"fraud_transactions has no stored file for {len(unreadable)} days needed for "
+            f"{needed_for} (recorded without one, or the file is gone): "
+            f"{day_ranges(unreadable)}; backfill them first."
+        )
     return frames, list(sources.values())
 
 
-@dg.asset(group_name="fraud", deps=[TRANSACTIONS], kinds={"python", "parquet"},
-          check_specs=[dg.AssetCheckSpec(FEATURES_CHECK, asset="fraud_features", blocking=True,
-                                         description="Schema, no nulls, amount ≥ 0, label in {0,1}, plausible fraud rate.")])
-def fraud_features(context: dg.AssetExecutionContext, config: FeaturesConfig, storage: ArtifactStorage):
+@dg.asset(
+    group_name="fraud",
+    deps=[TRANSACTIONS],
+    kinds={"python", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            FEATURES_CHECK,
+            asset="fraud_features",
+            blocking=True,
+            description="Schema, no nulls, amount ≥ 0, label in {0,1}, plausible fraud rate.",
+        )
+    ],
+)
+def fraud_features(
+    context: dg.AssetExecutionContext, config: FeaturesConfig, storage: ArtifactStorage
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """The training table: the last N days of transactions with their features, computed by the
     same function the live service uses, on 37 days of history before them. Each day is read from
     the fraud_transactions materialization this run made, else the latest one (listed in
@@ -184,23 +215,33 @@ def fraud_features(context: dg.AssetExecutionContext, config: FeaturesConfig, st
     gate = validate_frame(table, "fraud_features", feature_expectations(FEATURES))
     key = run_key(FEATURES_PREFIX, context.run.run_id, "training.parquet")
     uri = write_parquet(storage.store, key, table)
-    judged = {"rows": len(table), "first_day": first_train.isoformat(), "last_day": end.isoformat(), STORAGE_KEY: key}
-    yield dg.MaterializeResult(metadata={
-        **judged, "rows": dg.MetadataValue.int(len(table)), "path": dg.MetadataValue.path(uri),
-        "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
-        "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
-        "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
-        **lineage_metadata(*sources),
-    })
+    judged: dict[str, Any] = {"rows": len(table), "first_day": first_train.isoformat(), "last_day": end.isoformat(), STORAGE_KEY: key}
+    yield dg.MaterializeResult(
+        metadata={
+            **judged,
+            "rows": dg.MetadataValue.int(len(table)),
+            "path": dg.MetadataValue.path(uri),
+            "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
+            "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
+            "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
+            **lineage_metadata(*sources),
+        }
+    )
     # The check says which table it judged: this materialization's.
-    yield dg.AssetCheckResult(check_name=FEATURES_CHECK, asset_key="fraud_features", passed=gate.success,
-                              severity=dg.AssetCheckSeverity.ERROR, description=gate.summary(),
-                              metadata={**gate.metadata(), **judged})
+    yield dg.AssetCheckResult(
+        check_name=FEATURES_CHECK,
+        asset_key="fraud_features",
+        passed=gate.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=gate.summary(),
+        metadata={**gate.metadata(), **judged},
+    )
 
 
 @dg.asset(group_name="fraud", deps=[fraud_features], kinds={"sklearn", "mlflow"})
-def fraud_model(context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage,
-                mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+def fraud_model(
+    context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
     """The fraud classifier, registered in MLflow as `fraud-detector`, trained on the fraud_features
     table this run built, else the latest one (recorded in `input/fraud_features`). It becomes the
     `champion` (which the live service serves) only if at least as good as the current one on the
@@ -217,24 +258,38 @@ def fraud_model(context: dg.AssetExecutionContext, config: FraudModelConfig, sto
     try:
         with mlflow_tracking.run(context, EXPERIMENT) as mlf:
             outcome, reference = train_and_promote(
-                table, mlf, mlflow_tracking.client(), calibration_days=config.calibration_days, holdout_days=config.holdout_days,
-                target_precision=config.target_precision, seed=config.seed,
+                table,
+                mlf,
+                mlflow_tracking.client(),
+                calibration_days=config.calibration_days,
+                holdout_days=config.holdout_days,
+                target_precision=config.target_precision,
+                seed=config.seed,
                 params={"max_iter": config.max_iter, "learning_rate": config.learning_rate},
-                extra_params={"features_first_day": str(table["timestamp"].min().date()),
-                              "features_last_day": str(table["timestamp"].max().date()), "dagster_run_id": context.run_id,
-                              "features_storage_key": features.storage_key, "features_run_id": features.run_id},
+                extra_params={
+                    "features_first_day": str(table["timestamp"].min().date()),
+                    "features_last_day": str(table["timestamp"].max().date()),
+                    "dagster_run_id": context.run_id,
+                    "features_storage_key": features.storage_key,
+                    "features_run_id": features.run_id,
+                },
             )
     except RegistryUnavailable as exc:  # an outage, not "no champion": nothing was promoted
         raise dg.Failure(description=f"the model registry is unavailable: {exc}") from None
     write_parquet(storage.store, reference_key(outcome.version), reference)
     meta: dict[str, Any] = {
-        "model_version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
+        "model_version": outcome.version,
+        "promoted": outcome.promoted,
+        "reason": outcome.reason,
         "champion_before": outcome.champion_before or "none",
         "champion_after": outcome.version if outcome.promoted else (outcome.champion_before or "none"),
-        "precision": dg.MetadataValue.float(outcome.new.precision), "recall": dg.MetadataValue.float(outcome.new.recall),
+        "precision": dg.MetadataValue.float(outcome.new.precision),
+        "recall": dg.MetadataValue.float(outcome.new.recall),
         "threshold": dg.MetadataValue.float(outcome.new.threshold),
-        "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}", "mlflow_run_id": outcome.run_id,
-        "model_uri": outcome.model_uri, "training_rows": dg.MetadataValue.int(len(table)),
+        "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}",
+        "mlflow_run_id": outcome.run_id,
+        "model_uri": outcome.model_uri,
+        "training_rows": dg.MetadataValue.int(len(table)),
         **lineage_metadata(features),
     }
     if outcome.champion_score is not None:
@@ -254,34 +309,50 @@ def _observe_prediction_log(fraud_service: FraudServiceResource) -> dg.ObserveRe
     summary = fraud_service.prediction_log()
 
     def when(epoch: float | None) -> str:
-        return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch is not None else "none"
+        return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch is not None else "none"
 
     version = f"{summary.predictions}-{summary.labelled}-{when(summary.newest_prediction_at)}-{when(summary.newest_label_at)}"
-    return dg.ObserveResult(data_version=dg.DataVersion(version), metadata={
-        "rows": dg.MetadataValue.int(summary.predictions), "labelled": dg.MetadataValue.int(summary.labelled),
-        "newest_prediction_at": when(summary.newest_prediction_at),
-        "newest_transaction_time": when(summary.newest_transaction_time),
-        "newest_label_at": when(summary.newest_label_at),
-    })
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "rows": dg.MetadataValue.int(summary.predictions),
+            "labelled": dg.MetadataValue.int(summary.labelled),
+            "newest_prediction_at": when(summary.newest_prediction_at),
+            "newest_transaction_time": when(summary.newest_transaction_time),
+            "newest_label_at": when(summary.newest_label_at),
+        },
+    )
 
 
 with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13 (not deprecated)
     warnings.simplefilter("ignore", dg.BetaWarning)
     # The decorator does not take the function's docstring as the description: passed explicitly.
-    fraud_prediction_log = dg.observable_source_asset(name="fraud_prediction_log", group_name="fraud",
-                                                      description=_observe_prediction_log.__doc__)(_observe_prediction_log)
+    fraud_prediction_log = dg.observable_source_asset(
+        name="fraud_prediction_log", group_name="fraud", description=_observe_prediction_log.__doc__
+    )(_observe_prediction_log)
 
 
-@dg.asset(group_name="fraud", deps=[fraud_model, fraud_prediction_log], kinds={"evidently", "fastapi"},
-          check_specs=[
-              dg.AssetCheckSpec(PRECISION_CHECK, asset="fraud_monitoring_metrics",
-                                description="Live precision of the serving model ≥ FRAUD_PRECISION_THRESHOLD "
-                                            "(the fraud_service resource's precision_threshold, in each evaluation's metadata)."),
-              dg.AssetCheckSpec(DRIFT_CHECK, asset="fraud_monitoring_metrics",
-                                description="No dataset drift of live features against the serving model's training reference."),
-          ])
-def fraud_monitoring_metrics(context: dg.AssetExecutionContext, config: MonitoringConfig, storage: ArtifactStorage,
-                             fraud_service: FraudServiceResource):
+@dg.asset(
+    group_name="fraud",
+    deps=[fraud_model, fraud_prediction_log],
+    kinds={"evidently", "fastapi"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            PRECISION_CHECK,
+            asset="fraud_monitoring_metrics",
+            description="Live precision of the serving model ≥ FRAUD_PRECISION_THRESHOLD "
+            "(the fraud_service resource's precision_threshold, in each evaluation's metadata).",
+        ),
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset="fraud_monitoring_metrics",
+            description="No dataset drift of live features against the serving model's training reference.",
+        ),
+    ],
+)
+def fraud_monitoring_metrics(
+    context: dg.AssetExecutionContext, config: MonitoringConfig, storage: ArtifactStorage, fraud_service: FraudServiceResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """How the live fraud model did over the window before the evaluation time (the schedule's
     tick, `end` in the config, or now; never the newest stored row): precision and recall on
     labelled predictions in fraud_prediction_log, and drift of live features against its training
@@ -300,16 +371,28 @@ def fraud_monitoring_metrics(context: dg.AssetExecutionContext, config: Monitori
         raise dg.Failure(description=f"the model registry is unavailable, so the serving model is unknown: {exc}") from None
     version = summary["model_version"]
     threshold = fraud_service.precision_threshold
-    window = {WINDOW_END: end.isoformat(), "window_end_from": end_from,
-              "window_start": (end - timedelta(hours=config.window_hours)).isoformat()}
+    window = {
+        WINDOW_END: end.isoformat(),
+        "window_end_from": end_from,
+        "window_start": (end - timedelta(hours=config.window_hours)).isoformat(),
+    }
     meta = {
-        "model_version": version or "none", "precision": summary["precision"], "recall": summary["recall"],
-        "labelled": dg.MetadataValue.int(summary["labelled"]), "predictions": dg.MetadataValue.int(summary["predictions"]),
-        "window_hours": config.window_hours, **window,
+        "model_version": version or "none",
+        "precision": summary["precision"],
+        "recall": summary["recall"],
+        "labelled": dg.MetadataValue.int(summary["labelled"]),
+        "predictions": dg.MetadataValue.int(summary["predictions"]),
+        "window_hours": config.window_hours,
+        **window,
     }
     precision = precision_verdict(summary, threshold, config.min_labelled)
-    precision_meta = {"precision": summary["precision"], "labelled": summary["labelled"], "threshold": threshold,
-                      "model_version": version or "none", **window}
+    precision_meta = {
+        "precision": summary["precision"],
+        "labelled": summary["labelled"],
+        "threshold": threshold,
+        "model_version": version or "none",
+        **window,
+    }
 
     live = fraud_service.store().live_features(config.window_hours, end_s)
     live = live[live["model_version"] == version]
@@ -324,12 +407,21 @@ def fraud_monitoring_metrics(context: dg.AssetExecutionContext, config: Monitori
         reference = read_parquet(storage.store, reference_key(version))
         drift = detect_drift(reference, live, FEATURES)
         html, _ = evidently_report_html(reference, live, FEATURES)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report_uri = storage.store.write_bytes(f"fraud/monitoring/drift-v{version}-{stamp}.html", html.encode())
-        drifted = Verdict(True, not drift.dataset_drift, f"{sum(c.drifted for c in drift.columns)} of {len(drift.columns)} "
-                                                         f"features of v{version} drifted (share {drift.share:.2f}, {len(live)} rows)")
-        drift_meta.update({"drift_share": dg.MetadataValue.float(drift.share), "features": dg.MetadataValue.md(drift.table_markdown()),
-                           "evidently_report": dg.MetadataValue.path(report_uri)})
+        drifted = Verdict(
+            True,
+            not drift.dataset_drift,
+            f"{sum(c.drifted for c in drift.columns)} of {len(drift.columns)} "
+            f"features of v{version} drifted (share {drift.share:.2f}, {len(live)} rows)",
+        )
+        drift_meta.update(
+            {
+                "drift_share": dg.MetadataValue.float(drift.share),
+                "features": dg.MetadataValue.md(drift.table_markdown()),
+                "evidently_report": dg.MetadataValue.path(report_uri),
+            }
+        )
         meta.update({"drift_share": dg.MetadataValue.float(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
     yield dg.MaterializeResult(metadata={k: v for k, v in meta.items() if v is not None})
     yield _check_result(PRECISION_CHECK, precision, dg.AssetCheckSeverity.ERROR, precision_meta)
@@ -348,9 +440,9 @@ def _evaluation_time(context: dg.AssetExecutionContext, config: MonitoringConfig
     tick = next((tags[t] for t in SCHEDULED_TIME_TAGS if tags.get(t)), None)
     text, source = (config.end, "config") if config.end else (tick, "schedule tick") if tick else (None, "now")
     if text is None:
-        return datetime.now(timezone.utc), source
+        return datetime.now(UTC), source
     try:
-        return datetime.fromtimestamp(parse_end(text), timezone.utc), source
+        return datetime.fromtimestamp(parse_end(text), UTC), source
     except ValueError as exc:
         raise dg.Failure(description=f"monitoring window end ({source}): {exc}") from None
 
@@ -358,7 +450,10 @@ def _evaluation_time(context: dg.AssetExecutionContext, config: MonitoringConfig
 def _check_result(name: str, verdict: Verdict, failure_severity: dg.AssetCheckSeverity, metadata: dict) -> dg.AssetCheckResult:
     """Not judged → a warning (passed=False, WARN, `judged: false`), never a pass: nothing was checked."""
     return dg.AssetCheckResult(
-        check_name=name, asset_key="fraud_monitoring_metrics", passed=verdict.passed, description=verdict.reason,
+        check_name=name,
+        asset_key="fraud_monitoring_metrics",
+        passed=verdict.passed,
+        description=verdict.reason,
         severity=failure_severity if verdict.judged else dg.AssetCheckSeverity.WARN,
         metadata={JUDGED: verdict.judged, **{k: v for k, v in metadata.items() if v is not None}},
     )

@@ -47,7 +47,7 @@ class DriftResult:
         return "\n".join(lines)
 
 
-def _wasserstein_normed(reference, current) -> float:
+def _wasserstein_normed(reference: Any, current: Any) -> float:
     """W1 = ∫ |F_ref(x) − F_cur(x)| dx over the merged support, normed by the reference's std."""
     import numpy as np
 
@@ -59,7 +59,7 @@ def _wasserstein_normed(reference, current) -> float:
     return distance / max(float(np.std(reference)), 0.001)
 
 
-def _jensen_shannon(reference, current) -> float:
+def _jensen_shannon(reference: Any, current: Any) -> float:
     import numpy as np
     from scipy.spatial import distance
 
@@ -82,7 +82,9 @@ def detect_drift(reference: Any, current: Any, columns: list[str]) -> DriftResul
     for column in columns:
         ref = reference[column].to_numpy(dtype=float)
         cur = current[column].to_numpy(dtype=float)
-        few_values = len(np.unique(ref)) <= 5 and len(np.unique(cur[: 100_000])) <= 5 and len(np.union1d(np.unique(ref), np.unique(cur))) <= 5
+        few_values = (
+            len(np.unique(ref)) <= 5 and len(np.unique(cur[:100_000])) <= 5 and len(np.union1d(np.unique(ref), np.unique(cur))) <= 5
+        )
         if few_values:
             score, method = _jensen_shannon(ref, cur), "Jensen-Shannon distance"
         else:
@@ -101,7 +103,7 @@ def evidently_report_html(reference: Any, current: Any, columns: list[str], max_
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    def sample(frame):
+    def sample(frame: Any) -> Any:
         return frame[columns].sample(min(max_rows, len(frame)), random_state=seed) if len(frame) > max_rows else frame[columns]
 
     definition = DataDefinition(numerical_columns=columns)

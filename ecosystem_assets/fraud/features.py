@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 DAY = 86_400.0
 CUSTOMER_WINDOWS = (1, 7, 30)
@@ -39,7 +40,7 @@ HISTORY_KEEP_S = HISTORY_DAYS * DAY
 _EMPTY: tuple[list, list] = ([], [])
 
 
-def _insert(times: list[float], values: list, t: float, value) -> None:
+def _insert(times: list[float], values: list, t: float, value: Any) -> None:
     """Add (t, value) keeping ``times`` sorted; equal times keep arrival order."""
     if not times or t >= times[-1]:
         times.append(t)
@@ -50,7 +51,7 @@ def _insert(times: list[float], values: list, t: float, value) -> None:
         values.insert(at, value)
 
 
-def _remove(histories: dict[str, tuple[list[float], list]], key: str, t: float, value) -> None:
+def _remove(histories: dict[str, tuple[list[float], list]], key: str, t: float, value: Any) -> None:
     """Remove the newest entry (t, value) of ``histories[key]`` (equal entries are interchangeable)."""
     times, values = histories.get(key, _EMPTY)
     for at in range(bisect_right(times, t) - 1, bisect_left(times, t) - 1, -1):
@@ -94,8 +95,9 @@ class FeatureState:
         row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
         return row
 
-    def observe(self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime,
-                trim: bool = True) -> None:
+    def observe(
+        self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime, trim: bool = True
+    ) -> None:
         """Add a transaction to the history; ``trim=False`` defers dropping what the windows no longer
         see (`trim`), so that an observation whose write then fails can be undone exactly (`forget`)."""
         t = timestamp.timestamp()
@@ -144,7 +146,7 @@ def offline_features(transactions: Iterable[dict]) -> list[list[float]]:
     return rows
 
 
-def feature_table(transactions):  # -> pd.DataFrame
+def feature_table(transactions: Any) -> Any:  # -> pd.DataFrame
     """The training table: transactions (a DataFrame) joined with their features, in time order."""
     import pandas as pd
 

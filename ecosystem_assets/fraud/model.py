@@ -37,7 +37,7 @@ class Score:
         return (self.meets_target, self.recall if self.meets_target else self.precision, self.average_precision)
 
 
-def score(probabilities, labels, threshold: float, target_precision: float) -> Score:
+def score(probabilities: Any, labels: Any, threshold: float, target_precision: float) -> Score:
     import numpy as np
     from sklearn.metrics import average_precision_score
 
@@ -50,7 +50,7 @@ def score(probabilities, labels, threshold: float, target_precision: float) -> S
     return Score(precision, recall, ap, float(threshold), target_precision, len(labels), int(flagged.sum()))
 
 
-def choose_threshold(probabilities, labels, target_precision: float) -> float:
+def choose_threshold(probabilities: Any, labels: Any, target_precision: float) -> float:
     """Lowest threshold with precision ≥ target (most recall); else the most precise one."""
     import numpy as np
     from sklearn.metrics import precision_recall_curve
@@ -71,16 +71,16 @@ class TrainedModel:
     train_frauds: int
     params: dict[str, Any]
 
-    def score(self, table) -> Score:
+    def score(self, table: Any) -> Score:
         """Precision/recall at this model's threshold on a labelled feature table."""
         return score_estimator(self.estimator, self.threshold, table, self.target_precision)
 
 
-def score_estimator(estimator: Any, threshold: float, table, target_precision: float) -> Score:
+def score_estimator(estimator: Any, threshold: float, table: Any, target_precision: float) -> Score:
     return score(estimator.predict_proba(table[FEATURES].to_numpy())[:, 1], table["is_fraud"], threshold, target_precision)
 
 
-def split_by_time(table, calibration_days: int, holdout_days: int):
+def split_by_time(table: Any, calibration_days: int, holdout_days: int) -> Any:
     """(train, calibration, holdout) by calendar day of ``timestamp``, newest days last."""
     last = table["timestamp"].max().normalize()
     holdout_start = last - timedelta(days=holdout_days - 1)
@@ -89,7 +89,7 @@ def split_by_time(table, calibration_days: int, holdout_days: int):
     return table[ts < calibration_start], table[(ts >= calibration_start) & (ts < holdout_start)], table[ts >= holdout_start]
 
 
-def _require_both_classes(**parts) -> None:
+def _require_both_classes(**parts: Any) -> None:
     for name, part in parts.items():
         if part["is_fraud"].nunique() < 2:
             raise ValueError(
@@ -98,8 +98,9 @@ def _require_both_classes(**parts) -> None:
             )
 
 
-def train(table, calibration_days: int = 2, holdout_days: int = 2, target_precision: float = 0.9, seed: int = 0,
-          **params: Any) -> tuple[TrainedModel, Any]:
+def train(
+    table: Any, calibration_days: int = 2, holdout_days: int = 2, target_precision: float = 0.9, seed: int = 0, **params: Any
+) -> tuple[TrainedModel, Any]:
     """Fit a gradient-boosted classifier, choose its threshold; returns the model and the holdout part."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 

@@ -52,30 +52,96 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 # an empty history, a burst at a risky terminal at night and extreme values. A champion must give
 # each one finite probability in [0, 1] before it serves.
 _PROBE_ROWS: list[dict[str, float]] = [
-    {"amount": 42.5, "customer_nb_tx_1d": 2, "customer_mean_amount_1d": 40.0, "customer_nb_tx_7d": 9,
-     "customer_mean_amount_7d": 47.3, "customer_nb_tx_30d": 35, "customer_mean_amount_30d": 51.2,
-     "terminal_nb_tx_7d": 18, "terminal_risk_7d": 0.0, "terminal_nb_tx_30d": 80, "terminal_risk_30d": 0.0125,
-     "is_night": 0, "is_weekend": 0},
-    {"amount": 0.0, "customer_nb_tx_1d": 1, "customer_mean_amount_1d": 0.0, "customer_nb_tx_7d": 1,
-     "customer_mean_amount_7d": 0.0, "customer_nb_tx_30d": 1, "customer_mean_amount_30d": 0.0,
-     "terminal_nb_tx_7d": 0, "terminal_risk_7d": 0.0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0,
-     "is_night": 0, "is_weekend": 1},
-    {"amount": 980.0, "customer_nb_tx_1d": 7, "customer_mean_amount_1d": 610.0, "customer_nb_tx_7d": 12,
-     "customer_mean_amount_7d": 390.0, "customer_nb_tx_30d": 40, "customer_mean_amount_30d": 120.0,
-     "terminal_nb_tx_7d": 25, "terminal_risk_7d": 0.6, "terminal_nb_tx_30d": 90, "terminal_risk_30d": 0.4,
-     "is_night": 1, "is_weekend": 0},
-    {"amount": 12.99, "customer_nb_tx_1d": 1, "customer_mean_amount_1d": 12.99, "customer_nb_tx_7d": 3,
-     "customer_mean_amount_7d": 20.0, "customer_nb_tx_30d": 14, "customer_mean_amount_30d": 25.0,
-     "terminal_nb_tx_7d": 3, "terminal_risk_7d": 1.0, "terminal_nb_tx_30d": 10, "terminal_risk_30d": 0.3,
-     "is_night": 1, "is_weekend": 1},
-    {"amount": 250_000.0, "customer_nb_tx_1d": 60, "customer_mean_amount_1d": 9_000.0, "customer_nb_tx_7d": 300,
-     "customer_mean_amount_7d": 5_000.0, "customer_nb_tx_30d": 900, "customer_mean_amount_30d": 2_000.0,
-     "terminal_nb_tx_7d": 5_000, "terminal_risk_7d": 0.05, "terminal_nb_tx_30d": 20_000, "terminal_risk_30d": 0.02,
-     "is_night": 0, "is_weekend": 0},
-    {"amount": 75.0, "customer_nb_tx_1d": 3, "customer_mean_amount_1d": 60.0, "customer_nb_tx_7d": 10,
-     "customer_mean_amount_7d": 55.0, "customer_nb_tx_30d": 30, "customer_mean_amount_30d": 58.0,
-     "terminal_nb_tx_7d": 40, "terminal_risk_7d": 0.1, "terminal_nb_tx_30d": 150, "terminal_risk_30d": 0.08,
-     "is_night": 0, "is_weekend": 1},
+    {
+        "amount": 42.5,
+        "customer_nb_tx_1d": 2,
+        "customer_mean_amount_1d": 40.0,
+        "customer_nb_tx_7d": 9,
+        "customer_mean_amount_7d": 47.3,
+        "customer_nb_tx_30d": 35,
+        "customer_mean_amount_30d": 51.2,
+        "terminal_nb_tx_7d": 18,
+        "terminal_risk_7d": 0.0,
+        "terminal_nb_tx_30d": 80,
+        "terminal_risk_30d": 0.0125,
+        "is_night": 0,
+        "is_weekend": 0,
+    },
+    {
+        "amount": 0.0,
+        "customer_nb_tx_1d": 1,
+        "customer_mean_amount_1d": 0.0,
+        "customer_nb_tx_7d": 1,
+        "customer_mean_amount_7d": 0.0,
+        "customer_nb_tx_30d": 1,
+        "customer_mean_amount_30d": 0.0,
+        "terminal_nb_tx_7d": 0,
+        "terminal_risk_7d": 0.0,
+        "terminal_nb_tx_30d": 0,
+        "terminal_risk_30d": 0.0,
+        "is_night": 0,
+        "is_weekend": 1,
+    },
+    {
+        "amount": 980.0,
+        "customer_nb_tx_1d": 7,
+        "customer_mean_amount_1d": 610.0,
+        "customer_nb_tx_7d": 12,
+        "customer_mean_amount_7d": 390.0,
+        "customer_nb_tx_30d": 40,
+        "customer_mean_amount_30d": 120.0,
+        "terminal_nb_tx_7d": 25,
+        "terminal_risk_7d": 0.6,
+        "terminal_nb_tx_30d": 90,
+        "terminal_risk_30d": 0.4,
+        "is_night": 1,
+        "is_weekend": 0,
+    },
+    {
+        "amount": 12.99,
+        "customer_nb_tx_1d": 1,
+        "customer_mean_amount_1d": 12.99,
+        "customer_nb_tx_7d": 3,
+        "customer_mean_amount_7d": 20.0,
+        "customer_nb_tx_30d": 14,
+        "customer_mean_amount_30d": 25.0,
+        "terminal_nb_tx_7d": 3,
+        "terminal_risk_7d": 1.0,
+        "terminal_nb_tx_30d": 10,
+        "terminal_risk_30d": 0.3,
+        "is_night": 1,
+        "is_weekend": 1,
+    },
+    {
+        "amount": 250_000.0,
+        "customer_nb_tx_1d": 60,
+        "customer_mean_amount_1d": 9_000.0,
+        "customer_nb_tx_7d": 300,
+        "customer_mean_amount_7d": 5_000.0,
+        "customer_nb_tx_30d": 900,
+        "customer_mean_amount_30d": 2_000.0,
+        "terminal_nb_tx_7d": 5_000,
+        "terminal_risk_7d": 0.05,
+        "terminal_nb_tx_30d": 20_000,
+        "terminal_risk_30d": 0.02,
+        "is_night": 0,
+        "is_weekend": 0,
+    },
+    {
+        "amount": 75.0,
+        "customer_nb_tx_1d": 3,
+        "customer_mean_amount_1d": 60.0,
+        "customer_nb_tx_7d": 10,
+        "customer_mean_amount_7d": 55.0,
+        "customer_nb_tx_30d": 30,
+        "customer_mean_amount_30d": 58.0,
+        "terminal_nb_tx_7d": 40,
+        "terminal_risk_7d": 0.1,
+        "terminal_nb_tx_30d": 150,
+        "terminal_risk_30d": 0.08,
+        "is_night": 0,
+        "is_weekend": 1,
+    },
 ]
 
 
@@ -87,7 +153,7 @@ class ModelRefused(ValueError):
         super().__init__(f"{MODEL_NAME} version {self.version} refused: {self.reason}")
 
 
-def probe_rows():
+def probe_rows() -> Any:
     """The probe set as an (n × len(FEATURES)) float array."""
     import numpy as np
 
@@ -110,9 +176,10 @@ def check_on_probe(version: str, score: Any) -> None:
         raise ModelRefused(version, f"gives probabilities outside [0, 1] or not finite on the probe rows: {p.tolist()}")
 
 
-def proba1(estimator: Any):
+def proba1(estimator: Any) -> Any:
     """X → P(class 1) through ``predict_proba``, which must give two columns."""
-    def score(X):
+
+    def score(X: Any) -> Any:
         p = estimator.predict_proba(X)
         if getattr(p, "shape", None) != (len(X), 2):
             raise ValueError(f"predict_proba gave shape {getattr(p, 'shape', None)}, expected ({len(X)}, 2)")
@@ -147,15 +214,19 @@ def check_trees(version: str, estimator: Any) -> None:
             raise ModelRefused(version, f"tree {i} has no node array of sklearn's record type")
         split = nodes["is_leaf"] == 0
         at = np.flatnonzero(split)
-        children_ok = ((nodes["left"][split] > at) & (nodes["left"][split] < len(nodes))
-                       & (nodes["right"][split] > at) & (nodes["right"][split] < len(nodes))).all()
+        children_ok = (
+            (nodes["left"][split] > at)
+            & (nodes["left"][split] < len(nodes))
+            & (nodes["right"][split] > at)
+            & (nodes["right"][split] < len(nodes))
+        ).all()
         features_ok = ((nodes["feature_idx"][split] >= 0) & (nodes["feature_idx"][split] < n_features)).all()
         if not (children_ok and features_ok) or nodes["is_categorical"][split].any():
             raise ModelRefused(version, f"tree {i} has split nodes pointing outside the tree or the features")
 
 
 def _sklearn_flavor(version: str, model_dir: Path) -> dict[str, Any]:
-    import yaml
+    import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the environment
 
     try:
         conf = yaml.safe_load((model_dir / "MLmodel").read_text())
@@ -180,8 +251,7 @@ def _check_size(version: str, path: Path) -> None:
         raise ModelRefused(version, f"is not a readable skops file ({type(exc).__name__})") from None
     packed = path.stat().st_size
     if max(packed, unpacked) > MAX_MODEL_BYTES:
-        raise ModelRefused(version, f"is too large ({packed:,} bytes packed, {unpacked:,} unpacked; "
-                                    f"the limit is {MAX_MODEL_BYTES:,})")
+        raise ModelRefused(version, f"is too large ({packed:,} bytes packed, {unpacked:,} unpacked; the limit is {MAX_MODEL_BYTES:,})")
 
 
 def load_from_dir(version: str, model_dir: Path) -> Any:

@@ -28,13 +28,20 @@ class DayReport:
 
     def line(self) -> str:
         precision = f"{self.precision:.3f}" if self.precision is not None else "n/a"
-        return (f"{self.day}: {self.transactions} transactions, {self.frauds} frauds, flagged {self.flagged}, "
-                f"precision {precision}, model version(s) {', '.join(sorted(self.versions))}")
+        return (
+            f"{self.day}: {self.transactions} transactions, {self.frauds} frauds, flagged {self.flagged}, "
+            f"precision {precision}, model version(s) {', '.join(sorted(self.versions))}"
+        )
 
 
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
-    return {"transaction_id": row["transaction_id"], "customer_id": row["customer_id"], "terminal_id": row["terminal_id"],
-            "amount": float(row["amount"]), "timestamp": row["timestamp"].isoformat()}
+    return {
+        "transaction_id": row["transaction_id"],
+        "customer_id": row["customer_id"],
+        "terminal_id": row["terminal_id"],
+        "amount": float(row["amount"]),
+        "timestamp": row["timestamp"].isoformat(),
+    }
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -42,7 +49,7 @@ def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def send_history(service_url: str, frame, timeout_s: float = 120.0, feedback_token: str | None = None) -> int:
+def send_history(service_url: str, frame: Any, timeout_s: float = 120.0, feedback_token: str | None = None) -> int:
     """Warm the service's feature history with labelled past transactions; returns how many were new."""
     import requests
 
@@ -51,15 +58,22 @@ def send_history(service_url: str, frame, timeout_s: float = 120.0, feedback_tok
     with requests.Session() as session:
         session.headers.update(bearer(feedback_token))
         for start in range(0, len(records), HISTORY_BATCH):
-            batch = [{**_payload(r), "is_fraud": bool(r["is_fraud"])} for r in records[start:start + HISTORY_BATCH]]
+            batch = [{**_payload(r), "is_fraud": bool(r["is_fraud"])} for r in records[start : start + HISTORY_BATCH]]
             response = session.post(f"{service_url}/history", json={"transactions": batch}, timeout=timeout_s)
             response.raise_for_status()
             added += response.json()["added"]
     return added
 
 
-def replay_day(service_url: str, day: str, frame, workers: int = 8, timeout_s: float = 30.0,
-               predict_token: str | None = None, feedback_token: str | None = None) -> DayReport:
+def replay_day(
+    service_url: str,
+    day: str,
+    frame: Any,
+    workers: int = 8,
+    timeout_s: float = 30.0,
+    predict_token: str | None = None,
+    feedback_token: str | None = None,
+) -> DayReport:
     """Score every transaction of ``frame`` (in time order, ``workers`` at a time) and send its label."""
     import requests
 
@@ -71,12 +85,15 @@ def replay_day(service_url: str, day: str, frame, workers: int = 8, timeout_s: f
     def one(row: dict[str, Any]) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
-        response = session.post(f"{service_url}/predict", json={"transaction": _payload(row)}, headers=predict_headers,
-                                timeout=timeout_s)
+        response = session.post(f"{service_url}/predict", json={"transaction": _payload(row)}, headers=predict_headers, timeout=timeout_s)
         response.raise_for_status()
         answer = response.json()
-        session.post(f"{service_url}/feedback", json={"prediction_id": answer["prediction_id"], "is_fraud": bool(row["is_fraud"])},
-                     headers=feedback_headers, timeout=timeout_s).raise_for_status()
+        session.post(
+            f"{service_url}/feedback",
+            json={"prediction_id": answer["prediction_id"], "is_fraud": bool(row["is_fraud"])},
+            headers=feedback_headers,
+            timeout=timeout_s,
+        ).raise_for_status()
         with lock:
             report.transactions += 1
             report.frauds += int(row["is_fraud"])

@@ -11,13 +11,14 @@ train the same model; a failed one would fail again) until a newer day lands. Ev
 """
 
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
 from ecosystem_assets.fraud.assets import FeaturesConfig
-from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.fraud.checks import DRIFT_CHECK, JUDGED, PRECISION_CHECK, WINDOW_END, day_ranges
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 
 MONITORED = dg.AssetKey("fraud_monitoring_metrics")
 TRANSACTIONS = dg.AssetKey("fraud_transactions")
@@ -29,20 +30,20 @@ TRIGGER_TAG = "fraud/retrain_trigger"
 END_DATE_TAG = "fraud/end_date"
 
 
-def _meta(record, key: str):
+def _meta(record: Any, key: str) -> Any:
     value = record.evaluation.metadata.get(key) if record.evaluation else None
     return getattr(value, "value", value)
 
 
-def _failed(record) -> bool:
+def _failed(record: Any) -> bool:
     return record is not None and record.status.value == "FAILED"
 
 
-def _judged(record) -> bool:
+def _judged(record: Any) -> bool:
     return _meta(record, JUDGED) is not False  # evaluations from before `judged` existed were all verdicts
 
 
-def _seen(name: str, record) -> str:
+def _seen(name: str, record: Any) -> str:
     if record is None:
         return f"{name}: never evaluated"
     if _failed(record) and not _judged(record):
@@ -56,7 +57,7 @@ def training_end(instance: dg.DagsterInstance, window_end: str | None, training_
     or when days fraud_features needs (training days and their history) are not materialized."""
     if not window_end:
         return None, "the failed evaluation records no window end"
-    last_complete = datetime.fromisoformat(window_end).astimezone(timezone.utc).date() - timedelta(days=1)
+    last_complete = datetime.fromisoformat(window_end).astimezone(UTC).date() - timedelta(days=1)
     materialized = {date.fromisoformat(key) for key in instance.get_materialized_partitions(TRANSACTIONS)}
     complete = [day for day in materialized if day <= last_complete]
     if not complete:
@@ -65,23 +66,31 @@ def training_end(instance: dg.DagsterInstance, window_end: str | None, training_
     needed = training_days + HISTORY_DAYS
     missing = [d for d in (end - timedelta(days=needed - 1 - i) for i in range(needed)) if d not in materialized]
     if missing:
-        return None, (f"fraud_transactions is missing {len(missing)} days needed to train up to {end} "
-                      f"({training_days} days with {HISTORY_DAYS} days of history): {day_ranges(missing)}; backfill them first")
+        return None, (
+            f"fraud_transactions is missing {len(missing)} days needed to train up to {end} "
+            f"({training_days} days with {HISTORY_DAYS} days of history): {day_ranges(missing)}; backfill them first"
+        )
     return end, ""
 
 
-def build_retrain_sensor(job, cooldown_hours: float, interval_s: int = 30) -> dg.SensorDefinition:
+def build_retrain_sensor(job: Any, cooldown_hours: float, interval_s: int = 30) -> dg.SensorDefinition:
     training_days = FeaturesConfig().training_days
 
-    @dg.sensor(name=SENSOR, job=job, minimum_interval_seconds=interval_s,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Retrains fraud_features → fraud_model when {PRECISION_CHECK} or {DRIFT_CHECK} fails "
-                           f"(not when it judged nothing; cooldown {cooldown_hours:g} h).")
-    def fraud_retrain_sensor(context: dg.SensorEvaluationContext):
+    @dg.sensor(
+        name=SENSOR,
+        job=job,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrains fraud_features → fraud_model when {PRECISION_CHECK} or {DRIFT_CHECK} fails "
+        f"(not when it judged nothing; cooldown {cooldown_hours:g} h).",
+    )
+    def fraud_retrain_sensor(context: dg.SensorEvaluationContext) -> Any:
         instance = context.instance
-        records = {name: instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(MONITORED, name))
-                   for name in (PRECISION_CHECK, DRIFT_CHECK)}
-        failed = {name: r for name, r in records.items() if _failed(r) and _judged(r)}
+        records = {
+            name: instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(MONITORED, name))
+            for name in (PRECISION_CHECK, DRIFT_CHECK)
+        }
+        failed: dict[str, Any] = {name: r for name, r in records.items() if _failed(r) and _judged(r)}  # not None
         if not failed:
             seen = "; ".join(_seen(n, r) for n, r in records.items())
             return dg.SkipReason(f"no failing monitoring check ({seen}); an evaluation that judged nothing never retrains")
@@ -104,20 +113,29 @@ def build_retrain_sensor(job, cooldown_hours: float, interval_s: int = 30) -> dg
         if end_day is None:
             return dg.SkipReason(f"{', '.join(failed)} failed (evaluation {newest.id}), but no retrain can succeed: {why}")
         before = instance.get_run_records(
-            filters=dg.RunsFilter(job_name=job.name, tags={TRIGGER_TAG: SENSOR, END_DATE_TAG: str(end_day)}), limit=1)
+            filters=dg.RunsFilter(job_name=job.name, tags={TRIGGER_TAG: SENSOR, END_DATE_TAG: str(end_day)}), limit=1
+        )
         if before:
             run = before[0].dagster_run
             if run.status in FAILED_RUN:
-                return dg.SkipReason(f"{', '.join(failed)} failed, but the retrain up to {end_day} (run {run.run_id}) ended "
-                                     f"{run.status.value}; not relaunched until a newer transaction day lands")
-            return dg.SkipReason(f"{', '.join(failed)} failed, but a retrain up to {end_day} already ran (run {run.run_id}, "
-                                 f"{run.status.value}); the same days train the same model, so it waits for a newer day")
+                return dg.SkipReason(
+                    f"{', '.join(failed)} failed, but the retrain up to {end_day} (run {run.run_id}) ended "
+                    f"{run.status.value}; not relaunched until a newer transaction day lands"
+                )
+            return dg.SkipReason(
+                f"{', '.join(failed)} failed, but a retrain up to {end_day} already ran (run {run.run_id}, "
+                f"{run.status.value}); the same days train the same model, so it waits for a newer day"
+            )
         context.update_cursor(str(newest.id))
         return dg.RunRequest(
             run_key=f"fraud-retrain-after-evaluation-{newest.id}",
             run_config={"ops": {"fraud_features": {"config": {"end_date": str(end_day)}}}},
-            tags={TRIGGER_TAG: SENSOR, END_DATE_TAG: str(end_day), "fraud/failed_checks": ",".join(sorted(failed)),
-                  "fraud/evaluation_run": newest.run_id},
+            tags={
+                TRIGGER_TAG: SENSOR,
+                END_DATE_TAG: str(end_day),
+                "fraud/failed_checks": ",".join(sorted(failed)),
+                "fraud/evaluation_run": newest.run_id,
+            },
         )
 
     return fraud_retrain_sensor

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -86,9 +86,17 @@ class Population:
             start = day - timedelta(days=back)
             if self._drifted(start):
                 if back < c.ring_days:
-                    ring.update(_rng("ring", c.seed, start).choice(c.n_terminals, _count(c.ring_terminals_per_day, c.n_terminals), replace=False).tolist())
+                    ring.update(
+                        _rng("ring", c.seed, start)
+                        .choice(c.n_terminals, _count(c.ring_terminals_per_day, c.n_terminals), replace=False)
+                        .tolist()
+                    )
             else:
-                classic.update(_rng("terminals", c.seed, start).choice(c.n_terminals, _count(c.terminals_compromised_per_day, c.n_terminals), replace=False).tolist())
+                classic.update(
+                    _rng("terminals", c.seed, start)
+                    .choice(c.n_terminals, _count(c.terminals_compromised_per_day, c.n_terminals), replace=False)
+                    .tolist()
+                )
         return classic, ring
 
     def compromised_customers(self, day: date) -> set[int]:
@@ -96,7 +104,11 @@ class Population:
         hit: set[int] = set()
         for back in range(14):
             start = day - timedelta(days=back)
-            hit.update(_rng("customers", c.seed, start).choice(c.n_customers, _count(c.customers_compromised_per_day, c.n_customers), replace=False).tolist())
+            hit.update(
+                _rng("customers", c.seed, start)
+                .choice(c.n_customers, _count(c.customers_compromised_per_day, c.n_customers), replace=False)
+                .tolist()
+            )
         return hit
 
     def day(self, day: date) -> pd.DataFrame:
@@ -125,7 +137,7 @@ class Population:
             amounts = np.concatenate([amounts, rng.uniform(30, 150, m)])
             seconds = np.concatenate([seconds, rng.integers(0, 5 * 3600, m)])
             scenario = np.concatenate([scenario, np.full(m, 4)])
-        midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         frame = pd.DataFrame(
             {
                 "customer_id": [f"C{i:05d}" for i in customers],

@@ -37,8 +37,7 @@ class Promotion:
     holdout_end: str
 
 
-def decide(new: model.Score, champion: model.Score | None, champion_version: str | None,
-           refused: str | None = None) -> tuple[bool, str]:
+def decide(new: model.Score, champion: model.Score | None, champion_version: str | None, refused: str | None = None) -> tuple[bool, str]:
     if refused is not None:
         return True, f"the champion v{champion_version} cannot be loaded safely ({refused})"
     if champion is None:
@@ -52,7 +51,7 @@ def decide(new: model.Score, champion: model.Score | None, champion_version: str
     return False, f"worse than the champion — {verdict}"
 
 
-def champion_score(client: Any, holdout, target_precision: float) -> tuple[str | None, model.Score | None, str | None]:
+def champion_score(client: Any, holdout: Any, target_precision: float) -> tuple[str | None, model.Score | None, str | None]:
     """(champion version, its score on ``holdout``, why it was refused) — (None, None, None) without one."""
     current = get_champion(client, MODEL_NAME)
     if current is None:
@@ -68,8 +67,18 @@ def champion_score(client: Any, holdout, target_precision: float) -> tuple[str |
     return version, model.score_estimator(estimator, threshold, holdout, target_precision), None
 
 
-def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, holdout_days: int, target_precision: float,
-                      seed: int, params: dict[str, Any], extra_params: dict[str, Any]) -> tuple[Promotion, Any]:
+def train_and_promote(
+    table: Any,
+    mlf: Any,
+    client: Any,
+    *,
+    calibration_days: int,
+    holdout_days: int,
+    target_precision: float,
+    seed: int,
+    params: dict[str, Any],
+    extra_params: dict[str, Any],
+) -> tuple[Promotion, Any]:
     """``mlf`` is the mlflow API with this training's run active. Returns the outcome and a
     reference sample of the training features (for drift monitoring)."""
     import mlflow.sklearn
@@ -78,11 +87,27 @@ def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, ho
     trained, holdout = model.train(table, calibration_days, holdout_days, target_precision, seed, **params)
     new = trained.score(holdout)
     run_id = mlf.active_run().info.run_id
-    mlf.log_params({**trained.params, **extra_params, "calibration_days": calibration_days, "holdout_days": holdout_days,
-                    "target_precision": target_precision, "seed": seed, "train_rows": trained.train_rows,
-                    "train_frauds": trained.train_frauds})
-    mlf.log_metrics({"precision": new.precision, "recall": new.recall, "average_precision": new.average_precision,
-                     "threshold": trained.threshold, "holdout_rows": new.labelled})
+    mlf.log_params(
+        {
+            **trained.params,
+            **extra_params,
+            "calibration_days": calibration_days,
+            "holdout_days": holdout_days,
+            "target_precision": target_precision,
+            "seed": seed,
+            "train_rows": trained.train_rows,
+            "train_frauds": trained.train_frauds,
+        }
+    )
+    mlf.log_metrics(
+        {
+            "precision": new.precision,
+            "recall": new.recall,
+            "average_precision": new.average_precision,
+            "threshold": trained.threshold,
+            "holdout_rows": new.labelled,
+        }
+    )
     example = holdout[FEATURES].head(5)
     logged = mlflow.sklearn.log_model(
         trained.estimator,
@@ -94,10 +119,18 @@ def train_and_promote(table, mlf: Any, client: Any, *, calibration_days: int, ho
         pyfunc_predict_fn="predict_proba",
     )
     holdout_start, holdout_end = (str(holdout["timestamp"].min().date()), str(holdout["timestamp"].max().date()))
-    tags = {"threshold": repr(trained.threshold), "precision": f"{new.precision:.6f}", "recall": f"{new.recall:.6f}",
-            "target_precision": str(target_precision), "holdout": f"{holdout_start}..{holdout_end}"}
-    version = str(register_version(client, MODEL_NAME, logged.model_uri, run_id, tags,
-                                   "Card fraud classifier trained by the fraud_model asset.").version)
+    tags = {
+        "threshold": repr(trained.threshold),
+        "precision": f"{new.precision:.6f}",
+        "recall": f"{new.recall:.6f}",
+        "target_precision": str(target_precision),
+        "holdout": f"{holdout_start}..{holdout_end}",
+    }
+    version = str(
+        register_version(
+            client, MODEL_NAME, logged.model_uri, run_id, tags, "Card fraud classifier trained by the fraud_model asset."
+        ).version
+    )
     before, before_score, refused = champion_score(client, holdout, target_precision)
     if before == version:
         promoted, reason = False, f"version {version} is already the champion"

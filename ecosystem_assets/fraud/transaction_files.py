@@ -26,7 +26,8 @@ other code in a file is ever evaluated.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from ecosystem_assets.storage import LocalStore, Store
 
@@ -44,7 +45,7 @@ def day_folder(day: date) -> str:
     return f"date={day.isoformat()}"
 
 
-def _type_problem(column: str, arrow_type) -> str | None:
+def _type_problem(column: str, arrow_type: Any) -> str | None:
     """What ``column`` should have been when ``arrow_type`` is wrong for it; None when it is fine."""
     import pyarrow as pa
 
@@ -67,7 +68,7 @@ def _type_problem(column: str, arrow_type) -> str | None:
     return None
 
 
-def _describe(arrow_type) -> str:
+def _describe(arrow_type: Any) -> str:
     import pyarrow as pa
 
     if pa.types.is_timestamp(arrow_type) and not arrow_type.tz:
@@ -75,7 +76,7 @@ def _describe(arrow_type) -> str:
     return str(arrow_type)
 
 
-def read_file(data: bytes, day: date, where: str):  # -> pd.DataFrame
+def read_file(data: bytes, day: date, where: str) -> Any:  # -> pd.DataFrame
     """One day's file, checked and converted to the simulator's dtypes (labels may be null)."""
     import numpy as np
     import pandas as pd
@@ -94,14 +95,14 @@ def read_file(data: bytes, day: date, where: str):  # -> pd.DataFrame
         raise TransactionFileError(f"{prefix} is not a readable Parquet file: {exc}") from None
     missing = [c for c in REQUIRED if c not in schema.names]
     if missing:
-        raise TransactionFileError(f"{prefix} has no column {', '.join(map(repr, missing))} "
-                                   f"(it has {', '.join(schema.names) or 'no columns'})")
+        raise TransactionFileError(
+            f"{prefix} has no column {', '.join(map(repr, missing))} (it has {', '.join(schema.names) or 'no columns'})"
+        )
     columns = [c for c in (*REQUIRED, *OPTIONAL) if c in schema.names]
     for column in columns:
         expected = _type_problem(column, schema.field(column).type)
         if expected:
-            raise TransactionFileError(f"{prefix} column {column!r} has type {_describe(schema.field(column).type)}, "
-                                       f"expected {expected}")
+            raise TransactionFileError(f"{prefix} column {column!r} has type {_describe(schema.field(column).type)}, expected {expected}")
     try:
         table = parquet.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
@@ -118,29 +119,36 @@ def read_file(data: bytes, day: date, where: str):  # -> pd.DataFrame
     bad = ~np.isfinite(frame["amount"]) | (frame["amount"] < 0)
     if bad.any():
         row = frame[bad].iloc[0]
-        raise TransactionFileError(f"{prefix} column 'amount' has {int(bad.sum())} values that are negative or not finite, "
-                                   f"e.g. {row['amount']} for transaction {row['transaction_id']}")
+        raise TransactionFileError(
+            f"{prefix} column 'amount' has {int(bad.sum())} values that are negative or not finite, "
+            f"e.g. {row['amount']} for transaction {row['transaction_id']}"
+        )
 
     # Compared in the file's own unit first: a far-off time (year 2300 in µs) must be reported as
     # outside the day, not overflow the conversion to nanoseconds.
     frame["timestamp"] = frame["timestamp"].dt.tz_convert("UTC")
-    start = pd.Timestamp(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+    start = pd.Timestamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
     outside = (frame["timestamp"] < start) | (frame["timestamp"] >= start + timedelta(days=1))
     if outside.any():
         row = frame[outside].iloc[0]
-        raise TransactionFileError(f"{prefix} column 'timestamp' has {int(outside.sum())} values outside {day} (UTC), "
-                                   f"e.g. {row['timestamp'].isoformat()} for transaction {row['transaction_id']}")
+        raise TransactionFileError(
+            f"{prefix} column 'timestamp' has {int(outside.sum())} values outside {day} (UTC), "
+            f"e.g. {row['timestamp'].isoformat()} for transaction {row['transaction_id']}"
+        )
     frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
 
     labels = frame["is_fraud"].astype("Int64")
     wrong = labels.notna() & ~labels.isin([0, 1])
     if wrong.any():
         row = frame[wrong.to_numpy()].iloc[0]
-        raise TransactionFileError(f"{prefix} column 'is_fraud' has {int(wrong.sum())} values other than 0/1 or null, "
-                                   f"e.g. {row['is_fraud']} for transaction {row['transaction_id']}")
+        raise TransactionFileError(
+            f"{prefix} column 'is_fraud' has {int(wrong.sum())} values other than 0/1 or null, "
+            f"e.g. {row['is_fraud']} for transaction {row['transaction_id']}"
+        )
     frame["is_fraud"] = labels
-    frame["fraud_scenario"] = frame["fraud_scenario"].astype("Int64") if "fraud_scenario" in frame else pd.array(
-        [pd.NA] * len(frame), dtype="Int64")
+    frame["fraud_scenario"] = (
+        frame["fraud_scenario"].astype("Int64") if "fraud_scenario" in frame else pd.array([pd.NA] * len(frame), dtype="Int64")
+    )
     return frame
 
 
@@ -199,13 +207,12 @@ def _refuse_duplicates(frames: Iterable) -> None:
     if len(repeated):
         tx = repeated["transaction_id"].iloc[0]
         places = repeated[repeated["transaction_id"] == tx]
-        where = "; ".join(f"{f} (day {d})" for f, d in zip(places["_file"], places["_day"]))
+        where = "; ".join(f"{f} (day {d})" for f, d in zip(places["_file"], places["_day"], strict=True))
         count = repeated["transaction_id"].nunique()
-        raise TransactionFileError(f"{VARIABLE}: {count} duplicate transaction_id values, e.g. {tx!r} "
-                                   f"appears {len(places)} times: {where}")
+        raise TransactionFileError(f"{VARIABLE}: {count} duplicate transaction_id values, e.g. {tx!r} appears {len(places)} times: {where}")
 
 
-def training_labels(raw):  # -> tuple[pd.DataFrame, set[str]]
+def training_labels(raw: Any) -> Any:  # -> tuple[pd.DataFrame, set[str]]
     """Late labels, for training: ``raw`` with unknown ``is_fraud`` counted as genuine (0, the
     handbook's convention for the terminal risk history), and the ids of those unlabelled rows
     (which the training table drops, since nothing can be learned from them)."""

@@ -59,8 +59,11 @@ class MlflowTracking(dg.ConfigurableResource):
             "extra_tags": {f"dagster_asset.{context.asset_key.to_python_identifier()}": context.run_id},
         }
         with dg.build_resources(
-            {"mlflow": mlflow_tracking}, instance=context.instance, resource_config={"mlflow": {"config": config}},
-            dagster_run=context.run, log_manager=context.log,
+            {"mlflow": mlflow_tracking},
+            instance=context.instance,
+            resource_config={"mlflow": {"config": config}},
+            dagster_run=context.run,
+            log_manager=context.log,
         ) as resources:
             mlf = resources.mlflow
             try:

@@ -85,9 +85,11 @@ def _timestamp(value: datetime, info: ValidationInfo) -> datetime:
     if epoch < limits.oldest_ok:
         if limits.oldest_ok == OLDEST_TIMESTAMP:
             raise ValueError("is before 2000-01-01")
-        raise ValueError(f"is older than the service's feature history reaches ({HISTORY_DAYS} days before the newest "
-                         "transaction it has seen)")
-    if value.utcoffset().total_seconds() % 60:
+        raise ValueError(
+            f"is older than the service's feature history reaches ({HISTORY_DAYS} days before the newest transaction it has seen)"
+        )
+    offset = value.utcoffset()  # AwareDatetime: never None
+    if offset is None or offset.total_seconds() % 60:
         raise ValueError("must have a UTC offset in whole minutes")
     return value
 
@@ -148,7 +150,7 @@ def parse(model: type[BaseModel], body: bytes, limits: Limits) -> Any:
     try:
         return model.model_validate_json(body, context=limits)
     except ValidationError as exc:
-        raw = exc.errors(include_url=False, include_context=False)
+        raw: list[Any] = list(exc.errors(include_url=False, include_context=False))
     if len(raw) == 1 and raw[0]["type"] == "json_invalid":
         raw = _unparseable(body, raw[0]["msg"])
     raise InvalidBody([short_error(e, prefix=("body",)) for e in raw[:MAX_ERRORS]], len(raw))
@@ -164,11 +166,10 @@ def _unparseable(body: bytes, message: str) -> list[dict[str, Any]]:
     found = _surrogate_path(document, ())
     if found is None:
         return [{"loc": (), "msg": message, "type": "json_invalid"}]
-    return [{"loc": found, "msg": "Invalid unicode: a lone surrogate escape or bytes that are not UTF-8",
-             "type": "string_unicode"}]
+    return [{"loc": found, "msg": "Invalid unicode: a lone surrogate escape or bytes that are not UTF-8", "type": "string_unicode"}]
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -204,8 +205,11 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
 def short_error(error: dict[str, Any], prefix: tuple = ()) -> dict[str, Any]:
     """A pydantic/FastAPI error in FastAPI's shape, with the input and the path shortened."""
     loc = [*prefix, *error.get("loc", ())] or ["body"]
-    short = {"loc": [part if isinstance(part, int) else excerpt(str(part)) for part in loc],
-             "msg": excerpt(str(error.get("msg", "")), 300), "type": str(error.get("type", ""))}
+    short = {
+        "loc": [part if isinstance(part, int) else excerpt(str(part)) for part in loc],
+        "msg": excerpt(str(error.get("msg", "")), 300),
+        "type": str(error.get("type", "")),
+    }
     if "input" in error:
         short["input"] = excerpt(error["input"])
     return short

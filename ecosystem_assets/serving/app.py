@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ecosystem_assets.serving import api_models
-from ecosystem_assets.serving.api_models import (  # noqa: F401 — PredictRequest/Response: also for bench/
+from ecosystem_assets.serving.api_models import (
     MAX_FEEDBACK_BYTES,
     FeedbackRequest,
     HistoryRequest,
@@ -27,10 +28,10 @@ from ecosystem_assets.serving.api_models import (  # noqa: F401 — PredictReque
     PredictResponse,
 )
 from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
+from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.limits import read_body
 from ecosystem_assets.serving.live_metrics import LiveMetrics
 from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
-from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
 from ecosystem_assets.serving.store import (
     ConflictingFeedback,
@@ -53,15 +54,15 @@ class RequestCounter:
     The label is the matched route's path template, which the router leaves in ``scope["route"]``
     (the same scope dict) before the response starts; raw paths would give a series per URL."""
 
-    def __init__(self, app, counts: dict[tuple[str, str], int]):
+    def __init__(self, app: Any, counts: dict[tuple[str, str], int]) -> None:
         self.app, self.counts = app, counts
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         counts = self.counts
 
-        async def counting_send(message):
+        async def counting_send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 route = scope.get("route")
                 key = (getattr(route, "path", None) or UNMATCHED, str(message["status"]))
@@ -74,10 +75,10 @@ class RequestCounter:
 class RequestCounts:
     """A Prometheus collector over `RequestCounter`'s dict."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
 
-    def collect(self):
+    def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
         family = CounterMetricFamily("fraud_requests", "HTTP requests", labels=["endpoint", "status"])
@@ -93,10 +94,21 @@ def _error_body(errors: list[dict], total: int) -> dict:
     return body
 
 
-def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_window_hours: float = 24.0,
-               write_inline: bool | None = None, *, predict_token: str | None = None, feedback_token: str | None = None,
-               max_amount: float = 1_000_000.0, max_clock_skew_s: float = 300.0, max_predict_bytes: int = 16_384,
-               max_history_bytes: int = 16 * 1024 * 1024, metrics_refresh_s: float = 5.0) -> FastAPI:
+def create_app(
+    db_url: str,
+    tracking_uri: str,
+    poll_s: float = 2.0,
+    default_window_hours: float = 24.0,
+    write_inline: bool | None = None,
+    *,
+    predict_token: str | None = None,
+    feedback_token: str | None = None,
+    max_amount: float = 1_000_000.0,
+    max_clock_skew_s: float = 300.0,
+    max_predict_bytes: int = 16_384,
+    max_history_bytes: int = 16 * 1024 * 1024,
+    metrics_refresh_s: float = 5.0,
+) -> FastAPI:
     """The service; ``write_inline`` (default: for SQLite) writes batches on the event loop, else
     in a writer thread. A scope whose token is None is open (`ecosystem-assets serve` allows that
     on loopback only); the limits are Settings.fraud_max_* (api_models lists every input rule)."""
@@ -110,19 +122,23 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
     registry = CollectorRegistry()  # per app: several services can live in one test process
     requests = RequestCounts()
     registry.register(requests)
-    latency = Histogram("fraud_predict_seconds", "Time to answer /predict", registry=registry,
-                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    latency = Histogram(
+        "fraud_predict_seconds",
+        "Time to answer /predict",
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    )
     flagged = Counter("fraud_flagged", "Predictions flagged as fraud", registry=registry)
     live = Gauge("fraud_live_metric", "Live metric of the serving model over the default window", ["metric"], registry=registry)
     version_info = Gauge("fraud_model_version", "Serving model version (value = version number)", registry=registry)
-    refused_info = Gauge("fraud_model_refused", "1 for the champion version the service refused to load", ["version"],
-                         registry=registry)
-    live_age = Gauge("fraud_live_metric_age_seconds", "Age of the fraud_live_metric figures (computed in the background)",
-                     registry=registry)
+    refused_info = Gauge("fraud_model_refused", "1 for the champion version the service refused to load", ["version"], registry=registry)
+    live_age = Gauge(
+        "fraud_live_metric_age_seconds", "Age of the fraud_live_metric figures (computed in the background)", registry=registry
+    )
     live_metrics = LiveMetrics(lambda: monitoring_body(default_window_hours), refresh_s=metrics_refresh_s)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
         watcher.start()
@@ -148,21 +164,21 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the whole input (a 60 MB body came back in a 59 MB 422).
         errors = exc.errors()
-        return JSONResponse(_error_body([api_models.short_error(e) for e in errors[:api_models.MAX_ERRORS]], len(errors)),
-                            status_code=422)
+        return JSONResponse(_error_body([api_models.short_error(e) for e in errors[: api_models.MAX_ERRORS]], len(errors)), status_code=422)
 
     def limits() -> Limits:
         return Limits.now(max_amount, max_clock_skew_s, scorer.oldest_accepted())
 
-    def require(scope: str):
+    def require(scope: str) -> Any:
         async def check(request: Request) -> None:
             auth.check(request.headers.get("authorization"), scope)
+
         return check
 
     # Bodies are read here, not declared as parameters: the token is checked before a byte is read,
     # the size before anything is parsed, and the bytes are validated once (api_models.parse).
     @app.post("/predict", response_model=PredictResponse, openapi_extra=api_models.openapi_body(PredictRequest))
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> Response:
         """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
         timestamp}}`` (api_models.PredictRequest; scope "predict")."""
         auth.check(request.headers.get("authorization"), PREDICT)
@@ -221,8 +237,10 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         return monitoring_summary(store, champion.version if champion else None, window_hours, end)
 
     @app.get("/monitoring", dependencies=[Depends(require(FEEDBACK))])
-    def monitoring(window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = default_window_hours,
-                   end: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+    def monitoring(
+        window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = default_window_hours,
+        end: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict:
         """Precision/recall of the serving model over the ``window_hours`` of traffic before ``end``
         (ISO-8601 with offset, or epoch seconds; default now): the evaluation time, not the newest row."""
         try:
@@ -253,7 +271,7 @@ def create_app(db_url: str, tracking_uri: str, poll_s: float = 2.0, default_wind
         champion = watcher.current
         if champion is None:
             response.status_code = 503
-        body = {"status": "ok" if champion else "no champion model", "model_version": champion and champion.version}
+        body: dict[str, Any] = {"status": "ok" if champion else "no champion model", "model_version": champion and champion.version}
         refused = watcher.refused  # the alias's version, when it could not be loaded or scored safely
         if refused:
             body["refused"] = {"version": refused.version, "reason": refused.reason}

@@ -22,13 +22,18 @@ class TokenError(ValueError):
 def check_serving_tokens(host: str, predict_token: str | None, feedback_token: str | None) -> None:
     """Refuse configurations that would expose an open scope, or make the scopes indistinguishable."""
     if predict_token and feedback_token and hmac.compare_digest(predict_token.encode(), feedback_token.encode()):
-        raise TokenError("FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN are identical: a /predict client could "
-                         "also send labels and read monitoring. Give each scope its own token.")
+        raise TokenError(
+            "FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN are identical: a /predict client could "
+            "also send labels and read monitoring. Give each scope its own token."
+        )
     if not is_loopback(host) and not (predict_token and feedback_token):
-        missing = " and ".join(name for name, token in (("FRAUD_PREDICT_TOKEN", predict_token),
-                                                         ("FRAUD_FEEDBACK_TOKEN", feedback_token)) if not token)
-        raise TokenError(f"refusing to serve on {host} without authentication: {missing} not set. Set both tokens, "
-                         "or serve on a loopback address (127.0.0.1, ::1, localhost) to run open.")
+        missing = " and ".join(
+            name for name, token in (("FRAUD_PREDICT_TOKEN", predict_token), ("FRAUD_FEEDBACK_TOKEN", feedback_token)) if not token
+        )
+        raise TokenError(
+            f"refusing to serve on {host} without authentication: {missing} not set. Set both tokens, "
+            "or serve on a loopback address (127.0.0.1, ::1, localhost) to run open."
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -47,8 +52,10 @@ class BearerAuth:
     def __init__(self, predict_token: str | None, feedback_token: str | None):
         check_serving_tokens("127.0.0.1", predict_token, feedback_token)  # identical tokens
         # Bytes: compare_digest refuses non-ASCII str, and a header may hold any Latin-1 byte.
-        self._tokens = {PREDICT: predict_token.encode() if predict_token else None,
-                        FEEDBACK: feedback_token.encode() if feedback_token else None}
+        self._tokens = {
+            PREDICT: predict_token.encode() if predict_token else None,
+            FEEDBACK: feedback_token.encode() if feedback_token else None,
+        }
 
     def open(self, scope: str) -> bool:
         return self._tokens[scope] is None
@@ -68,6 +75,9 @@ class BearerAuth:
         if right:
             return
         if other:
-            raise HTTPException(403, f"this token is not allowed the {scope} scope",
-                                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+            raise HTTPException(
+                403,
+                f"this token is not allowed the {scope} scope",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
         raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

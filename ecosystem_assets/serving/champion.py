@@ -52,8 +52,8 @@ def _threshold(version: Any) -> float:
     """The decision threshold from the version's tags (written by whoever registered it)."""
     text = (version.tags or {}).get("threshold")
     try:
-        value = float(text)
-    except (TypeError, ValueError):
+        value = float(str(text)) if text is not None else math.nan
+    except ValueError:
         value = math.nan
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ModelRefused(str(version.version), f"threshold tag {str(text)[:40]!r} is not a number in [0, 1]")
@@ -102,8 +102,13 @@ class ChampionWatcher:
             champion = load_champion(self.tracking_uri, version)
         except ModelRefused as exc:
             self.refused = Refusal(exc.version, exc.reason)
-            log.warning("refused %s version %s: %s; still serving version %s", MODEL_NAME, exc.version, exc.reason,
-                        self.current.version if self.current else "none")
+            log.warning(
+                "refused %s version %s: %s; still serving version %s",
+                MODEL_NAME,
+                exc.version,
+                exc.reason,
+                self.current.version if self.current else "none",
+            )
             return False
         before = self.current
         self.current = champion  # one reference assignment: requests see the old or the new model
@@ -119,8 +124,11 @@ class ChampionWatcher:
             # One line per distinct failure, not one per poll while the registry is down.
             message = without_credentials(f"{type(exc).__name__}: {exc}")[:500]
             if message != self.registry_error:
-                log.warning("champion refresh failed (%s); keeping version %s; will retry",
-                            message, self.current.version if self.current else "none")
+                log.warning(
+                    "champion refresh failed (%s); keeping version %s; will retry",
+                    message,
+                    self.current.version if self.current else "none",
+                )
             self.registry_error = message
 
     def start(self) -> None:

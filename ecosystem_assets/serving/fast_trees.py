@@ -21,7 +21,7 @@ from typing import Any
 _MAX_LEAVES = 64  # one uint64 bitmask per tree (uint32 when every tree has ≤ 32 leaves: less to move)
 
 
-def _tree_masks(nodes) -> tuple[list[int], list[int], list[float]] | None:
+def _tree_masks(nodes: Any) -> tuple[list[int], list[int], list[float]] | None:
     """(split node ids, their masks, leaf values left to right) of one sklearn tree."""
     leaves: list[int] = []
     spans: dict[int, tuple[int, int]] = {}  # node → (first, last + 1) leaf number under it
@@ -47,7 +47,17 @@ def _tree_masks(nodes) -> tuple[list[int], list[int], list[float]] | None:
 
 
 class CompiledForest:
-    def __init__(self, feature, threshold, missing_right, masks, tree_starts, leaf_values, leaf_offsets, baseline: float):
+    def __init__(
+        self,
+        feature: Any,
+        threshold: Any,
+        missing_right: Any,
+        masks: Any,
+        tree_starts: Any,
+        leaf_values: Any,
+        leaf_offsets: Any,
+        baseline: float,
+    ) -> None:
         self.feature, self.threshold, self.missing_right, self.masks = feature, threshold, missing_right, masks
         self.tree_starts, self.leaf_values, self.leaf_offsets, self.baseline = tree_starts, leaf_values, leaf_offsets, baseline
         self.all_leaves, self.one = ~masks.dtype.type(0), masks.dtype.type(1)
@@ -66,7 +76,13 @@ class CompiledForest:
             return None
         if not trees or any(t["is_categorical"].any() for t in trees):
             return None
-        feature, threshold, missing_right, masks, tree_starts, leaf_values, leaf_offsets = [], [], [], [], [], [], []
+        feature: list[int] = []
+        threshold: list[float] = []
+        missing_right: list[bool] = []
+        masks: list[int] = []
+        tree_starts: list[int] = []
+        leaf_values: list[float] = []
+        leaf_offsets: list[int] = []
         most_leaves = 0
         for nodes in trees:
             compiled = _tree_masks(nodes)
@@ -78,7 +94,10 @@ class CompiledForest:
             leaf_offsets.append(len(leaf_values))
             leaf_values += values
             if not splits:  # a lone leaf: one split that never clears anything keeps reduceat's segments
-                feature.append(0), threshold.append(np.inf), missing_right.append(False), masks.append((1 << _MAX_LEAVES) - 1)
+                feature.append(0)
+                threshold.append(np.inf)
+                missing_right.append(False)
+                masks.append((1 << _MAX_LEAVES) - 1)
                 continue
             feature += [int(nodes["feature_idx"][n]) for n in splits]
             threshold += [float(nodes["num_threshold"][n]) for n in splits]
@@ -86,11 +105,18 @@ class CompiledForest:
             masks += tree_masks
         width = np.uint32 if most_leaves <= 32 else np.uint64
         masks = [m & int(np.iinfo(width).max) for m in masks]
-        return cls(np.asarray(feature, dtype=np.intp), np.asarray(threshold), np.asarray(missing_right, dtype=bool),
-                   np.asarray(masks, dtype=width), np.asarray(tree_starts, dtype=np.intp),
-                   np.asarray(leaf_values), np.asarray(leaf_offsets, dtype=np.intp), baseline)
+        return cls(
+            np.asarray(feature, dtype=np.intp),
+            np.asarray(threshold),
+            np.asarray(missing_right, dtype=bool),
+            np.asarray(masks, dtype=width),
+            np.asarray(tree_starts, dtype=np.intp),
+            np.asarray(leaf_values),
+            np.asarray(leaf_offsets, dtype=np.intp),
+            baseline,
+        )
 
-    def predict_proba1(self, X) -> Any:
+    def predict_proba1(self, X: Any) -> Any:
         """P(class 1) for each row of X (n × features)."""
         import numpy as np
 
@@ -114,13 +140,15 @@ class CompiledForest:
         for j in range(n_features):
             cuts = self.threshold[(self.feature == j) & np.isfinite(self.threshold)]
             lo, hi = (cuts.min() - 1, cuts.max() + 1) if len(cuts) else (0.0, 1.0)
-            probe[:, j] = rng.choice(np.concatenate([cuts, cuts + 1e-9, rng.uniform(lo, hi, 64)]), rows) if len(cuts) else rng.uniform(lo, hi, rows)
+            probe[:, j] = (
+                rng.choice(np.concatenate([cuts, cuts + 1e-9, rng.uniform(lo, hi, 64)]), rows) if len(cuts) else rng.uniform(lo, hi, rows)
+            )
         probe[rng.random(probe.shape) < 0.01] = np.nan
         expected = estimator.predict_proba(probe)[:, 1]
         return bool(np.allclose(self.predict_proba1(probe), expected, rtol=0, atol=1e-9))
 
 
-def fast_scorer(estimator: Any):
+def fast_scorer(estimator: Any) -> Any:
     """A function X → P(fraud): the compiled forest when it provably matches, else predict_proba."""
     # Hand-written instead of predict_proba for speed: bench/fraud_service.py (p99 < 50 ms at 8 clients).
     compiled = CompiledForest.compile(estimator)

@@ -14,7 +14,6 @@ from typing import Any
 
 from ecosystem_assets.serving.store import PredictionStore
 
-
 EARLIEST_END = 946_684_800.0  # 2000-01-01T00:00:00Z: the input rules' floor for transaction times
 LATEST_END_AHEAD_S = 86_400.0  # an evaluation time may run a day ahead of this machine's clock, no more
 
@@ -31,7 +30,7 @@ def parse_end(text: str) -> float:
         except ValueError:
             raise ValueError(f"end={text[:64]!r} is neither ISO-8601 with an offset nor epoch seconds") from None
         if moment.tzinfo is None:
-            raise ValueError(f"end={text[:64]!r} has no UTC offset (write e.g. {text[:32]}+00:00)")
+            raise ValueError(f"end={text[:64]!r} has no UTC offset (write e.g. {text[:32]}+00:00)") from None
         try:
             seconds = moment.timestamp()
         except (OverflowError, ValueError):
@@ -41,8 +40,7 @@ def parse_end(text: str) -> float:
     return seconds
 
 
-def monitoring_summary(store: PredictionStore, model_version: str | None, window_hours: float,
-                       end: float | None = None) -> dict[str, Any]:
+def monitoring_summary(store: PredictionStore, model_version: str | None, window_hours: float, end: float | None = None) -> dict[str, Any]:
     """Precision/recall of ``model_version`` (the serving model) over the ``window_hours`` of traffic
     before ``end`` (epoch seconds; default now), plus the same over all versions: right after a swap
     the window still holds the old model's predictions, which say nothing about the new one."""

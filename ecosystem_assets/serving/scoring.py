@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -36,14 +36,18 @@ class NoChampion(RuntimeError):
 class _Pending:
     future: Any  # asyncio.Future resolved by the batch loop
     kind: str  # "predict" | "feedback"
-    row: dict[str, Any] | None = None
-    timestamp: datetime | None = None
-    label: tuple[str, bool] | None = None
+    row: dict[str, Any] = field(default_factory=dict)  # "predict": the prediction row being built
+    timestamp: datetime = datetime.min  # "predict": the transaction's time, with its offset
+    label: tuple[str, bool] = ("", False)  # "feedback": (prediction_id, is_fraud)
 
 
 def _answer(row: dict[str, Any]) -> dict[str, Any]:
-    return {"prediction_id": row["prediction_id"], "fraud_probability": float(row["fraud_probability"]),
-            "is_fraud": bool(row["is_fraud"]), "model_version": str(row["model_version"])}
+    return {
+        "prediction_id": row["prediction_id"],
+        "fraud_probability": float(row["fraud_probability"]),
+        "is_fraud": bool(row["is_fraud"]),
+        "model_version": str(row["model_version"]),
+    }
 
 
 _BODY = ("customer_id", "terminal_id", "amount", "tx_time", "tx_offset_min")
@@ -66,8 +70,7 @@ class Scorer:
     body differs): the database's unique index decides, so retries need no extra lookup.
     """
 
-    def __init__(self, store: PredictionStore, watcher: ChampionWatcher, max_batch: int = 512,
-                 write_inline: bool | None = None):
+    def __init__(self, store: PredictionStore, watcher: ChampionWatcher, max_batch: int = 512, write_inline: bool | None = None):
         self.store = store
         self.write_inline = store.is_sqlite if write_inline is None else write_inline
         self.watcher = watcher
@@ -96,8 +99,7 @@ class Scorer:
         rows = self.store.feature_history(min(latest, until) - HISTORY_KEEP_S)
         kept = [r for r in rows if r["tx_time"] <= until]
         if len(kept) < len(rows):
-            log.warning("feature history: left out %d stored transactions dated more than a day ahead of the clock",
-                        len(rows) - len(kept))
+            log.warning("feature history: left out %d stored transactions dated more than a day ahead of the clock", len(rows) - len(kept))
         self.observe_history(kept)
         return len(kept)
 
@@ -117,16 +119,22 @@ class Scorer:
     def load_history(self, transactions: list[dict[str, Any]]) -> int:
         """Warm the feature history with labelled past transactions (stored, then observed)."""
         rows = [
-            {"transaction_id": t["transaction_id"], "customer_id": t["customer_id"], "terminal_id": t["terminal_id"],
-             "amount": float(t["amount"]), "tx_time": t["timestamp"].timestamp(),
-             "tx_offset_min": int(t["timestamp"].utcoffset().total_seconds() // 60), "is_fraud": t.get("is_fraud")}
+            {
+                "transaction_id": t["transaction_id"],
+                "customer_id": t["customer_id"],
+                "terminal_id": t["terminal_id"],
+                "amount": float(t["amount"]),
+                "tx_time": t["timestamp"].timestamp(),
+                "tx_offset_min": int(t["timestamp"].utcoffset().total_seconds() // 60),
+                "is_fraud": t.get("is_fraud"),
+            }
             for t in transactions
         ]
         fresh = self.store.add_history(rows)
         self.observe_history(fresh)  # a repeated upload must not count transactions twice
         return len(fresh)
 
-    def _writer(self):
+    def _writer(self) -> Any:
         """The one writer thread (lazily: SQLite uses it only while another writer holds the lock)."""
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +177,7 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 — the whole batch failed (e.g. the database is down)
                 log.warning("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
                 outcomes = [exc] * len(batch)
-            for item, outcome in zip(batch, outcomes):
+            for item, outcome in zip(batch, outcomes, strict=True):
                 if item.future.done():
                     continue
                 if isinstance(outcome, Exception):
@@ -177,7 +185,7 @@ class Scorer:
                 else:
                     item.future.set_result(outcome)
 
-    def _submit(self, item: _Pending):
+    def _submit(self, item: _Pending) -> Any:
         self._queue.put_nowait(item)
         return item.future
 
@@ -187,10 +195,17 @@ class Scorer:
         if self.watcher.current is None:
             raise NoChampion(f"no model has alias '{CHAMPION_ALIAS}' in registry '{MODEL_NAME}' yet")
         ts: datetime = tx["timestamp"]
+        offset = ts.utcoffset()
+        if offset is None:  # api_models refuses naive times; a caller that skipped it must not store one
+            raise ValueError("the transaction timestamp has no UTC offset")
         row = {
-            "prediction_id": time_ordered_id(), "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
-            "terminal_id": tx["terminal_id"], "amount": float(tx["amount"]), "tx_time": ts.timestamp(),
-            "tx_offset_min": int(ts.utcoffset().total_seconds() // 60),
+            "prediction_id": time_ordered_id(),
+            "transaction_id": tx["transaction_id"],
+            "customer_id": tx["customer_id"],
+            "terminal_id": tx["terminal_id"],
+            "amount": float(tx["amount"]),
+            "tx_time": ts.timestamp(),
+            "tx_offset_min": int(offset.total_seconds() // 60),
         }
         return await self._submit(_Pending(asyncio.get_running_loop().create_future(), "predict", row=row, timestamp=ts))
 
@@ -205,7 +220,7 @@ class Scorer:
         for item in items:
             r = item.row
             features = self.state.features(r["customer_id"], r["terminal_id"], r["amount"], item.timestamp)
-            r.update(zip(FEATURE_COLUMNS, features))
+            r.update(zip(FEATURE_COLUMNS, features, strict=True))
             self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], item.timestamp, trim=False)
 
     def _forget(self, items: list[_Pending]) -> None:
@@ -223,11 +238,17 @@ class Scorer:
         import numpy as np
 
         champion = self.watcher.current  # one model for the whole batch, even if a swap lands now
+        if champion is None:  # predict() refuses requests before the first champion; the watcher never unsets it
+            raise NoChampion(f"no model has alias '{CHAMPION_ALIAS}' in registry '{MODEL_NAME}' yet")
         probabilities = champion.score(np.asarray([[item.row[c] for c in FEATURE_COLUMNS] for item in items]))
         now = time.time()
-        for item, probability in zip(items, probabilities):
-            item.row.update(fraud_probability=float(probability), is_fraud=bool(probability >= champion.threshold),
-                            model_version=champion.version, created_at=now)
+        for item, probability in zip(items, probabilities, strict=True):
+            item.row.update(
+                fraud_probability=float(probability),
+                is_fraud=bool(probability >= champion.threshold),
+                model_version=champion.version,
+                created_at=now,
+            )
 
     def _process(self, batch: list[_Pending], wait: bool = True) -> list[Any]:
         """Score the batch's predictions with one call, write everything in one transaction; when
@@ -240,7 +261,7 @@ class Scorer:
                 if predictions:
                     self._score(predictions)
                 label_outcomes = self.store.write_batch([item.row for item in predictions], labels, wait=wait)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 — undone here, re-raised below unless a row was refused
                 self._forget(predictions)
                 failed: BaseException | None = exc
             else:
@@ -287,9 +308,14 @@ class Scorer:
                     results.append(_answer(item.row))
                 elif isinstance(outcome, dict):  # the transaction_id was stored before: a retry?
                     same = all(outcome[k] == item.row[k] for k in _BODY)
-                    results.append(_answer(outcome) if same else ConflictingTransaction(
-                        f"transaction_id {item.row['transaction_id'][:64]!r} was already scored with a different body "
-                        f"(prediction {outcome['prediction_id']})"))
+                    results.append(
+                        _answer(outcome)
+                        if same
+                        else ConflictingTransaction(
+                            f"transaction_id {item.row['transaction_id'][:64]!r} was already scored with a different body "
+                            f"(prediction {outcome['prediction_id']})"
+                        )
+                    )
                 else:
                     results.append(outcome)
                 continue

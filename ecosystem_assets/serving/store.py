@@ -6,6 +6,7 @@ The prediction log is also the online feature history: on start the service repl
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -117,11 +118,12 @@ class WindowMetrics:
 def create_engine(url: str, busy_timeout_s: float = 30.0, pool_size: int = 16) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync (durable in WAL mode)."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
-                                  pool_size=pool_size, max_overflow=16)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}, pool_size=pool_size, max_overflow=16
+        )
 
         @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):  # noqa: ANN001
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -148,7 +150,7 @@ class _DriverStatement:
         self._positional = itemgetter(*keys) if keys and len(keys) > 1 else None
         self._single = keys[0] if keys and len(keys) == 1 else None
 
-    def params(self, values: dict[str, Any]) -> tuple | dict[str, Any]:
+    def params(self, values: dict[str, Any]) -> Any:  # a tuple or a dict, as the driver takes them
         if self._positional is not None:
             return self._positional(values)
         return (values[self._single],) if self._single is not None else values
@@ -163,7 +165,7 @@ class PredictionStore:
         self.url = url
         self.engine = create_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._dbapi = self.engine.dialect.dbapi
+        self._dbapi: Any = self.engine.dialect.dbapi  # the driver module: its exception classes
         # SQLite writes on the event loop must not wait for a lock (it would stall every request and
         # /healthz): they use this engine, which fails at once, and the caller retries in a thread.
         self._nowait_engine = create_engine(url, busy_timeout_s=0, pool_size=1) if self.is_sqlite else self.engine
@@ -173,8 +175,11 @@ class PredictionStore:
         self._insert_prediction = _DriverStatement(predictions.insert(), dialect)
         self._insert_feedback = _DriverStatement(feedback.insert(), dialect)
         self._find_prediction = _DriverStatement(
-            sa.select(predictions.c.transaction_id, feedback.c.is_fraud).select_from(predictions.outerjoin(feedback))
-            .where(predictions.c.prediction_id == sa.bindparam("prediction_id")), dialect)
+            sa.select(predictions.c.transaction_id, feedback.c.is_fraud)
+            .select_from(predictions.outerjoin(feedback))
+            .where(predictions.c.prediction_id == sa.bindparam("prediction_id")),
+            dialect,
+        )
 
     def _ensure_unique_transaction_ids(self) -> None:
         """Stores created before transaction ids were unique get the index now; one already holding
@@ -186,7 +191,9 @@ class PredictionStore:
 
             logging.getLogger(__name__).error("the prediction log holds repeated transaction ids; retries of those are not detected")
 
-    def write_batch(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], wait: bool = True) -> list[tuple[str, str] | Exception]:
+    def write_batch(
+        self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], wait: bool = True
+    ) -> list[tuple[str, str] | Exception]:
         """One transaction for a batch: insert predictions, then apply labels in order. Returns, per
         label, (status, transaction_id) or the error that label alone met (the rest still commit).
         A database that cannot be written raises `StoreUnavailable` (`StoreBusy`: SQLite is locked
@@ -202,8 +209,7 @@ class PredictionStore:
                 raise StoreBusy("the prediction log is locked by another writer") from None
             raise StoreUnavailable(f"the prediction store is unavailable ({type(raw).__name__})") from None
 
-    def write_each(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]],
-                   wait: bool = True) -> tuple[list[Any], list[Any]]:
+    def write_each(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], wait: bool = True) -> tuple[list[Any], list[Any]]:
         """Write every row and label in a transaction of its own, so that one the database refuses
         fails alone. Per row: None (stored), the stored row of the same transaction_id (a retry), or
         the error; per label: as `write_batch`. `StoreBusy` (``wait`` False) is raised, not recorded:
@@ -237,8 +243,18 @@ class PredictionStore:
     def find_transaction(self, transaction_id: str) -> dict[str, Any] | None:
         """The stored prediction of ``transaction_id`` (body and answer), or None."""
         p = predictions.c
-        query = sa.select(p.prediction_id, p.transaction_id, p.customer_id, p.terminal_id, p.amount, p.tx_time, p.tx_offset_min,
-                          p.fraud_probability, p.is_fraud, p.model_version).where(p.transaction_id == transaction_id)
+        query = sa.select(
+            p.prediction_id,
+            p.transaction_id,
+            p.customer_id,
+            p.terminal_id,
+            p.amount,
+            p.tx_time,
+            p.tx_offset_min,
+            p.fraud_probability,
+            p.is_fraud,
+            p.model_version,
+        ).where(p.transaction_id == transaction_id)
         with self.engine.connect() as conn:
             found = conn.execute(query).first()
         return dict(found._mapping) if found else None
@@ -250,7 +266,7 @@ class PredictionStore:
             cursor = connection.cursor()
             if rows:
                 cursor.executemany(self._insert_prediction.sql, [self._insert_prediction.params(r) for r in rows])
-            known: dict[str, list] = {}  # prediction_id → [transaction_id, label], this batch's labels included
+            known: dict[str, list[Any] | None] = {}  # prediction_id → [transaction_id, label], this batch's labels included
             fresh = []
             for prediction_id, is_fraud in labels:
                 if prediction_id not in known:
@@ -273,10 +289,8 @@ class PredictionStore:
             cursor.close()
             connection.commit()
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):  # a dead connection cannot roll back; the original error matters
                 connection.rollback()
-            except Exception:  # noqa: BLE001 — a dead connection cannot roll back; the original error matters
-                pass
             raise
         finally:
             connection.close()  # back to the pool
@@ -322,8 +336,11 @@ class PredictionStore:
         if not rows:
             return []
         with self.engine.begin() as conn:
-            known = set(conn.execute(sa.select(history.c.transaction_id).where(
-                history.c.transaction_id.in_([r["transaction_id"] for r in rows]))).scalars())
+            known = set(
+                conn.execute(
+                    sa.select(history.c.transaction_id).where(history.c.transaction_id.in_([r["transaction_id"] for r in rows]))
+                ).scalars()
+            )
             fresh = [r for r in rows if r["transaction_id"] not in known]
             if fresh:
                 conn.execute(history.insert(), fresh)
@@ -341,22 +358,26 @@ class PredictionStore:
         p, f, h = predictions.c, feedback.c, history.c
         scored = (
             sa.select(p.transaction_id, p.customer_id, p.terminal_id, p.amount, p.tx_time, p.tx_offset_min, f.is_fraud)
-            .select_from(predictions.outerjoin(feedback)).where(p.tx_time >= since)
+            .select_from(predictions.outerjoin(feedback))
+            .where(p.tx_time >= since)
         )
         loaded = sa.select(h.transaction_id, h.customer_id, h.terminal_id, h.amount, h.tx_time, h.tx_offset_min, h.is_fraud).where(
-            h.tx_time >= since)
+            h.tx_time >= since
+        )
         query = sa.union_all(loaded, scored).order_by("tx_time")
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def live_features(self, window_hours: float, end: float):  # -> pd.DataFrame
+    def live_features(self, window_hours: float, end: float) -> Any:  # -> pd.DataFrame
         """Features (and labels where known) of the traffic with end − ``window_hours`` ≤ transaction
         time < ``end`` (epoch seconds), for drift: the same window as `window_metrics`."""
         import pandas as pd
 
         p, f = predictions.c, feedback.c
         query = (
-            sa.select(*[p[c].label(name) for c, name in zip(FEATURE_COLUMNS, FEATURES)], f.is_fraud.label("label"), p.model_version)
+            sa.select(
+                *[p[c].label(name) for c, name in zip(FEATURE_COLUMNS, FEATURES, strict=True)], f.is_fraud.label("label"), p.model_version
+            )
             .select_from(predictions.outerjoin(feedback))
             .where(p.tx_time >= end - window_hours * 3600, p.tx_time < end)
         )

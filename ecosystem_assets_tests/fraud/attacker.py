@@ -28,8 +28,9 @@ def _experiment(tracking_uri: str, artifacts: Path) -> str:
     return found.experiment_id if found else client.create_experiment("attacker", artifact_location=str(artifacts))
 
 
-def register_sklearn(tracking_uri: str, artifacts: Path, obj: Any, serialization_format: str,
-                     trusted: list[str] | None = None, threshold: str = "0.5") -> str:
+def register_sklearn(
+    tracking_uri: str, artifacts: Path, obj: Any, serialization_format: str, trusted: list[str] | None = None, threshold: str = "0.5"
+) -> str:
     """Log ``obj`` with mlflow.sklearn in ``serialization_format`` and register it; the version."""
     import mlflow
     import mlflow.sklearn
@@ -37,8 +38,9 @@ def register_sklearn(tracking_uri: str, artifacts: Path, obj: Any, serialization
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=_experiment(tracking_uri, artifacts)):
         # pip_requirements given: MLflow would otherwise load the model in a subprocess to infer them.
-        logged = mlflow.sklearn.log_model(obj, name="model", serialization_format=serialization_format,
-                                          skops_trusted_types=trusted, pip_requirements=["scikit-learn"])
+        logged = mlflow.sklearn.log_model(
+            obj, name="model", serialization_format=serialization_format, skops_trusted_types=trusted, pip_requirements=["scikit-learn"]
+        )
     return str(mlflow.register_model(logged.model_uri, MODEL_NAME, tags={"threshold": threshold}).version)
 
 
@@ -58,5 +60,7 @@ def register_files(tracking_uri: str, artifacts: Path, files: dict[str, bytes], 
 
 def skops_mlmodel() -> bytes:
     """An MLmodel file claiming an sklearn model stored as skops."""
-    return (b"flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
-            b"    sklearn_version: 1.9.1\n    skops_trusted_types: []\n")
+    return (
+        b"flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
+        b"    sklearn_version: 1.9.1\n    skops_trusted_types: []\n"
+    )

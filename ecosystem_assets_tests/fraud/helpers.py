@@ -27,7 +27,7 @@ def frames(first: date, last: date, drift: bool = False):
     return pd.concat(source(drift).days(first, last).values(), ignore_index=True)
 
 
-def train_champion(tracking_uri: str, artifacts: Path, end: date, drift: bool = False, **params) -> "object":
+def train_champion(tracking_uri: str, artifacts: Path, end: date, drift: bool = False, **params) -> object:
     """Train on the 14 days up to ``end`` and register through the project's own promotion code."""
     import mlflow
     from mlflow import MlflowClient
@@ -43,6 +43,15 @@ def train_champion(tracking_uri: str, artifacts: Path, end: date, drift: bool = 
     experiment_id = tracking.ensure_experiment("fraud-detector")
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id):
-        outcome, _ = train_and_promote(table, mlflow, MlflowClient(tracking_uri), calibration_days=2, holdout_days=2,
-                                       target_precision=0.9, seed=0, params=params, extra_params={})
+        outcome, _ = train_and_promote(
+            table,
+            mlflow,
+            MlflowClient(tracking_uri),
+            calibration_days=2,
+            holdout_days=2,
+            target_precision=0.9,
+            seed=0,
+            params=params,
+            extra_params={},
+        )
     return outcome

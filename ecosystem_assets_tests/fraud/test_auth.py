@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,7 @@ from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
 
 PREDICT_TOKEN = "predict-9f2c1e7a4b6d8e0f1a3c5e7b9d1f3a5c"
 FEEDBACK_TOKEN = "feedback-2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e1b"
-TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5,
-      "timestamp": "2026-08-20T10:15:00+02:00"}
+TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5, "timestamp": "2026-08-20T10:15:00+02:00"}
 BIN = Path(sys.executable).parent
 
 
@@ -35,8 +34,9 @@ class Secured:
 def secured(registry: str, tmp_path: Path) -> Iterator[Secured]:
     from ecosystem_assets.serving.app import create_app
 
-    app = create_app(f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2, predict_token=PREDICT_TOKEN,
-                     feedback_token=FEEDBACK_TOKEN)
+    app = create_app(
+        f"sqlite:///{tmp_path / 'service.db'}", registry, poll_s=0.2, predict_token=PREDICT_TOKEN, feedback_token=FEEDBACK_TOKEN
+    )
     with UvicornThread(app) as server:
         yield Secured(app, server.url)
 
@@ -56,21 +56,42 @@ def test_each_endpoint_needs_its_scope_token(secured, caplog):
     scored = requests.post(f"{url}/predict", json={"transaction": TX}, headers=bearer(PREDICT_TOKEN), timeout=30)
     assert scored.status_code == 200
     calls = {  # endpoint → (request, its scope's token, the other scope's token, status with the right token)
-        "/predict": (lambda h: requests.post(f"{url}/predict", json={"transaction": {**TX, "transaction_id": "t-2"}},
-                                             headers=h, timeout=30), PREDICT_TOKEN, FEEDBACK_TOKEN),
-        "/feedback": (lambda h: requests.post(f"{url}/feedback", headers=h, timeout=30,
-                                              json={"prediction_id": scored.json()["prediction_id"], "is_fraud": True}),
-                      FEEDBACK_TOKEN, PREDICT_TOKEN),
-        "/history": (lambda h: requests.post(f"{url}/history", headers=h, timeout=30,
-                                             json={"transactions": [{**TX, "transaction_id": "h-1", "is_fraud": False}]}),
-                     FEEDBACK_TOKEN, PREDICT_TOKEN),
-        "/monitoring": (lambda h: requests.get(f"{url}/monitoring", params={"window_hours": 24}, headers=h, timeout=30),
-                        FEEDBACK_TOKEN, PREDICT_TOKEN),
+        "/predict": (
+            lambda h: requests.post(f"{url}/predict", json={"transaction": {**TX, "transaction_id": "t-2"}}, headers=h, timeout=30),
+            PREDICT_TOKEN,
+            FEEDBACK_TOKEN,
+        ),
+        "/feedback": (
+            lambda h: requests.post(
+                f"{url}/feedback", headers=h, timeout=30, json={"prediction_id": scored.json()["prediction_id"], "is_fraud": True}
+            ),
+            FEEDBACK_TOKEN,
+            PREDICT_TOKEN,
+        ),
+        "/history": (
+            lambda h: requests.post(
+                f"{url}/history", headers=h, timeout=30, json={"transactions": [{**TX, "transaction_id": "h-1", "is_fraud": False}]}
+            ),
+            FEEDBACK_TOKEN,
+            PREDICT_TOKEN,
+        ),
+        "/monitoring": (
+            lambda h: requests.get(f"{url}/monitoring", params={"window_hours": 24}, headers=h, timeout=30),
+            FEEDBACK_TOKEN,
+            PREDICT_TOKEN,
+        ),
     }
     responses = []
     for endpoint, (call, right, other) in calls.items():
-        for headers in ({}, bearer("wrong-token"), {"Authorization": right}, {"Authorization": f"Basic {right}"},
-                        bearer(right + "x"), bearer(right[:-1]), {"Authorization": "Bearer é€".encode()}):
+        for headers in (
+            {},
+            bearer("wrong-token"),
+            {"Authorization": right},
+            {"Authorization": f"Basic {right}"},
+            bearer(right + "x"),
+            bearer(right[:-1]),
+            {"Authorization": "Bearer é€".encode()},
+        ):
             denied = call(headers)
             assert denied.status_code == 401, (endpoint, denied.status_code, denied.text)
             assert denied.headers["WWW-Authenticate"].startswith("Bearer")
@@ -122,7 +143,7 @@ def test_project_clients_send_their_tokens(secured, monkeypatch, caplog):
     assert denied.value.response.status_code == 403
     assert_no_token(str(denied.value))
 
-    end = datetime.combine(DRIFT, datetime.min.time(), timezone.utc).timestamp()  # the replayed day's end
+    end = datetime.combine(DRIFT, datetime.min.time(), UTC).timestamp()  # the replayed day's end
     for token, expected in ((FEEDBACK_TOKEN, None), ("not-the-token", "HTTP 401"), (PREDICT_TOKEN, "HTTP 403")):
         monkeypatch.setenv("FRAUD_FEEDBACK_TOKEN", token)
         settings = Settings.from_env({**os.environ, "FRAUD_SERVICE_URL": url})
@@ -141,8 +162,9 @@ def test_project_clients_send_their_tokens(secured, monkeypatch, caplog):
 def serve(host: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
     clean.update(ECOSYSTEM_HOME=str(tmp_path / "home"), **env)
-    return subprocess.run([str(BIN / "ecosystem-assets"), "serve", "--host", host, "--port", "1"], env=clean,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "ecosystem-assets"), "serve", "--host", host, "--port", "1"], env=clean, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_serve_refuses_to_run_open_on_a_non_loopback_address(tmp_path: Path):

@@ -11,8 +11,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from ecosystem_assets_tests.fraud.test_service import TX, predict
 from ecosystem_assets_tests.fraud.helpers import logged
+from ecosystem_assets_tests.fraud.test_service import TX, predict
 
 ALL_STORES = ["inline", "writer-thread", "postgres"]
 
@@ -49,8 +49,12 @@ def refuse_customer(service, customer_id: str) -> None:
     engine = sa.create_engine(service.store.url)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.execute(sa.text(f"CREATE TRIGGER refuse BEFORE INSERT ON predictions WHEN NEW.customer_id = '{customer_id}' "
-                                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TRIGGER refuse BEFORE INSERT ON predictions WHEN NEW.customer_id = '{customer_id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
         else:
             conn.execute(sa.text(f"ALTER TABLE predictions ADD CONSTRAINT refuse CHECK (customer_id <> '{customer_id}')"))
     engine.dispose()

@@ -21,28 +21,56 @@ BIN = Path(sys.executable).parent
 
 def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
-    env.update(ECOSYSTEM_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=registry,
-               FRAUD_DB_URL=f"sqlite:///{tmp_path / 'service.db'}", FRAUD_DRIFT_FROM="2026-09-01")
+    env.update(
+        ECOSYSTEM_HOME=str(tmp_path / "home"),
+        MLFLOW_TRACKING_URI=registry,
+        FRAUD_DB_URL=f"sqlite:///{tmp_path / 'service.db'}",
+        FRAUD_DRIFT_FROM="2026-09-01",
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"  # a file, not a pipe: an unread pipe fills with access logs and stalls the server
     with log.open("w") as out:
-        server = subprocess.Popen([str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                  cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        server = subprocess.Popen(
+            [str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
+
         def healthz() -> requests.Response:
             assert server.poll() is None, log.read_text()[-3000:]  # died: fail now, with its log
             return requests.get(f"{url}/healthz", timeout=2)
 
-        health = wait_until(healthz, 120, "the service answers /healthz with 200", every=0.3,
-                            done=lambda r: r.status_code == 200)
+        health = wait_until(healthz, 120, "the service answers /healthz with 200", every=0.3, done=lambda r: r.status_code == 200)
         assert health.json() == {"status": "ok", "model_version": "1"}
 
         started = time.monotonic()
         replay = subprocess.run(
-            [str(BIN / "ecosystem-assets"), "replay", "--service", url, "--first", "2026-09-10", "--days", "2",
-             "--history-days", "3", "--no-dagster", "--day-seconds", "4"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            [
+                str(BIN / "ecosystem-assets"),
+                "replay",
+                "--service",
+                url,
+                "--first",
+                "2026-09-10",
+                "--days",
+                "2",
+                "--history-days",
+                "3",
+                "--no-dagster",
+                "--day-seconds",
+                "4",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert replay.returncode == 0, replay.stderr[-3000:]
         assert time.monotonic() - started >= 8  # two simulated days of at least 4 s each
         lines = [line.strip() for line in replay.stdout.splitlines() if line.strip().startswith("2026-09-1")]
@@ -50,8 +78,9 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
         sent = sum(int(line.split(": ")[1].split(" transactions")[0]) for line in lines)
         assert all("model version(s) 1" in line for line in lines)
 
-        monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 24 * 3, "end": "2026-09-12T00:00:00+00:00"},
-                                  timeout=10).json()
+        monitoring = requests.get(
+            f"{url}/monitoring", params={"window_hours": 24 * 3, "end": "2026-09-12T00:00:00+00:00"}, timeout=10
+        ).json()
         assert monitoring["predictions"] == monitoring["labelled"] == sent > 1_000  # every label came back
         assert monitoring["model_version"] == "1" and monitoring["precision"] is not None
         metrics = requests.get(f"{url}/metrics", timeout=10).text

@@ -7,7 +7,7 @@ the window ends at the evaluation time, and an evaluation of today's handful jud
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -44,9 +44,10 @@ def materialized(result, asset: str) -> dict:
 
 def monitor(defs, instance, last_day):
     """The monitoring job judging ``last_day``, as `ecosystem-assets replay` runs it: the window ends at the day's end."""
-    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), timezone.utc).isoformat()
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC).isoformat()
     return defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-        instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}})
+        instance=instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}}
+    )
 
 
 def stray_traffic(db_url: str) -> None:
@@ -54,10 +55,23 @@ def stray_traffic(db_url: str) -> None:
     today's /predict calls during `make replay` leave there (the service itself would now refuse
     this replay's past days after a request 89 days later, and a far-future time at all)."""
     now = time.time()
-    rows = [{"prediction_id": f"{i:032x}", "transaction_id": f"stray-{i}", "customer_id": "C00001", "terminal_id": "T00001",
-             "amount": 10.0, "tx_time": t, "tx_offset_min": 0, **{c: 0.0 for c in FEATURE_COLUMNS}, "fraud_probability": 0.99,
-             "is_fraud": True, "model_version": "1", "created_at": now}
-            for i, t in enumerate([now - 60, now - 120, now - 180, datetime(2099, 1, 1, tzinfo=timezone.utc).timestamp()])]
+    rows = [
+        {
+            "prediction_id": f"{i:032x}",
+            "transaction_id": f"stray-{i}",
+            "customer_id": "C00001",
+            "terminal_id": "T00001",
+            "amount": 10.0,
+            "tx_time": t,
+            "tx_offset_min": 0,
+            **{c: 0.0 for c in FEATURE_COLUMNS},
+            "fraud_probability": 0.99,
+            "is_fraud": True,
+            "model_version": "1",
+            "created_at": now,
+        }
+        for i, t in enumerate([now - 60, now - 120, now - 180, datetime(2099, 1, 1, tzinfo=UTC).timestamp()])
+    ]
     PredictionStore(db_url).write_batch(rows, [(r["prediction_id"], False) for r in rows])
 
 
@@ -70,13 +84,17 @@ def tick(defs, instance, cursor=None):
 def loop_env(ecosystem_env, dagster_instance):
     defs = definitions()
     backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")], instance=dagster_instance,
-        tags={"dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
-              "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1))},
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=dagster_instance,
+        tags={
+            "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
+            "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1)),
+        },
     )
     assert backfill.success
     first = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}})
+        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}}
+    )
     assert materialized(first, "fraud_model")["champion_after"] == "1"
     return defs
 
@@ -92,9 +110,10 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         stray_traffic(settings.fraud_db_url)
 
         # The hourly schedule's tick is now: today's three labelled predictions judge nothing.
-        tick_time = datetime.now(timezone.utc).isoformat()
+        tick_time = datetime.now(UTC).isoformat()
         scheduled = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-            instance=dagster_instance, tags={".dagster/scheduled_execution_time": tick_time})
+            instance=dagster_instance, tags={".dagster/scheduled_execution_time": tick_time}
+        )
         for name, evaluation in checks(scheduled).items():
             assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN, name
             assert evaluation.metadata[JUDGED].value is False and "not judged" in evaluation.description, name
@@ -123,7 +142,8 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         assert not again.run_requests and "already handled" in again.skip_message
 
         retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-            instance=dagster_instance, run_config=request.run_config, tags=request.tags)
+            instance=dagster_instance, run_config=request.run_config, tags=request.tags
+        )
         model = materialized(retrain, "fraud_model")
         assert model["promoted"] is True and model["champion_after"] == "2", model["reason"]
         assert str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion").version) == "2"

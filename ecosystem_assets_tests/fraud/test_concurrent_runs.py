@@ -6,9 +6,8 @@ the latest. Files live under run-keyed paths, so neither run overwrites the othe
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
-
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -54,9 +53,13 @@ def test_two_retrains_at_once_each_judge_and_train_on_their_own_features(ecosyst
     dagster_instance = shared_instance
     defs = build_definitions(Settings.from_env(), {"transactions": source()})
     backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")], instance=dagster_instance,
-        tags={"dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
-              "dagster/asset_partition_range_end": str(DRIFT - timedelta(days=1))})
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=dagster_instance,
+        tags={
+            "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
+            "dagster/asset_partition_range_end": str(DRIFT - timedelta(days=1)),
+        },
+    )
     assert backfill.success
 
     # Each model step chooses its input only once both runs' features are recorded: whichever
@@ -65,8 +68,12 @@ def test_two_retrains_at_once_each_judge_and_train_on_their_own_features(ecosyst
     real_upstream = fraud_assets.upstream
 
     def upstream_once_both_recorded(context, asset):
-        wait_until(lambda: len(dagster_instance.fetch_materializations(FEATURES, limit=10).records), 300,
-                   "both runs' fraud_features materializations", done=lambda n: n >= 2)
+        wait_until(
+            lambda: len(dagster_instance.fetch_materializations(FEATURES, limit=10).records),
+            300,
+            "both runs' fraud_features materializations",
+            done=lambda n: n >= 2,
+        )
         return real_upstream(context, asset)
 
     monkeypatch.setattr(fraud_assets, "upstream", upstream_once_both_recorded)
@@ -78,7 +85,8 @@ def test_two_retrains_at_once_each_judge_and_train_on_their_own_features(ecosyst
         try:
             start.wait()
             results[name] = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-                instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": CONFIGS[name]}}}, raise_on_error=False)
+                instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": CONFIGS[name]}}}, raise_on_error=False
+            )
         except BaseException as exc:  # noqa: BLE001 — reported below, with the run's name
             errors[name] = exc
 
@@ -106,7 +114,8 @@ def test_two_retrains_at_once_each_judge_and_train_on_their_own_features(ecosyst
         judged = metadata(check)
         assert check.passed
         assert {k: judged[k] for k in ("rows", "first_day", "last_day", "storage_key")} == {
-            k: own[k] for k in ("rows", "first_day", "last_day", "storage_key")}
+            k: own[k] for k in ("rows", "first_day", "last_day", "storage_key")
+        }
         # … and the model trained on it, and says so in Dagster and in MLflow.
         model = materialized(result, "fraud_model")
         assert model["input/fraud_features"]["run_id"] == result.run_id, name

@@ -16,11 +16,13 @@ COLUMNS = ["amount", "count", "flag"]
 
 
 def frame(rng, n, shift=0.0, flag_rate=0.2):
-    return pd.DataFrame({
-        "amount": rng.gamma(2.0, 30.0 + shift, n).round(2),
-        "count": rng.poisson(3 + shift / 10, n).astype(float),  # integers: ties everywhere
-        "flag": (rng.random(n) < flag_rate).astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "amount": rng.gamma(2.0, 30.0 + shift, n).round(2),
+            "count": rng.poisson(3 + shift / 10, n).astype(float),  # integers: ties everywhere
+            "flag": (rng.random(n) < flag_rate).astype(float),
+        }
+    )
 
 
 @pytest.mark.parametrize("shift", [0.0, 8.0])

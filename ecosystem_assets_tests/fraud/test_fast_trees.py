@@ -49,6 +49,5 @@ def test_unsupported_models_fall_back_to_predict_proba():
     linear = LogisticRegression().fit(X, y)
     assert CompiledForest.compile(linear) is None
     np.testing.assert_allclose(fast_scorer(linear)(X), linear.predict_proba(X)[:, 1])
-    categorical = HistGradientBoostingClassifier(categorical_features=[2], max_iter=20).fit(
-        np.c_[X[:, :2], (X[:, 2] * 4).astype(int)], y)
+    categorical = HistGradientBoostingClassifier(categorical_features=[2], max_iter=20).fit(np.c_[X[:, :2], (X[:, 2] * 4).astype(int)], y)
     assert CompiledForest.compile(categorical) is None

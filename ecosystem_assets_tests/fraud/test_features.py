@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import numpy as np
 import pandas as pd
@@ -41,14 +41,14 @@ def test_service_features_equal_offline_features(fraud_service):
 
 
 def test_terminal_risk_ignores_the_last_seven_days():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     state = FeatureState()
-    t0 = datetime(2026, 8, 1, 12, tzinfo=timezone.utc)
+    t0 = datetime(2026, 8, 1, 12, tzinfo=UTC)
     for i, (days_ago, fraud) in enumerate([(10, 1), (9, 0), (3, 1), (1, 1)]):
         state.observe(f"x{i}", f"c{i}", "T1", 10.0, t0 - timedelta(days=days_ago))
         state.label(f"x{i}", fraud)
-    row = dict(zip(FEATURES, state.features("c9", "T1", 20.0, t0)))
+    row = dict(zip(FEATURES, state.features("c9", "T1", 20.0, t0), strict=True))
     assert row["terminal_nb_tx_7d"] == 2 and row["terminal_risk_7d"] == 0.5  # 10 and 9 days ago only
     assert row["customer_nb_tx_1d"] == 1 and row["customer_mean_amount_1d"] == 20.0  # the current one counts
 
@@ -73,9 +73,9 @@ def test_late_arrivals_land_in_time_order():
     shuffled = records[:]
     rng = random.Random(7)
     for i in range(0, len(shuffled) - 50, 50):  # shuffle within blocks: late by up to ~50 transactions
-        block = shuffled[i:i + 50]
+        block = shuffled[i : i + 50]
         rng.shuffle(block)
-        shuffled[i:i + 50] = block
+        shuffled[i : i + 50] = block
     states = []
     for order in (records, shuffled):
         state = FeatureState()
@@ -84,8 +84,10 @@ def test_late_arrivals_land_in_time_order():
             state.label(r["transaction_id"], r["is_fraud"])
         states.append(state)
     probe = frames(DRIFT, DRIFT).to_dict("records")
-    in_order, late = (np.array([s.features(r["customer_id"], r["terminal_id"], r["amount"], r["timestamp"].to_pydatetime())
-                                for r in probe]) for s in states)
+    in_order, late = (
+        np.array([s.features(r["customer_id"], r["terminal_id"], r["amount"], r["timestamp"].to_pydatetime()) for r in probe])
+        for s in states
+    )
     assert shuffled != records
     np.testing.assert_allclose(late, in_order, rtol=0, atol=1e-9)
     assert in_order[:, FEATURES.index("terminal_risk_30d")].max() > 0  # the fraud labels were in play

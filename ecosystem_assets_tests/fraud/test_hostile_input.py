@@ -11,13 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
 from ecosystem_assets_tests.fraud.helpers import logged
+from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
 
 pytestmark = pytest.mark.parametrize("fraud_service", ["inline", "postgres"], indirect=True)
 
-TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5,
-      "timestamp": "2026-08-20T10:15:00+02:00"}
+TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5, "timestamp": "2026-08-20T10:15:00+02:00"}
 MAX_ERROR_BYTES = 4096  # a 422 lists at most 20 errors, each with at most 100 characters of the input
 
 
@@ -61,8 +60,7 @@ def raw_http(port: int, header: bytes, body: bytes = b"") -> bytes:
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + header
-                     + b"\r\n" + body)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + header + b"\r\n" + body)
         return sock.recv(4096)
 
 
@@ -116,7 +114,7 @@ PREDICT_CASES = {
 
 def test_every_hostile_predict_gets_422_naming_the_field_and_stores_nothing(fraud_service):
     url = fraud_service.url
-    for name, (field, body) in PREDICT_CASES.items():
+    for field, body in PREDICT_CASES.values():
         assert_names_field(post(url, "/predict", body), field)
     assert stored(fraud_service) == (0, 0, 0)
     assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
@@ -157,7 +155,7 @@ def test_hostile_feedback_and_history(fraud_service):
         "long id": ("prediction_id", json.dumps({"prediction_id": "p" * 129, "is_fraud": True})),
         "malformed": ("body", '{"prediction_id": '),
     }
-    for name, (field, body) in feedback_cases.items():
+    for field, body in feedback_cases.values():
         assert_names_field(post(url, "/feedback", body), field)
 
     labelled = {**TX, "transaction_id": "h-1", "is_fraud": False}
@@ -168,7 +166,7 @@ def test_hostile_feedback_and_history(fraud_service):
         "control character": ("customer_id", {"transactions": [{**labelled, "customer_id": "C\u0007"}]}),
         "not a list": ("transactions", {"transactions": {"a": 1}}),
     }
-    for name, (field, body) in history_cases.items():
+    for field, body in history_cases.values():
         response = post(url, "/history", json.dumps(body))
         assert_names_field(response, field)
     # The second transaction is the bad one: its position is named.
@@ -233,8 +231,10 @@ def test_accepted_edge_values_survive_a_restart(fraud_service, registry):
     oldest = fraud_service.app.state.scorer.oldest_accepted()
     oldest_tx = {**TX, "transaction_id": "e-oldest", "timestamp": iso(oldest + 0.001, offset_hours=-11)}
     assert post(url, "/predict", json.dumps({"transaction": oldest_tx})).status_code == 200
-    history = [{**TX, "transaction_id": "h-edge", "amount": 0, "is_fraud": None, "timestamp": iso(oldest + 1)},
-               {**TX, "transaction_id": "h-max", "amount": 1_000_000, "is_fraud": True, "timestamp": iso(now - 60)}]
+    history = [
+        {**TX, "transaction_id": "h-edge", "amount": 0, "is_fraud": None, "timestamp": iso(oldest + 1)},
+        {**TX, "transaction_id": "h-max", "amount": 1_000_000, "is_fraud": True, "timestamp": iso(now - 60)},
+    ]
     response = post(url, "/history", json.dumps({"transactions": history}))
     assert response.status_code == 200 and response.json() == {"received": 2, "added": 2}
     counts = stored(fraud_service)
@@ -245,8 +245,7 @@ def test_accepted_edge_values_survive_a_restart(fraud_service, registry):
         health = requests.get(f"{server.url}/healthz", timeout=10)
         assert health.status_code == 200, health.text
         assert restarted.state.scorer.newest_seen == pytest.approx(now + 299, abs=1)  # every row was read back
-        again = post(server.url, "/predict", json.dumps({"transaction": {**TX, "transaction_id": "after-restart",
-                                                                         "timestamp": iso(now)}}))
+        again = post(server.url, "/predict", json.dumps({"transaction": {**TX, "transaction_id": "after-restart", "timestamp": iso(now)}}))
         assert again.status_code == 200, again.text
     assert stored(fraud_service) == (counts[0] + 1, 0, 2)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,7 @@ def test_poisoned_champion_is_refused_and_the_old_one_keeps_serving(fraud_servic
     client = MlflowClient(registry)
     client.set_registered_model_alias("fraud-detector", "champion", version)
 
-    health = wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz reports the refusal",
-                        done=lambda h: "refused" in h)
+    health = wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz reports the refusal", done=lambda h: "refused" in h)
     assert not marker.exists()
     assert health["status"] == "ok" and health["model_version"] == "1"
     assert health["refused"]["version"] == "2" and "cloudpickle" in health["refused"]["reason"]
@@ -47,8 +45,7 @@ def test_poisoned_champion_is_refused_and_the_old_one_keeps_serving(fraud_servic
 
     # The alias moves back: the refusal is over. Moved to the bad version again: tried and refused again.
     client.set_registered_model_alias("fraud-detector", "champion", "1")
-    wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz no longer reports a refusal",
-               done=lambda h: "refused" not in h)
+    wait_until(lambda: requests.get(f"{url}/healthz").json(), 30, "/healthz no longer reports a refusal", done=lambda h: "refused" not in h)
     assert "fraud_model_refused{" not in requests.get(f"{url}/metrics").text
     client.set_registered_model_alias("fraud-detector", "champion", version)
     wait_until(lambda: refusal_lines(caplog), 30, "a second refusal is logged", done=lambda lines: len(lines) == 2)
@@ -128,16 +125,24 @@ def _zip_bomb() -> bytes:
 
 CASES = {
     # A skops file may only hold skops's safe types and ours, whatever its MLmodel file trusts.
-    "type outside the list": (lambda uri, art, marker: register_sklearn(
-        uri, art, _function_transformer(), "skops", trusted=["posix.system"]),
-        "types outside the trusted list: posix.system"),
-    "zip bomb": (lambda uri, art, marker: register_files(
-        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": _zip_bomb()}), "is too large"),
-    "garbage bytes": (lambda uri, art, marker: register_files(
-        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": os.urandom(4096)}), "not a readable skops file"),
-    "pickle claiming to be skops": (lambda uri, art, marker: register_files(
-        uri, art, {"MLmodel": skops_mlmodel(), "model.skops": __import__("cloudpickle").dumps(RunsCommand(marker))}),
-        "not a readable skops file"),
+    "type outside the list": (
+        lambda uri, art, marker: register_sklearn(uri, art, _function_transformer(), "skops", trusted=["posix.system"]),
+        "types outside the trusted list: posix.system",
+    ),
+    "zip bomb": (
+        lambda uri, art, marker: register_files(uri, art, {"MLmodel": skops_mlmodel(), "model.skops": _zip_bomb()}),
+        "is too large",
+    ),
+    "garbage bytes": (
+        lambda uri, art, marker: register_files(uri, art, {"MLmodel": skops_mlmodel(), "model.skops": os.urandom(4096)}),
+        "not a readable skops file",
+    ),
+    "pickle claiming to be skops": (
+        lambda uri, art, marker: register_files(
+            uri, art, {"MLmodel": skops_mlmodel(), "model.skops": __import__("cloudpickle").dumps(RunsCommand(marker))}
+        ),
+        "not a readable skops file",
+    ),
     "another estimator": (_skops(_logistic_regression), "is a LogisticRegression, not a HistGradientBoostingClassifier"),
     "trained on 5 features": (_skops(lambda: _hgb(5)), "expects 5 features, not the 13"),
     # sklearn's compiled predict does not bounds-check node indices: refused before it runs.
@@ -187,24 +192,51 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
     from ecosystem_assets_tests.servers.ports import free_port
 
     ini = tmp_path / "basic_auth.ini"
-    ini.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    ini.write_text(
+        f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-           "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-0123456789", "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--app-name=basic-auth", "--host=127.0.0.1", f"--port={port}",
-         "--workers=1", f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}", "--serve-artifacts",
-         f"--artifacts-destination={tmp_path / 'artifacts'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"), start_new_session=True)
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-0123456789",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    with open(tmp_path / "server.log", "wb") as log:  # the server keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--app-name=basic-auth",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--workers=1",
+                f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                "--serve-artifacts",
+                f"--artifacts-destination={tmp_path / 'artifacts'}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
         wait_until_up(url, timeout_s=120)
-        users = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-                 "MLFLOW_TRACKING_PASSWORD": "admin-pw-0123456789", "MLFLOW_WRITER_USERNAME": "dagster",
-                 "MLFLOW_WRITER_PASSWORD": "writer-pw-0123456789", "MLFLOW_READER_USERNAME": "fraud-service",
-                 "MLFLOW_READER_PASSWORD": "reader-pw-0123456789"}
+        users = {
+            "MLFLOW_TRACKING_URI": url,
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": "admin-pw-0123456789",
+            "MLFLOW_WRITER_USERNAME": "dagster",
+            "MLFLOW_WRITER_PASSWORD": "writer-pw-0123456789",
+            "MLFLOW_READER_USERNAME": "fraud-service",
+            "MLFLOW_READER_PASSWORD": "reader-pw-0123456789",
+        }
         assert main(users) == 0 and main(users) == 0  # idempotent: the Job runs on every deploy
 
         import mlflow
@@ -221,8 +253,9 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
         monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", mlflow.tracking._tracking_service.utils._tracking_uri)
         mlflow.set_tracking_uri(url)
         with mlflow.start_run(experiment_id=MlflowClient(url).get_experiment_by_name("fraud-detector").experiment_id):
-            logged = mlflow.sklearn.log_model(_hgb(), name="model", serialization_format="skops",
-                                              skops_trusted_types=TRUSTED_TYPES, pip_requirements=["scikit-learn"])
+            logged = mlflow.sklearn.log_model(
+                _hgb(), name="model", serialization_format="skops", skops_trusted_types=TRUSTED_TYPES, pip_requirements=["scikit-learn"]
+            )
         version = mlflow.register_model(logged.model_uri, "fraud-detector", tags={"threshold": "0.5"}).version
         MlflowClient(url).set_registered_model_alias("fraud-detector", "champion", version)
 
@@ -230,14 +263,15 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
         reader = MlflowClient(url)
         assert str(reader.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
         assert load_fraud_estimator(url, "1").n_features_in_ == 13
-        for write in (lambda: reader.set_registered_model_alias("fraud-detector", "champion", "1"),
-                      lambda: reader.set_model_version_tag("fraud-detector", "1", "threshold", "0.0"),
-                      lambda: reader.create_model_version("fraud-detector", logged.model_uri)):
-            with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+        for write in (
+            lambda: reader.set_registered_model_alias("fraud-detector", "champion", "1"),
+            lambda: reader.set_model_version_tag("fraud-detector", "1", "threshold", "0.0"),
+            lambda: reader.create_model_version("fraud-detector", logged.model_uri),
+        ):
+            with pytest.raises(MlflowException, match=r"PERMISSION_DENIED|Permission denied"):
                 write()
-        with pytest.raises(RuntimeError, match="HTTP 401"):
-            Server(url, "fraud-service", "wrong").call("GET", "/api/2.0/mlflow/registered-models/get",
-                                                      params={"name": "fraud-detector"})
+        with pytest.raises(RuntimeError, match=r"HTTP 401"):
+            Server(url, "fraud-service", "wrong").call("GET", "/api/2.0/mlflow/registered-models/get", params={"name": "fraud-detector"})
     finally:
         import signal
 
@@ -257,10 +291,12 @@ def test_the_champion_loads_in_a_process_with_no_mlflow_uri_set(registry, tmp_pa
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING") and k != "MLFLOW_REGISTRY_URI"}
-    code = ("from ecosystem_assets.serving.champion import ChampionWatcher\n"
-            f"w = ChampionWatcher({registry!r})\n"
-            "assert w.refresh() is True, w.refused\n"
-            "print('serving', w.current.version)\n")
+    code = (
+        "from ecosystem_assets.serving.champion import ChampionWatcher\n"
+        f"w = ChampionWatcher({registry!r})\n"
+        "assert w.refresh() is True, w.refused\n"
+        "print('serving', w.current.version)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("serving 1")

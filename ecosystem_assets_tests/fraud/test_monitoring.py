@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import requests
@@ -24,8 +24,8 @@ from ecosystem_assets.settings import Settings
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
 
 DAY = DRIFT - timedelta(days=2)  # a replayed past day the champion (trained up to DRIFT - 1) handles well
-DAY_END = datetime.combine(DAY + timedelta(days=1), datetime.min.time(), timezone.utc)
-FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
+DAY_END = datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC)
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 
 
 def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -35,21 +35,41 @@ def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
 def stray_rows(service) -> None:
     """Three of today's transactions through the service, one far-future row straight into its store
     (the service's input rules refuse such a time at /predict)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i in range(3):
-        tx = {"transaction_id": f"today-{i}", "customer_id": "C1", "terminal_id": "T1", "amount": 20.0 + i,
-              "timestamp": (now - timedelta(minutes=i)).isoformat()}
+        tx = {
+            "transaction_id": f"today-{i}",
+            "customer_id": "C1",
+            "terminal_id": "T1",
+            "amount": 20.0 + i,
+            "timestamp": (now - timedelta(minutes=i)).isoformat(),
+        }
         answer = requests.post(f"{service.url}/predict", json={"transaction": tx}, timeout=30).json()
-        requests.post(f"{service.url}/feedback", json={"prediction_id": answer["prediction_id"], "is_fraud": False},
-                      timeout=30).raise_for_status()
-    service.store.write_batch([{
-        "prediction_id": "f" * 32, "transaction_id": "far-future", "customer_id": "C2", "terminal_id": "T2", "amount": 10.0,
-        "tx_time": FAR_FUTURE.timestamp(), "tx_offset_min": 0, **{c: 0.0 for c in FEATURE_COLUMNS},
-        "fraud_probability": 0.99, "is_fraud": True, "model_version": "1", "created_at": time.time()}], [("f" * 32, False)])
+        requests.post(
+            f"{service.url}/feedback", json={"prediction_id": answer["prediction_id"], "is_fraud": False}, timeout=30
+        ).raise_for_status()
+    service.store.write_batch(
+        [
+            {
+                "prediction_id": "f" * 32,
+                "transaction_id": "far-future",
+                "customer_id": "C2",
+                "terminal_id": "T2",
+                "amount": 10.0,
+                "tx_time": FAR_FUTURE.timestamp(),
+                "tx_offset_min": 0,
+                **{c: 0.0 for c in FEATURE_COLUMNS},
+                "fraud_probability": 0.99,
+                "is_fraud": True,
+                "model_version": "1",
+                "created_at": time.time(),
+            }
+        ],
+        [("f" * 32, False)],
+    )
 
 
-def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_service, registry, ecosystem_env, dagster_instance,
-                                                                       monkeypatch):
+def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_service, registry, ecosystem_env, dagster_instance, monkeypatch):
     send_history(fraud_service.url, frames(DAY - timedelta(days=37), DAY - timedelta(days=1)))
     replayed = frames(DAY, DAY)
     assert replay_day(fraud_service.url, str(DAY), replayed).versions == {"1"}
@@ -82,16 +102,20 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
     job = build_definitions(settings).resolve_job_def(MONITORING_JOB)
 
     # The replay's evaluation of DAY: judged on DAY's rows only.
-    day = checks(job.execute_in_process(instance=dagster_instance,
-                                        run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": DAY_END.isoformat()}}}}))
+    day = checks(
+        job.execute_in_process(
+            instance=dagster_instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": DAY_END.isoformat()}}}}
+        )
+    )
     precision, drift = day[PRECISION_CHECK], day[DRIFT_CHECK]
     assert precision.metadata[JUDGED].value is True and precision.passed, precision.description
     assert precision.metadata["labelled"].value == len(replayed) and precision.metadata[WINDOW_END].value == DAY_END.isoformat()
     assert drift.metadata[JUDGED].value is True and drift.metadata["live_rows"].value == len(replayed), drift.description
 
     # The schedule's tick, now: three labelled predictions and three rows judge nothing.
-    scheduled = checks(job.execute_in_process(instance=dagster_instance,
-                                              tags={".dagster/scheduled_execution_time": datetime.now(timezone.utc).isoformat()}))
+    scheduled = checks(
+        job.execute_in_process(instance=dagster_instance, tags={".dagster/scheduled_execution_time": datetime.now(UTC).isoformat()})
+    )
     for name, evaluation in scheduled.items():
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN, name
         assert evaluation.metadata[JUDGED].value is False and evaluation.metadata["window_end_from"].value == "schedule tick"

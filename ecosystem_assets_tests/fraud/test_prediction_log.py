@@ -14,9 +14,20 @@ LOG = dg.AssetKey("fraud_prediction_log")
 
 
 def row(i: int, created_at: float) -> dict:
-    return {"prediction_id": f"{i:032x}", "transaction_id": f"tx-{i}", "customer_id": "C1", "terminal_id": "T1", "amount": 12.5,
-            "tx_time": 1_790_000_000.0 + i, "tx_offset_min": 0, **{c: 0.0 for c in FEATURE_COLUMNS},
-            "fraud_probability": 0.1, "is_fraud": False, "model_version": "1", "created_at": created_at}
+    return {
+        "prediction_id": f"{i:032x}",
+        "transaction_id": f"tx-{i}",
+        "customer_id": "C1",
+        "terminal_id": "T1",
+        "amount": 12.5,
+        "tx_time": 1_790_000_000.0 + i,
+        "tx_offset_min": 0,
+        **{c: 0.0 for c in FEATURE_COLUMNS},
+        "fraud_probability": 0.1,
+        "is_fraud": False,
+        "model_version": "1",
+        "created_at": created_at,
+    }
 
 
 def observations(instance: dg.DagsterInstance) -> list:

@@ -44,7 +44,8 @@ def test_no_alias_is_no_champion_and_an_unreachable_registry_is_an_error(registr
 
 
 def test_a_stopped_registry_keeps_the_champion_serving_and_fails_the_monitoring(
-        registry, tmp_path, fail_fast, ecosystem_env, dagster_instance, monkeypatch):
+    registry, tmp_path, fail_fast, ecosystem_env, dagster_instance, monkeypatch
+):
     from ecosystem_assets.fraud.definitions import MONITORING_JOB
     from ecosystem_assets.mlflow_users import wait_until_up
     from ecosystem_assets.project import build_definitions
@@ -61,8 +62,12 @@ def test_a_stopped_registry_keeps_the_champion_serving_and_fails_the_monitoring(
         with UvicornThread(app) as service:
             assert requests.get(f"{service.url}/healthz", timeout=10).json() == {"status": "ok", "model_version": "1"}
             _stop(server)
-            health = wait_until(lambda: requests.get(f"{service.url}/healthz", timeout=10), 60,
-                                "/healthz reports the registry outage", done=lambda r: "registry_unavailable" in r.json())
+            health = wait_until(
+                lambda: requests.get(f"{service.url}/healthz", timeout=10),
+                60,
+                "/healthz reports the registry outage",
+                done=lambda r: "registry_unavailable" in r.json(),
+            )
             body = health.json()
             assert health.status_code == 200 and body["status"] == "ok" and body["model_version"] == "1"
             assert "RegistryUnavailable" in body["registry_unavailable"]
@@ -72,8 +77,11 @@ def test_a_stopped_registry_keeps_the_champion_serving_and_fails_the_monitoring(
         # The monitoring asks the (stopped) registry which model serves: an error, not "no serving model".
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("FRAUD_DB_URL", db_url)
-        result = build_definitions(Settings.from_env()).resolve_job_def(MONITORING_JOB).execute_in_process(
-            instance=dagster_instance, raise_on_error=False)
+        result = (
+            build_definitions(Settings.from_env())
+            .resolve_job_def(MONITORING_JOB)
+            .execute_in_process(instance=dagster_instance, raise_on_error=False)
+        )
         assert not result.success and not result.get_asset_check_evaluations()
         failure = result.failure_data_for_node("fraud_monitoring_metrics")
         assert failure.user_failure_data.description.startswith("the model registry is unavailable")
@@ -84,10 +92,23 @@ def test_a_stopped_registry_keeps_the_champion_serving_and_fails_the_monitoring(
 def _mlflow_server(url: str, registry: str, tmp_path: Path) -> subprocess.Popen:
     port = url.rsplit(":", 1)[1]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host=127.0.0.1", f"--port={port}", "--workers=1",
-         f"--backend-store-uri={registry}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "wb"), start_new_session=True)
+    with open(tmp_path / "mlflow-server.log", "wb") as log:  # the server keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--workers=1",
+                f"--backend-store-uri={registry}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
 
 
 def _stop(server: subprocess.Popen) -> None:

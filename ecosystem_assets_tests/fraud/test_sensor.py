@@ -5,7 +5,7 @@ the monitoring asset writing those evaluations is tested in test_monitoring.py."
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -36,13 +36,20 @@ def land(instance, first: date, last: date, *, skip: tuple[date, ...] = ()) -> N
 def evaluate(instance, end: datetime, *, check: str = PRECISION_CHECK, passed: bool = False, judged: bool = True) -> None:
     severity = dg.AssetCheckSeverity.WARN if not judged or check == DRIFT_CHECK else dg.AssetCheckSeverity.ERROR
     reason = "live precision 0.410 of v1 is below 0.80 (900 labelled)" if judged else "not judged: only 3 labelled predictions"
-    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=MONITORED, check_name=check, passed=passed, severity=severity, description=reason,
-        metadata={JUDGED: judged, WINDOW_END: end.isoformat()}))
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=MONITORED,
+            check_name=check,
+            passed=passed,
+            severity=severity,
+            description=reason,
+            metadata={JUDGED: judged, WINDOW_END: end.isoformat()},
+        )
+    )
 
 
 def at(day: date, hour: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
 def tick(defs, instance, cursor=None):
@@ -113,7 +120,8 @@ def test_a_failed_retrain_is_not_relaunched_until_a_new_day_lands(defs, dagster_
     # The instance says the days landed, but their files are gone from storage: the retrain fails,
     # and fraud_features says which days it lacks.
     retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-        instance=dagster_instance, run_config=request.run_config, tags=request.tags, raise_on_error=False)
+        instance=dagster_instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
+    )
     assert not retrain.success
     [failure] = retrain.get_step_failure_events()
     assert f"{DAY - timedelta(days=NEEDED - 1)}..{DAY}; backfill them first" in failure.step_failure_data.error.message

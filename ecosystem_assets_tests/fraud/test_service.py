@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -14,8 +13,13 @@ from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, logged
 from ecosystem_assets_tests.waiting import wait_until
 
 # An hour ago (in UTC+2): inside the default monitoring window, which ends now.
-TX = {"transaction_id": "t-1", "customer_id": "C00001", "terminal_id": "T00001", "amount": 42.5,
-      "timestamp": (datetime.now(timezone(timedelta(hours=2))) - timedelta(hours=1)).isoformat(timespec="seconds")}
+TX = {
+    "transaction_id": "t-1",
+    "customer_id": "C00001",
+    "terminal_id": "T00001",
+    "amount": 42.5,
+    "timestamp": (datetime.now(timezone(timedelta(hours=2))) - timedelta(hours=1)).isoformat(timespec="seconds"),
+}
 
 
 def predict(url, tx=TX, session=requests):
@@ -47,8 +51,12 @@ def test_predict_feedback_monitoring_metrics_healthz(fraud_service):
     assert monitoring["recall"] == (1.0 if answer["is_fraud"] else 0.0)
 
     # The live figures are recomputed in the background (a scrape never waits for the database).
-    metrics = wait_until(lambda: requests.get(f"{url}/metrics"), 30, "/metrics shows the labelled prediction",
-                         done=lambda m: 'fraud_live_metric{metric="labelled"} 1.0' in m.text)
+    metrics = wait_until(
+        lambda: requests.get(f"{url}/metrics"),
+        30,
+        "/metrics shows the labelled prediction",
+        done=lambda m: 'fraud_live_metric{metric="labelled"} 1.0' in m.text,
+    )
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'fraud_requests_total{endpoint="/predict",status="200"} 2.0' in metrics.text
     assert 'fraud_live_metric{metric="labelled"} 1.0' in metrics.text
@@ -85,7 +93,9 @@ def test_2000_requests_from_8_threads_all_stored(fraud_service):
         session = getattr(local, "s", None) or requests.Session()
         local.s = session
         tx = {k: row[k] for k in ("transaction_id", "customer_id", "terminal_id")} | {
-            "amount": float(row["amount"]), "timestamp": row["timestamp"].isoformat()}
+            "amount": float(row["amount"]),
+            "timestamp": row["timestamp"].isoformat(),
+        }
         r = predict(url, tx, session)
         if r.status_code != 200:
             errors.append(f"predict {r.status_code}")
@@ -98,7 +108,7 @@ def test_2000_requests_from_8_threads_all_stored(fraud_service):
         list(pool.map(one, rows))
     assert errors == []
     assert logged(fraud_service.store) == (1000, 1000)  # 1,000 predictions + 1,000 labels = 2,000 requests
-    end = datetime.combine(DRIFT, datetime.min.time(), timezone.utc).isoformat()  # the simulated days' end
+    end = datetime.combine(DRIFT, datetime.min.time(), UTC).isoformat()  # the simulated days' end
     monitoring = requests.get(f"{url}/monitoring", params={"window_hours": 72, "end": end}).json()
     assert monitoring["labelled"] == 1000
 
@@ -131,12 +141,15 @@ def test_champion_hot_swap_under_load(fraud_service, registry):
         outcome = train_champion(registry, root / "artifacts2", DRIFT + timedelta(days=5))
         MlflowClient(registry).set_registered_model_alias("fraud-detector", "champion", outcome.version)
         watcher = fraud_service.app.state.watcher
-        wait_until(lambda: watcher.current.version, 30, "the service swaps the new champion in",
-                   done=lambda v: v == outcome.version)
+        wait_until(lambda: watcher.current.version, 30, "the service swaps the new champion in", done=lambda v: v == outcome.version)
         # Traffic goes on after the swap until the new version has answered requests (not a fixed pause).
         answered = len(seen)
-        wait_until(lambda: [v for _, v in seen[answered:]], 30, "requests answered by the new champion",
-                   done=lambda vs: vs.count(outcome.version) >= 20)
+        wait_until(
+            lambda: [v for _, v in seen[answered:]],
+            30,
+            "requests answered by the new champion",
+            done=lambda vs: vs.count(outcome.version) >= 20,
+        )
     finally:
         stop.set()
         for t in threads:

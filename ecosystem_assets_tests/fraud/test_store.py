@@ -19,17 +19,30 @@ def store(request, tmp_path: Path):
 
 
 def row(pid: str, tx_time: float, decision: bool, version: str = "1") -> dict:
-    return {"prediction_id": pid, "transaction_id": f"tx-{pid}", "customer_id": "C1", "terminal_id": "T1", "amount": 12.5,
-            "tx_time": tx_time, "tx_offset_min": 60, **{c: float(i) for i, c in enumerate(FEATURE_COLUMNS)},
-            "fraud_probability": 0.9 if decision else 0.1, "is_fraud": decision, "model_version": version, "created_at": tx_time}
+    return {
+        "prediction_id": pid,
+        "transaction_id": f"tx-{pid}",
+        "customer_id": "C1",
+        "terminal_id": "T1",
+        "amount": 12.5,
+        "tx_time": tx_time,
+        "tx_offset_min": 60,
+        **{c: float(i) for i, c in enumerate(FEATURE_COLUMNS)},
+        "fraud_probability": 0.9 if decision else 0.1,
+        "is_fraud": decision,
+        "model_version": version,
+        "created_at": tx_time,
+    }
 
 
 def test_batches_labels_and_window_metrics(store):
     day = 86_400.0
-    store.write_batch([row("a", 10 * day, True), row("b", 10 * day + 60, True), row("c", 10 * day + 120, False),
-                       row("old", 8 * day, True)], [])
-    outcomes = store.write_batch([row("d", 10 * day + 180, False, version="2")],
-                                 [("a", True), ("b", False), ("c", True), ("a", True), ("zzz", True), ("b", True)])
+    store.write_batch(
+        [row("a", 10 * day, True), row("b", 10 * day + 60, True), row("c", 10 * day + 120, False), row("old", 8 * day, True)], []
+    )
+    outcomes = store.write_batch(
+        [row("d", 10 * day + 180, False, version="2")], [("a", True), ("b", False), ("c", True), ("a", True), ("zzz", True), ("b", True)]
+    )
     assert outcomes[:4] == [("recorded", "tx-a"), ("recorded", "tx-b"), ("recorded", "tx-c"), ("unchanged", "tx-a")]
     assert isinstance(outcomes[4], UnknownPrediction) and isinstance(outcomes[5], ConflictingFeedback)
     assert logged(store) == (5, 3)
@@ -52,10 +65,18 @@ def test_the_window_ends_at_the_evaluation_time_not_at_the_newest_row(store):
     window holds the transactions at its first second, not those at the next day's."""
     day = 86_400.0
     end = 20 * day
-    store.write_batch([row("before", end - day - 1, True), row("start", end - day, True), row("in", end - 60, False),
-                       row("last", end - 0.5, True), row("end", end, True), row("today", 100 * day, True),
-                       row("future", 10_000 * day, True)],
-                      [("start", True), ("in", False), ("last", False), ("end", False), ("today", False), ("future", False)])
+    store.write_batch(
+        [
+            row("before", end - day - 1, True),
+            row("start", end - day, True),
+            row("in", end - 60, False),
+            row("last", end - 0.5, True),
+            row("end", end, True),
+            row("today", 100 * day, True),
+            row("future", 10_000 * day, True),
+        ],
+        [("start", True), ("in", False), ("last", False), ("end", False), ("today", False), ("future", False)],
+    )
     window = store.window_metrics(24, end)
     assert (window.predictions, window.labelled, window.flagged_labelled) == (3, 3, 2)
     assert window.precision == 0.5 and (window.window_start, window.window_end) == (end - day, end)
@@ -66,8 +87,18 @@ def test_the_window_ends_at_the_evaluation_time_not_at_the_newest_row(store):
 
 
 def test_history_is_loaded_once_and_joins_the_feature_history(store):
-    history = [{"transaction_id": f"h{i}", "customer_id": "C1", "terminal_id": "T1", "amount": 1.0, "tx_time": 100.0 + i,
-                "tx_offset_min": 0, "is_fraud": i % 2 == 0} for i in range(5)]
+    history = [
+        {
+            "transaction_id": f"h{i}",
+            "customer_id": "C1",
+            "terminal_id": "T1",
+            "amount": 1.0,
+            "tx_time": 100.0 + i,
+            "tx_offset_min": 0,
+            "is_fraud": i % 2 == 0,
+        }
+        for i in range(5)
+    ]
     assert len(store.add_history(history)) == 5 and store.add_history(history) == []
     store.write_batch([row("p", 200.0, False)], [("p", True)])
     seen = store.feature_history(since=0)

@@ -57,17 +57,25 @@ def test_feature_gate_catches_bad_tables(table):
     broken.loc[2, "terminal_risk_7d"] = None
     report = validate_frame(broken, "fraud_features", feature_expectations(FEATURES))
     failed = {(f.expectation, f.column) for f in report.failures}
-    assert {("expect_column_values_to_be_between", "amount"), ("expect_column_values_to_be_in_set", "is_fraud"),
-            ("expect_column_values_to_not_be_null", "terminal_risk_7d")} <= failed
+    assert {
+        ("expect_column_values_to_be_between", "amount"),
+        ("expect_column_values_to_be_in_set", "is_fraud"),
+        ("expect_column_values_to_not_be_null", "terminal_risk_7d"),
+    } <= failed
     all_fraud = table.assign(is_fraud=1)
     assert ("expect_column_mean_to_be_between", "is_fraud") in {
-        (f.expectation, f.column) for f in validate_frame(all_fraud, "fraud_features", feature_expectations(FEATURES)).failures}
+        (f.expectation, f.column) for f in validate_frame(all_fraud, "fraud_features", feature_expectations(FEATURES)).failures
+    }
 
 
 @pytest.mark.parametrize(
     ("labelled", "precision", "judged", "passed", "words"),
-    [(50, 0.1, False, False, "not judged: only 50"), (500, 0.79, True, False, "below 0.80"), (500, 0.8, True, True, "≥ 0.80"),
-     (500, None, False, False, "not judged: v3 flagged none")],
+    [
+        (50, 0.1, False, False, "not judged: only 50"),
+        (500, 0.79, True, False, "below 0.80"),
+        (500, 0.8, True, True, "≥ 0.80"),
+        (500, None, False, False, "not judged: v3 flagged none"),
+    ],
 )
 def test_precision_verdict(labelled, precision, judged, passed, words):
     verdict = precision_verdict({"labelled": labelled, "precision": precision, "model_version": "3"}, 0.8, 200)
@@ -98,8 +106,11 @@ def test_models_are_skops_and_a_poisoned_champion_is_never_unpickled(tmp_path: P
     assert outcome.reason.startswith("the champion v1 cannot be loaded safely") and "cloudpickle" in outcome.reason
     assert str(MlflowClient(uri).get_model_version_by_alias("fraud-detector", "champion").version) == outcome.version
 
-    files = Path(download_artifacts(artifact_uri=f"models:/fraud-detector/{outcome.version}", dst_path=str(tmp_path / "dl"),
-                                    tracking_uri=uri, registry_uri=uri))
+    files = Path(
+        download_artifacts(
+            artifact_uri=f"models:/fraud-detector/{outcome.version}", dst_path=str(tmp_path / "dl"), tracking_uri=uri, registry_uri=uri
+        )
+    )
     flavor = yaml.safe_load((files / "MLmodel").read_text())["flavors"]["sklearn"]
     assert flavor["serialization_format"] == "skops" and not list(files.rglob("*.pkl"))
     assert load_fraud_estimator(uri, outcome.version).n_features_in_ == len(FEATURES)

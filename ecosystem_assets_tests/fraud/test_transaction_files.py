@@ -62,12 +62,15 @@ def stored(home: Path, run_id: str, day: date):
 
 def materialize_days(defs, instance, first: date, last: date, raise_on_error: bool = True):
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")], instance=instance, raise_on_error=raise_on_error,
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=instance,
+        raise_on_error=raise_on_error,
         tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)},
     )
 
 
 # --- the whole workflow on files the test wrote ---------------------------------------------------
+
 
 def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instance, tmp_path, monkeypatch):
     import pandas as pd
@@ -98,7 +101,8 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     assert stored(home, loaded.run_id, FIRST)["is_fraud"].dtype == "int64"  # fully labelled days keep the simulator's dtype
 
     retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}})
+        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}}
+    )
     features = materialized(retrain, "fraud_features")
     assert features["unlabelled_dropped"] == 25
     in_window = (written["timestamp"].dt.date >= LAST - timedelta(days=13)).sum()
@@ -122,8 +126,12 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     pd.testing.assert_frame_equal(stored(home, again.run_id, LAST), labelled)
     assert stored(home, loaded.run_id, LAST)["is_fraud"].isna().sum() == 25  # the first run's file is left as it was
     # A retrain now reads the newer materialization of LAST and the backfill's of the other days.
-    features = materialized(defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}}), "fraud_features")
+    features = materialized(
+        defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
+            instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}}
+        ),
+        "fraud_features",
+    )
     assert features["unlabelled_dropped"] == 0 and features["rows"] == in_window
     runs = {entry["partition"]: entry["run_id"] for entry in features["input/fraud_transactions"]}
     assert runs.pop(str(LAST)) == again.run_id and set(runs.values()) == {loaded.run_id}
@@ -145,15 +153,16 @@ def test_asset_fails_with_the_source_message(ecosystem_env, dagster_instance, tm
 
     root, _, _ = one_day(tmp_path)
     monkeypatch.setenv("FRAUD_TRANSACTIONS_URL", str(root))
-    result = materialize_days(build_definitions(Settings.from_env()), dagster_instance, DAY, DAY + timedelta(days=1),
-                              raise_on_error=False)
+    result = materialize_days(build_definitions(Settings.from_env()), dagster_instance, DAY, DAY + timedelta(days=1), raise_on_error=False)
     assert not result.success
     failure = result.failure_data_for_node("fraud_transactions")
     assert failure.user_failure_data.description == (
-        f"FRAUD_TRANSACTIONS_URL has no files for 2026-07-03 (expected {root}/date=2026-07-03/*.parquet)")
+        f"FRAUD_TRANSACTIONS_URL has no files for 2026-07-03 (expected {root}/date=2026-07-03/*.parquet)"
+    )
 
 
 # --- reading: exact round trip, other encodings, late labels, S3 ---------------------------------
+
 
 def test_reads_other_encodings_into_the_simulator_shape(tmp_path):
     """Categorical ids, millisecond timestamps in another zone, bool labels, integer amounts, extra columns."""
@@ -163,7 +172,8 @@ def test_reads_other_encodings_into_the_simulator_shape(tmp_path):
     other = frame.assign(
         customer_id=frame["customer_id"].astype("category"),
         timestamp=frame["timestamp"].dt.tz_convert("America/New_York").astype("datetime64[ms, America/New_York]"),
-        is_fraud=frame["is_fraud"].astype(bool), amount=(frame["amount"] * 100).round().astype("int64"),
+        is_fraud=frame["is_fraud"].astype(bool),
+        amount=(frame["amount"] * 100).round().astype("int64"),
         channel="card-present",
     ).drop(columns=["fraud_scenario"])
     (tmp_path / "tx" / f"date={DAY}").mkdir(parents=True)
@@ -208,11 +218,13 @@ def test_reads_s3(s3_bucket, tmp_path):
 
 # --- refusals: each names the day, the file and the column ---------------------------------------
 
+
 def test_missing_day(tmp_path):
     root, _, _ = one_day(tmp_path)
     one_day(tmp_path, DAY + timedelta(days=2))
     assert refused(root, DAY, DAY + timedelta(days=2)) == (
-        f"FRAUD_TRANSACTIONS_URL has no files for 2026-07-03 (expected {root}/date=2026-07-03/*.parquet)")
+        f"FRAUD_TRANSACTIONS_URL has no files for 2026-07-03 (expected {root}/date=2026-07-03/*.parquet)"
+    )
 
 
 def test_missing_folder(tmp_path):
@@ -226,19 +238,23 @@ def test_missing_column(tmp_path):
     assert message.startswith(f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} has no column 'terminal_id'"), message
 
 
-@pytest.mark.parametrize(("column", "value", "found", "expected"), [
-    ("amount", lambda f: f["amount"].astype(str), "string", "a number"),
-    ("customer_id", lambda f: f["customer_id"].str[1:].astype(int), "int64", "string"),
-    ("timestamp", lambda f: f["timestamp"].dt.tz_localize(None), "timestamp[ns] (no time zone)", "timestamp with a time zone"),
-    ("timestamp", lambda f: f["timestamp"].astype(str), "string", "timestamp with a time zone"),
-    ("is_fraud", lambda f: f["is_fraud"].map({0: "no", 1: "yes"}), "string", "bool or integer 0/1"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "found", "expected"),
+    [
+        ("amount", lambda f: f["amount"].astype(str), "string", "a number"),
+        ("customer_id", lambda f: f["customer_id"].str[1:].astype(int), "int64", "string"),
+        ("timestamp", lambda f: f["timestamp"].dt.tz_localize(None), "timestamp[ns] (no time zone)", "timestamp with a time zone"),
+        ("timestamp", lambda f: f["timestamp"].astype(str), "string", "timestamp with a time zone"),
+        ("is_fraud", lambda f: f["is_fraud"].map({0: "no", 1: "yes"}), "string", "bool or integer 0/1"),
+    ],
+)
 def test_wrong_type(tmp_path, column, value, found, expected):
     root, frame, path = one_day(tmp_path)
     frame.assign(**{column: value(frame)}).to_parquet(path, index=False)
     message = refused(root)
-    assert message.startswith(f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} column {column!r} has type {found}, "
-                              f"expected {expected}"), message
+    assert message.startswith(f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} column {column!r} has type {found}, expected {expected}"), (
+        message
+    )
 
 
 def test_timestamp_outside_its_day(tmp_path):
@@ -247,8 +263,10 @@ def test_timestamp_outside_its_day(tmp_path):
     frame.to_parquet(path, index=False)
     message = refused(root)
     late = frame.loc[3, "timestamp"]
-    assert message == (f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} column 'timestamp' has 1 values outside 2026-07-02 "
-                       f"(UTC), e.g. {late.isoformat()} for transaction {frame.loc[3, 'transaction_id']}")
+    assert message == (
+        f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path} column 'timestamp' has 1 values outside 2026-07-02 "
+        f"(UTC), e.g. {late.isoformat()} for transaction {frame.loc[3, 'transaction_id']}"
+    )
 
 
 def test_timestamp_far_outside_its_day(tmp_path):
@@ -260,8 +278,9 @@ def test_timestamp_far_outside_its_day(tmp_path):
     table = pa.Table.from_pandas(frame, preserve_index=False)
     micros = table.column("timestamp").cast(pa.timestamp("us", "UTC")).to_pylist()
     micros[0] = micros[0].replace(year=2300)
-    pq.write_table(table.set_column(table.schema.get_field_index("timestamp"), "timestamp",
-                                    pa.array(micros, pa.timestamp("us", "UTC"))), path)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("timestamp"), "timestamp", pa.array(micros, pa.timestamp("us", "UTC"))), path
+    )
     assert "column 'timestamp' has 1 values outside 2026-07-02 (UTC), e.g. 2300-07-02T" in refused(root)
 
 
@@ -279,8 +298,10 @@ def test_duplicate_transaction_id(tmp_path):
     frame.iloc[:5].to_parquet(path.parent / "resent.parquet", index=False)
     message = refused(root)
     first = frame.loc[0, "transaction_id"]
-    assert message == (f"FRAUD_TRANSACTIONS_URL: 5 duplicate transaction_id values, e.g. {first!r} appears 2 times: "
-                       f"{path} (day 2026-07-02); {path.parent / 'resent.parquet'} (day 2026-07-02)")
+    assert message == (
+        f"FRAUD_TRANSACTIONS_URL: 5 duplicate transaction_id values, e.g. {first!r} appears 2 times: "
+        f"{path} (day 2026-07-02); {path.parent / 'resent.parquet'} (day 2026-07-02)"
+    )
 
 
 def test_duplicate_transaction_id_across_days(tmp_path):
@@ -303,17 +324,21 @@ def test_not_parquet(tmp_path, content):
 def test_file_without_parquet_name(tmp_path):
     root, frame, path = one_day(tmp_path)
     frame.to_csv(path.parent / "extra.csv", index=False)
-    assert refused(root) == (f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path.parent / 'extra.csv'} is not a Parquet file "
-                             f"(expected *.parquet)")
+    assert refused(root) == (
+        f"FRAUD_TRANSACTIONS_URL day 2026-07-02: {path.parent / 'extra.csv'} is not a Parquet file (expected *.parquet)"
+    )
 
 
-@pytest.mark.parametrize(("column", "bad", "what"), [
-    ("amount", -1.0, "values that are negative or not finite, e.g. -1.0"),
-    ("amount", float("inf"), "values that are negative or not finite, e.g. inf"),
-    ("amount", float("nan"), "1 null values"),  # pandas writes NaN as a Parquet null
-    ("is_fraud", 2, "values other than 0/1 or null, e.g. 2"),
-    ("customer_id", None, "1 null values"),
-])
+@pytest.mark.parametrize(
+    ("column", "bad", "what"),
+    [
+        ("amount", -1.0, "values that are negative or not finite, e.g. -1.0"),
+        ("amount", float("inf"), "values that are negative or not finite, e.g. inf"),
+        ("amount", float("nan"), "1 null values"),  # pandas writes NaN as a Parquet null
+        ("is_fraud", 2, "values other than 0/1 or null, e.g. 2"),
+        ("customer_id", None, "1 null values"),
+    ],
+)
 def test_bad_values(tmp_path, column, bad, what):
     root, frame, path = one_day(tmp_path)
     frame[column] = frame[column].astype(object)
