@@ -52,7 +52,6 @@ OnRetry = Callable[[int, float, Transient], None]  # (failed attempt number, sec
 class Policy:
     """One outside system's retry policy: how many attempts, and how long to wait between them."""
 
-    system: str
     attempts: int  # the first one included
     backoff: Any  # a tenacity wait strategy: the wait after a failed attempt
     max_wait_s: float = float("inf")  # also caps a server's Retry-After
@@ -98,14 +97,14 @@ def sales_api(max_retries: int, backoff_s: float, max_backoff_s: float) -> Polic
     waiting ``backoff_s``·2ⁿ (at most ``max_backoff_s``) or what ``Retry-After`` says."""
     from tenacity import wait_exponential
 
-    return Policy("sales API", max_retries + 1, wait_exponential(multiplier=backoff_s, max=max_backoff_s), max_backoff_s)
+    return Policy(max_retries + 1, wait_exponential(multiplier=backoff_s, max=max_backoff_s), max_backoff_s)
 
 
 def smtp(max_attempts: int, delay_s: float) -> Policy:
     """SMTP: ``max_attempts`` in all, waiting ``delay_s``, 2·``delay_s``, … (a busy server recovers in seconds)."""
     from tenacity import wait_incrementing
 
-    return Policy("SMTP", max_attempts, wait_incrementing(start=delay_s, increment=delay_s))
+    return Policy(max_attempts, wait_incrementing(start=delay_s, increment=delay_s))
 
 
 def retry_after_seconds(value: str | None) -> float | None:

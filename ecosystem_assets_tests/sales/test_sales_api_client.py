@@ -49,6 +49,13 @@ def test_429_honours_retry_after(api):
     assert api.requests[1].at - api.requests[0].at >= 0.95  # waited as told, not the 0.05 s backoff
 
 
+def test_retry_after_is_capped_by_max_backoff(api):
+    api.faults.append(Fault(status=429, body=b"come back tomorrow", headers={"Retry-After": "86400"}))
+    orders, _ = client(api, max_backoff_s=0.2).fetch_orders(DAY)
+    assert len(orders) == 250
+    assert api.requests[1].at - api.requests[0].at < 5  # waited at most max_backoff_s, not a day
+
+
 def test_hang_past_timeout_is_retried(api):
     api.faults.append(Fault(hang_s=1.5))
     orders, _ = client(api, timeout_s=0.3).fetch_orders(DAY)
