@@ -11,7 +11,7 @@ materialization Dagster's lineage points to (`upstream`) and reads the key recor
 - otherwise the **latest** materialization in the instance (what the UI shows as the asset's
   current state, and what Dagster records as this materialization's input).
 
-Two runs at once therefore each read their own data. The chosen record's run id and storage id
+Two runs at once therefore each read their own data. The chosen record's run id and storage key
 go into the reader's metadata (`lineage_metadata`), so the UI shows which file a result came from.
 """
 
@@ -36,7 +36,7 @@ class Upstream:
 
     asset_key: dg.AssetKey
     run_id: str
-    storage_id: int
+    storage_id: int  # event id in the storage that returned it (SQLite: a run's own file differs from the index)
     partition: str | None
     metadata: Mapping[str, Any]  # plain values (MetadataValue.value)
 
@@ -129,10 +129,11 @@ def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iter
 
 def lineage_metadata(*sources: Upstream) -> dict[str, Any]:
     """Metadata naming the upstream materializations a result was computed from: one entry per
-    upstream asset (``input/<asset>``), with run id, storage id and key (per partition when partitioned)."""
+    upstream asset (``input/<asset>``), with run id and storage key (per partition when partitioned)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for source in sources:
-        entry = {"run_id": source.run_id, "storage_id": source.storage_id, STORAGE_KEY: source.metadata.get(STORAGE_KEY)}
+        # The run id names the materialization everywhere; storage ids differ between SQLite's run and index files.
+        entry = {"run_id": source.run_id, STORAGE_KEY: source.metadata.get(STORAGE_KEY)}
         if source.partition is not None:
             entry = {"partition": source.partition, **entry}
         grouped.setdefault(source.asset_key.to_user_string(), []).append(entry)
