@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ecosystem_assets.storage import S3Store, StorageError, Store, open_store
+from ecosystem_assets.storage import S3Store, Store, open_store, s3_error
 
 
 class PrefixStore:
@@ -52,15 +52,6 @@ def open_source(url: str) -> Store:
     return open_store(url)  # S3: storage.s3_client, the project's one factory (timeouts, retry policy)
 
 
-def _s3_error(action: str, uri: str, exc: Exception) -> StorageError:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return StorageError(f"S3 {action} {uri} failed: {error.get('Code')} {error.get('Message', '')}".strip())
-    return StorageError(f"S3 {action} {uri} failed: {exc}")
-
-
 def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[bytes, str | None]:
     """Bytes of ``key`` and the S3 VersionId that was read (None for local files and unversioned buckets)."""
     if isinstance(store, PrefixStore):
@@ -76,6 +67,6 @@ def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[
         response = store.client.get_object(**request)
         data = response["Body"].read()
     except (BotoCoreError, ClientError) as exc:
-        raise _s3_error("get", store.uri(key), exc) from None
+        raise s3_error("get", store.uri(key), exc) from None
     found = response.get("VersionId")
     return data, (found if found and found != "null" else None)
