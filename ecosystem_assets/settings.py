@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     smtp_port: int = Field(587, validation_alias="SMTP_PORT")
     smtp_user: str | None = Field(None, validation_alias="SMTP_USER")
     smtp_password_set: SecretIsSet = Field(False, validation_alias="SMTP_PASSWORD")
-    smtp_security: str = Field("starttls", validation_alias="SMTP_SECURITY")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field("starttls", validation_alias="SMTP_SECURITY")
     smtp_ca_file: str | None = Field(None, validation_alias="SMTP_CA_FILE")
     sales_start_date: str = Field("2025-01-01", validation_alias="SALES_START_DATE")
     image_dataset_url: str | None = Field(None, validation_alias="IMAGE_DATASET_URL")
@@ -189,10 +189,10 @@ class Settings(BaseSettings):
             raise SettingsError(f"SMTP_PORT={value!r} is not a port number")
         return value
 
-    @field_validator("smtp_security")
+    @field_validator("smtp_security", mode="before")  # before: our message, not pydantic's literal error
     @classmethod
-    def _security(cls, value: str) -> str:
-        value = value.lower()
+    def _security(cls, value: Any) -> Any:
+        value = str(value).lower()
         if value not in SMTP_SECURITY_CHOICES:
             raise SettingsError(f"SMTP_SECURITY={value!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}")
         return value
