@@ -20,12 +20,32 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 def ecosystem_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Embedded defaults under tmp_path, with every project variable cleared first."""
     for name in (
-        "ECOSYSTEM_STORAGE_URL", "SALES_API_URL", "SALES_API_TOKEN", "REPORT_TIMEZONE", "REPORT_SENDER",
-        "REPORT_RECIPIENTS", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_SECURITY",
-        "SMTP_CA_FILE", "IMAGE_DATASET_URL", "MLFLOW_TRACKING_URI", "FRAUD_SERVICE_URL", "FRAUD_DB_URL",
-        "FRAUD_PRECISION_THRESHOLD", "SALES_START_DATE", "FRAUD_TRANSACTIONS_URL", "FRAUD_PREDICT_TOKEN",
-        "FRAUD_FEEDBACK_TOKEN", "FRAUD_MAX_CLOCK_SKEW_S", "FRAUD_MAX_AMOUNT", "FRAUD_MAX_PREDICT_BYTES",
-        "FRAUD_MAX_HISTORY_BYTES", "FRAUD_DRIFT_FROM",
+        "ECOSYSTEM_STORAGE_URL",
+        "SALES_API_URL",
+        "SALES_API_TOKEN",
+        "REPORT_TIMEZONE",
+        "REPORT_SENDER",
+        "REPORT_RECIPIENTS",
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_USER",
+        "SMTP_PASSWORD",
+        "SMTP_SECURITY",
+        "SMTP_CA_FILE",
+        "IMAGE_DATASET_URL",
+        "MLFLOW_TRACKING_URI",
+        "FRAUD_SERVICE_URL",
+        "FRAUD_DB_URL",
+        "FRAUD_PRECISION_THRESHOLD",
+        "SALES_START_DATE",
+        "FRAUD_TRANSACTIONS_URL",
+        "FRAUD_PREDICT_TOKEN",
+        "FRAUD_FEEDBACK_TOKEN",
+        "FRAUD_MAX_CLOCK_SKEW_S",
+        "FRAUD_MAX_AMOUNT",
+        "FRAUD_MAX_PREDICT_BYTES",
+        "FRAUD_MAX_HISTORY_BYTES",
+        "FRAUD_DRIFT_FROM",
     ):
         monkeypatch.delenv(name, raising=False)
     env = {"ECOSYSTEM_HOME": str(tmp_path / "home")}

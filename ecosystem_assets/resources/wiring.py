@@ -38,12 +38,12 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "image_source": ImageSource(url=settings.image_dataset_url),
         "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(
-            url=settings.fraud_service_url, db_url=settings.fraud_db_url, tracking_uri=settings.mlflow_tracking_uri,
+            url=settings.fraud_service_url,
+            db_url=settings.fraud_db_url,
+            tracking_uri=settings.mlflow_tracking_uri,
             feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
             precision_threshold=settings.fraud_precision_threshold,
         ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
-        "mlflow_tracking": MlflowTracking(
-            tracking_uri=settings.mlflow_tracking_uri, artifact_location=settings.mlflow_artifact_location
-        ),
+        "mlflow_tracking": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri, artifact_location=settings.mlflow_artifact_location),
     }

@@ -90,7 +90,7 @@ class FakeSalesApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 api.respond(self)
 
             def log_message(self, *args: Any) -> None:

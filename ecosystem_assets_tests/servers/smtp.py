@@ -24,7 +24,7 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     rejected: int = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd hook name)
+    async def handle_DATA(self, server, session, envelope):
         if self.reject_next > 0:
             self.reject_next -= 1
             self.rejected += 1
@@ -45,13 +45,18 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -84,9 +89,12 @@ class SmtpServer:
         if security == "starttls":
             kwargs.update(tls_context=context, require_starttls=True)
         self.controller = Controller(
-            self.recorder, hostname="127.0.0.1", port=self.port,
+            self.recorder,
+            hostname="127.0.0.1",
+            port=self.port,
             ssl_context=context if security == "ssl" else None,
-            server_hostname="localhost", **kwargs,
+            server_hostname="localhost",
+            **kwargs,
         )
 
     def __enter__(self) -> SmtpServer:
