@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.resources.fraud import TransactionSource
 
 SMALL = {"n_customers": 300, "n_terminals": 600}
@@ -36,7 +37,7 @@ def train_champion(tracking_uri: str, artifacts: Path, end: date, drift: bool = 
     from ecosystem_assets.fraud.training import train_and_promote
     from ecosystem_assets.resources.mlflow import MlflowTracking
 
-    raw = frames(end - timedelta(days=14 + 37 - 1), end, drift)
+    raw = frames(end - timedelta(days=14 + HISTORY_DAYS - 1), end, drift)
     table = feature_table(raw)
     table = table[table["timestamp"] >= str(end - timedelta(days=13))].reset_index(drop=True)
     tracking = MlflowTracking(tracking_uri=tracking_uri, artifact_location=str(artifacts))

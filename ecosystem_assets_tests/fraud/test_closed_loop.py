@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from ecosystem_assets.fraud.checks import JUDGED
 from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.fraud.replay import replay_day, send_history
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.resources.fraud import TransactionSource
@@ -105,7 +106,7 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
     with UvicornThread(app) as service:
         monkeypatch.setenv("FRAUD_SERVICE_URL", service.url)  # monitoring asks the live service
         defs = definitions()
-        send_history(service.url, pd_days(FAILING_DAY - timedelta(days=37), FAILING_DAY - timedelta(days=1)))
+        send_history(service.url, pd_days(FAILING_DAY - timedelta(days=HISTORY_DAYS), FAILING_DAY - timedelta(days=1)))
         assert replay_day(service.url, str(FAILING_DAY), SOURCE.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY]).versions == {"1"}
         stray_traffic(settings.fraud_db_url)
 

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import requests
 
-from ecosystem_assets.fraud.features import FEATURES, FeatureState, feature_table
+from ecosystem_assets.fraud.features import FEATURES, HISTORY_DAYS, FeatureState, feature_table
 from ecosystem_assets.fraud.replay import replay_day, send_history
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
 
 
 def test_service_features_equal_offline_features(fraud_service):
     first_live = DRIFT - timedelta(days=4)
-    history = frames(first_live - timedelta(days=37), first_live - timedelta(days=1))
+    history = frames(first_live - timedelta(days=HISTORY_DAYS), first_live - timedelta(days=1))
     live = frames(first_live, first_live)
     assert send_history(fraud_service.url, history) == len(history)
     assert send_history(fraud_service.url, history) == 0  # a repeated upload adds nothing

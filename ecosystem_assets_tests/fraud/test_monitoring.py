@@ -5,7 +5,6 @@ replay and the retrain it triggers are in test_closed_loop.py."""
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,12 +14,13 @@ import requests
 from ecosystem_assets.fraud.assets import reference_key
 from ecosystem_assets.fraud.checks import DRIFT_CHECK, JUDGED, PRECISION_CHECK, WINDOW_END
 from ecosystem_assets.fraud.definitions import MONITORING_JOB
-from ecosystem_assets.fraud.features import FEATURES, feature_table
+from ecosystem_assets.fraud.features import FEATURES, HISTORY_DAYS, feature_table
 from ecosystem_assets.fraud.replay import replay_day, send_history
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.resources.storage import ArtifactStorage
 from ecosystem_assets.serving.store import FEATURE_COLUMNS
 from ecosystem_assets.settings import Settings
+from ecosystem_assets.storage import write_parquet
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
 
 DAY = DRIFT - timedelta(days=2)  # a replayed past day the champion (trained up to DRIFT - 1) handles well
@@ -70,7 +70,7 @@ def stray_rows(service) -> None:
 
 
 def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_service, registry, ecosystem_env, dagster_instance, monkeypatch):
-    send_history(fraud_service.url, frames(DAY - timedelta(days=37), DAY - timedelta(days=1)))
+    send_history(fraud_service.url, frames(DAY - timedelta(days=HISTORY_DAYS), DAY - timedelta(days=1)))
     replayed = frames(DAY, DAY)
     assert replay_day(fraud_service.url, str(DAY), replayed).versions == {"1"}
     stray_rows(fraud_service)
@@ -94,11 +94,9 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
     monkeypatch.setenv("FRAUD_SERVICE_URL", fraud_service.url)
     settings = Settings.from_env()
     # The champion's training reference, where fraud_model would have written it.
-    table = feature_table(frames(DRIFT - timedelta(days=14 + 37), DRIFT - timedelta(days=1)))
+    table = feature_table(frames(DRIFT - timedelta(days=14 + HISTORY_DAYS), DRIFT - timedelta(days=1)))
     reference = table[table["timestamp"] >= str(DRIFT - timedelta(days=14))][FEATURES].sample(5_000, random_state=0)
-    buffer = io.BytesIO()
-    reference.to_parquet(buffer, index=False)
-    ArtifactStorage(url=settings.storage_url).store.write_bytes(reference_key("1"), buffer.getvalue())
+    write_parquet(ArtifactStorage(url=settings.storage_url).store, reference_key("1"), reference)
     job = build_definitions(settings).resolve_job_def(MONITORING_JOB)
 
     # The replay's evaluation of DAY: judged on DAY's rows only.

@@ -12,12 +12,13 @@ import pytest
 
 from ecosystem_assets.fraud.checks import DRIFT_CHECK, JUDGED, PRECISION_CHECK, WINDOW_END
 from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.fraud.sensors import MONITORED
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.settings import Settings
 
 DAY = date(2026, 9, 20)  # the newest landed day in these tests
-NEEDED = 14 + 37  # training days and their feature history
+NEEDED = 14 + HISTORY_DAYS  # training days and their feature history
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from ecosystem_assets.fraud import model
 from ecosystem_assets.fraud.checks import feature_expectations, precision_verdict
-from ecosystem_assets.fraud.features import FEATURES, feature_table
+from ecosystem_assets.fraud.features import FEATURES, HISTORY_DAYS, feature_table
 from ecosystem_assets.quality import validate_frame
 from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, train_champion
 
@@ -18,7 +18,7 @@ from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, train_champion
 @pytest.fixture(scope="module")
 def table():
     end = DRIFT - timedelta(days=1)
-    raw = frames(end - timedelta(days=14 + 37 - 1), end)
+    raw = frames(end - timedelta(days=14 + HISTORY_DAYS - 1), end)
     features = feature_table(raw)
     return features[features["timestamp"] >= str(end - timedelta(days=13))].reset_index(drop=True)
 

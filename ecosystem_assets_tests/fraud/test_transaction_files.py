@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
+from ecosystem_assets.fraud.features import HISTORY_DAYS
 from ecosystem_assets.fraud.transaction_files import TransactionFileError
 from ecosystem_assets.resources.fraud import TransactionSource
 from ecosystem_assets_tests.fraud.helpers import frames
@@ -108,7 +109,7 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     in_window = (written["timestamp"].dt.date >= LAST - timedelta(days=13)).sum()
     assert features["rows"] == in_window - 25
     read_from = features["input/fraud_transactions"]  # every day from the one backfill run
-    assert len(read_from) == 14 + 37 and {entry["run_id"] for entry in read_from} == {loaded.run_id}
+    assert len(read_from) == 14 + HISTORY_DAYS and {entry["run_id"] for entry in read_from} == {loaded.run_id}
     model = materialized(retrain, "fraud_model")
     assert model["champion_after"] == "1", model["reason"]
     registered = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion")
