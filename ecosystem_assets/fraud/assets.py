@@ -7,6 +7,7 @@ the materialization's metadata; readers take the upstream materialization lineag
 to (this run's, else the latest), so two runs at once each read their own data.
 """
 
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -152,23 +153,27 @@ def read_transaction_days(
             f"{day_ranges(missing)}; backfill them first."
         )
     sources = upstream_partitions(context, TRANSACTIONS, [d.isoformat() for d in days])
-    frames, unreadable = [], []
+    frames, read, unreadable = [], [], []
     for day in days:
         source = sources[day.isoformat()]
         prefix = source.metadata.get(STORAGE_PREFIX)
         try:
             if not isinstance(prefix, str):  # reported from outside a run, with no file of ours
                 raise StorageError(f"no {STORAGE_PREFIX!r} recorded")
-            frames.append(read_parquet(storage.store, run_key(prefix, source.run_id, f"{day}.parquet")))
+            key = run_key(prefix, source.run_id, f"{day}.parquet")
+            frames.append(read_parquet(storage.store, key))
         except StorageError:
             unreadable.append(day)
+            continue
+        # The file this day was read from, for the reader's `input/fraud_transactions` metadata.
+        read.append(dataclasses.replace(source, metadata={**source.metadata, STORAGE_KEY: key}))
     if unreadable:
         raise MissingUpstream(
             description=f"fraud_transactions has no stored file for {len(unreadable)} days needed for "
             f"{needed_for} (recorded without one, or the file is gone): "
             f"{day_ranges(unreadable)}; backfill them first."
         )
-    return frames, list(sources.values())
+    return frames, read
 
 
 @dg.asset(

@@ -110,6 +110,11 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     assert features["rows"] == in_window - 25
     read_from = features["input/fraud_transactions"]  # every day from the one backfill run
     assert len(read_from) == 14 + HISTORY_DAYS and {entry["run_id"] for entry in read_from} == {loaded.run_id}
+    assert read_from[-1] == {
+        "partition": str(LAST),
+        "run_id": loaded.run_id,
+        "storage_key": f"fraud/transactions/{loaded.run_id}/{LAST}.parquet",
+    }
     model = materialized(retrain, "fraud_model")
     assert model["champion_after"] == "1", model["reason"]
     registered = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion")
