@@ -40,8 +40,8 @@ replay: setup
 	FRAUD_DRIFT_FROM=$${FRAUD_DRIFT_FROM:-$$(date -u -d '28 days ago' +%F)} \
 	  $(BIN)/ecosystem-assets replay --service http://127.0.0.1:$(or $(PORT),8000) --days 30 --day-seconds $${DAY_SECONDS:-12}
 
-# checkov over infra/ (in its own venv: its pins fight the project's), then the suite.
-test: setup infra-check
+# ruff and mypy, checkov over infra/ (in its own venv: its pins fight the project's), then the suite.
+test: setup lint infra-check
 	$(BIN)/python -m pytest -q
 
 # ruff (lint + format) and mypy, configured in pyproject.toml.

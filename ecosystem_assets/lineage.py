@@ -116,7 +116,8 @@ def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iter
             chunk = ids[start : start + 500]
             for record in instance.fetch_materializations(dg.AssetRecordsFilter(key, storage_ids=chunk), limit=len(chunk)).records:
                 item = _upstream(record)
-                found[item.partition] = item  # type: ignore[index]
+                if item.partition is not None:
+                    found[item.partition] = item
     missing = [p for p in wanted if p not in found]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")

@@ -226,7 +226,7 @@ def check_trees(version: str, estimator: Any) -> None:
 
 
 def _sklearn_flavor(version: str, model_dir: Path) -> dict[str, Any]:
-    import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the environment
+    import yaml
 
     try:
         conf = yaml.safe_load((model_dir / "MLmodel").read_text())

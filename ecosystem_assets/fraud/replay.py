@@ -34,7 +34,8 @@ class DayReport:
         )
 
 
-def _payload(row: dict[str, Any]) -> dict[str, Any]:
+def payload(row: dict[str, Any]) -> dict[str, Any]:
+    """A simulated transaction row as the service's JSON transaction (no label)."""
     return {
         "transaction_id": row["transaction_id"],
         "customer_id": row["customer_id"],
@@ -58,7 +59,7 @@ def send_history(service_url: str, frame: Any, timeout_s: float = 120.0, feedbac
     with requests.Session() as session:
         session.headers.update(bearer(feedback_token))
         for start in range(0, len(records), HISTORY_BATCH):
-            batch = [{**_payload(r), "is_fraud": bool(r["is_fraud"])} for r in records[start : start + HISTORY_BATCH]]
+            batch = [{**payload(r), "is_fraud": bool(r["is_fraud"])} for r in records[start : start + HISTORY_BATCH]]
             response = session.post(f"{service_url}/history", json={"transactions": batch}, timeout=timeout_s)
             response.raise_for_status()
             added += response.json()["added"]
@@ -85,7 +86,7 @@ def replay_day(
     def one(row: dict[str, Any]) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
-        response = session.post(f"{service_url}/predict", json={"transaction": _payload(row)}, headers=predict_headers, timeout=timeout_s)
+        response = session.post(f"{service_url}/predict", json={"transaction": payload(row)}, headers=predict_headers, timeout=timeout_s)
         response.raise_for_status()
         answer = response.json()
         session.post(
