@@ -24,7 +24,6 @@ libraries as the authority:
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import re
@@ -306,16 +305,10 @@ def test_mlflow_requires_auth_and_the_fraud_service_only_reads(tmp_path: Path, m
 
 
 def settings_names() -> set[str]:
-    tree = ast.parse((ROOT / "ecosystem_assets" / "settings.py").read_text())
-    return {
-        node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id in ("get", "number", "secret")
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-    }
+    """Every variable `Settings` reads (each field names its variable)."""
+    from ecosystem_assets.settings import Settings
+
+    return {f.validation_alias for f in Settings.model_fields.values() if isinstance(f.validation_alias, str)}
 
 
 def documented_names() -> set[str]:
