@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``environ`` (default: the process environment); `SettingsError` names a bad variable."""
         try:
-            return cls.model_validate(_Environment(cls, environ)())
+            # Keyword arguments are the only source (below): the mapping given is all that is read.
+            return cls(**_Environment(cls, environ)())
         except ValidationError as exc:
             raise _settings_error(exc) from None
 
@@ -138,8 +139,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # No .env or secrets files: the environment is the one source (blank means unset).
-        return init_settings, _Environment(settings_cls)
+        # No .env or secrets files, and no implicit environment: `from_env` passes the variables of
+        # the mapping it reads (the process environment by default), so a test's mapping is never
+        # mixed with variables the process happens to have (MLflow sets MLFLOW_TRACKING_URI itself).
+        return (init_settings,)
 
     @field_validator("home")
     @classmethod
