@@ -277,7 +277,7 @@ def test_mlflow_requires_auth_and_the_fraud_service_only_reads(tmp_path: Path, m
     (tmp_path / config_path.name).write_text(secrets["mlflow-auth"]["basic_auth.ini"])
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(tmp_path / config_path.name))
     auth = read_auth_config()  # MLflow's own reader of the file
-    assert auth.default_permission == "NO_PERMISSIONS" and auth.database_uri.startswith("postgresql://")
+    assert auth.default_permission == "NO_PERMISSIONS" and auth.database_uri.startswith("postgresql+psycopg2://")
     for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": name}
 
@@ -786,3 +786,17 @@ def test_every_placeholder_is_documented():
     if outputs.is_file():  # the Terraform outputs that the README names exist
         named = set(re.findall(r"^\| `<[A-Z_]+>` \| Terraform output `(\w+)`", readme, re.M))
         assert named and named <= set(re.findall(r'^output "(\w+)"', outputs.read_text(), re.M))
+
+
+def test_every_database_url_names_an_installed_driver():
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image does not install: the
+    MLflow server and the fraud service would fail to connect on the cluster, never here."""
+    import re
+
+    from sqlalchemy.engine.url import make_url
+
+    urls = re.findall(r"postgresql[+\w]*://\S+", (DEPLOY / "k8s" / "secrets.example.yaml").read_text())
+    assert len(urls) >= 3, urls  # the fraud store, MLflow's backend store and its auth database
+    for url in urls:
+        parsed = make_url(url.replace("<DB_ADDRESS>", "db.internal"))
+        parsed.get_dialect().import_dbapi()  # ImportError names the missing driver
