@@ -45,7 +45,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from ecosystem_assets.fraud.features import HISTORY_DAYS  # the feature windows' reach
-from ecosystem_assets.fraud.replay import payload  # the service's JSON transaction, as the replay sends it
+from ecosystem_assets.fraud.replay import payload as transaction  # the JSON transaction, as the replay sends it
 
 HOST = "127.0.0.1"
 TRAIN_END = date(2026, 8, 31)  # last training day; traffic starts the day after
@@ -313,7 +313,7 @@ def main() -> int:
             traffic += source.days(day, day).values()
         rows = pd.concat(traffic, ignore_index=True).head(total)  # time order, day by day
         records = rows.to_dict("records")
-        bodies = [json.dumps({"transaction": payload(r)}).encode() for r in records]
+        bodies = [json.dumps({"transaction": transaction(r)}).encode() for r in records]
         print(
             f"setup: champion v{version} trained on {TRAIN_END - timedelta(days=TRAINING_DAYS - 1)}..{TRAIN_END}; "
             f"{total:,} transactions of {TRAIN_END + timedelta(days=1)}..{day} to send; "
@@ -334,7 +334,7 @@ def main() -> int:
                 added = 0
                 for begin in range(0, len(history), 5000):
                     chunk = history.iloc[begin : begin + 5000].to_dict("records")
-                    payload = {"transactions": [{**payload(r), "is_fraud": bool(r["is_fraud"])} for r in chunk]}
+                    payload = {"transactions": [{**transaction(r), "is_fraud": bool(r["is_fraud"])} for r in chunk]}
                     added += post_json(f"{project.url}/history", payload, tokens[FEEDBACK_TOKEN_ENV])["added"]
                 print(f"project service: feature history warmed with {added:,} labelled transactions ({HISTORY_DAYS} days)", flush=True)
             results = {
