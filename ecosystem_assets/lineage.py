@@ -27,7 +27,11 @@ STORAGE_KEY = "storage_key"  # metadata entry: the artifact's key in ArtifactSto
 
 
 class MissingUpstream(dg.Failure):
-    """The upstream asset (or one of its partitions) has never been materialized."""
+    """The upstream asset (or some of its partitions: ``missing``) has never been materialized."""
+
+    def __init__(self, description: str, missing: Iterable[str] = ()) -> None:
+        super().__init__(description=description)
+        self.missing = list(missing)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,11 @@ def run_key(prefix: str, run_id: str, name: str) -> str:
     return f"{prefix.rstrip('/')}/{run_id}/{name}"
 
 
-def _upstream(record: Any) -> Upstream:
-    materialization = record.asset_materialization
+def _upstream(materialization: Any, run_id: str, storage_id: int) -> Upstream:
     return Upstream(
         materialization.asset_key,
-        record.run_id,
-        record.storage_id,
+        run_id,
+        storage_id,
         materialization.partition,
         {k: v.value for k, v in materialization.metadata.items()},
     )
@@ -76,13 +79,7 @@ def _this_run(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey)
         if event is None or event.asset_key != asset_key:
             continue
         materialization = event.step_materialization_data.materialization
-        found[materialization.partition] = Upstream(
-            asset_key,
-            record.event_log_entry.run_id,
-            record.storage_id,
-            materialization.partition,
-            {k: v.value for k, v in materialization.metadata.items()},
-        )
+        found[materialization.partition] = _upstream(materialization, record.event_log_entry.run_id, record.storage_id)
     return found
 
 
@@ -97,7 +94,7 @@ def upstream(context: Any, asset: str | dg.AssetKey) -> Upstream:
     records = instance.fetch_materializations(key, limit=1).records
     if not records:
         raise MissingUpstream(description=f"{key.to_user_string()} has not been materialized yet: materialize it first")
-    return _upstream(records[0])
+    return _upstream(records[0].asset_materialization, records[0].run_id, records[0].storage_id)
 
 
 def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iterable[str]) -> dict[str, Upstream]:
@@ -115,7 +112,7 @@ def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iter
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for record in instance.fetch_materializations(dg.AssetRecordsFilter(key, storage_ids=chunk), limit=len(chunk)).records:
-                item = _upstream(record)
+                item = _upstream(record.asset_materialization, record.run_id, record.storage_id)
                 if item.partition is not None:
                     found[item.partition] = item
     missing = [p for p in wanted if p not in found]
@@ -123,7 +120,8 @@ def upstream_partitions(context: Any, asset: str | dg.AssetKey, partitions: Iter
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise MissingUpstream(
             description=f"{key.to_user_string()} has no materialization for {len(missing)} "
-            f"partition(s): {shown}; materialize (backfill) them first"
+            f"partition(s): {shown}; materialize (backfill) them first",
+            missing=missing,
         )
     return {p: found[p] for p in wanted}
 

@@ -145,14 +145,14 @@ def read_transaction_days(
     and the materializations read; `MissingUpstream` naming the days that are not there."""
     from ecosystem_assets.storage import StorageError, read_parquet
 
-    materialized = context.instance.get_materialized_partitions(TRANSACTIONS)
-    missing = [d for d in days if d.isoformat() not in materialized]
-    if missing:
+    try:
+        sources = upstream_partitions(context, TRANSACTIONS, [d.isoformat() for d in days])
+    except MissingUpstream as exc:  # named as day ranges, with what they are needed for
+        missing = [date.fromisoformat(p) for p in exc.missing]
         raise MissingUpstream(
-            description=f"fraud_transactions is missing {len(missing)} days needed for {needed_for}: "
-            f"{day_ranges(missing)}; backfill them first."
-        )
-    sources = upstream_partitions(context, TRANSACTIONS, [d.isoformat() for d in days])
+            f"fraud_transactions is missing {len(missing)} days needed for {needed_for}: {day_ranges(missing)}; backfill them first.",
+            exc.missing,
+        ) from None
     frames, read, unreadable = [], [], []
     for day in days:
         source = sources[day.isoformat()]
