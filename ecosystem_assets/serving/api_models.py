@@ -144,6 +144,13 @@ class InvalidBody(ValueError):
         super().__init__(f"{total} validation error(s)")
         self.errors, self.total = errors, total
 
+    def body(self) -> dict[str, Any]:
+        """The 422 body: FastAPI's ``{"detail": [...]}``, with the count when not all are listed."""
+        body: dict[str, Any] = {"detail": self.errors}
+        if self.total > len(self.errors):
+            body["errors_total"] = self.total
+        return body
+
 
 def parse(model: type[BaseModel], body: bytes, limits: Limits) -> Any:
     """The model from a raw JSON body, or `InvalidBody` naming the fields (loc starts with "body")."""

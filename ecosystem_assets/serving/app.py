@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -29,6 +30,7 @@ from ecosystem_assets.serving.api_models import (
 )
 from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
 from ecosystem_assets.serving.champion import ChampionWatcher
+from ecosystem_assets.serving.front import RequestCounts, ServiceFront
 from ecosystem_assets.serving.limits import read_body
 from ecosystem_assets.serving.live_metrics import LiveMetrics
 from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
@@ -41,57 +43,6 @@ from ecosystem_assets.serving.store import (
     StoreUnavailable,
     UnknownPrediction,
 )
-
-UNMATCHED = "unmatched"  # the endpoint label of requests no route matched (404s): one series, whatever the path
-
-
-class RequestCounter:
-    """Counts HTTP requests by route and status for Prometheus (`fraud_requests_total`).
-
-    A plain ASGI middleware (FastAPI's `@app.middleware("http")` wraps every response in a stream
-    and cost two thirds of a bare endpoint's throughput) that counts into a dict on the event loop;
-    `collect` turns the dict into the counter at scrape time, so a request pays no metric locks.
-    The label is the matched route's path template, which the router leaves in ``scope["route"]``
-    (the same scope dict) before the response starts; raw paths would give a series per URL."""
-
-    def __init__(self, app: Any, counts: dict[tuple[str, str], int]) -> None:
-        self.app, self.counts = app, counts
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        counts = self.counts
-
-        async def counting_send(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                route = scope.get("route")
-                key = (getattr(route, "path", None) or UNMATCHED, str(message["status"]))
-                counts[key] = counts.get(key, 0) + 1
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
-
-
-class RequestCounts:
-    """A Prometheus collector over `RequestCounter`'s dict."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily
-
-        family = CounterMetricFamily("fraud_requests", "HTTP requests", labels=["endpoint", "status"])
-        for (path, status), value in list(self.counts.items()):  # a copy: the event loop keeps counting
-            family.add_metric([path, status], value)
-        yield family
-
-
-def _error_body(errors: list[dict], total: int) -> dict:
-    body: dict = {"detail": errors}
-    if total > len(errors):
-        body["errors_total"] = total  # only the first MAX_ERRORS are listed
-    return body
 
 
 def create_app(
@@ -154,17 +105,16 @@ def create_app(
     app = FastAPI(title="fraud-detector service", lifespan=lifespan)
     app.state.scorer, app.state.watcher, app.state.store = scorer, watcher, store
 
-    app.add_middleware(RequestCounter, counts=requests.counts)
-
     @app.exception_handler(InvalidBody)
     async def invalid_body(_request: Request, exc: InvalidBody) -> JSONResponse:
-        return JSONResponse(_error_body(exc.errors, exc.total), status_code=422)
+        return JSONResponse(exc.body(), status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the whole input (a 60 MB body came back in a 59 MB 422).
         errors = exc.errors()
-        return JSONResponse(_error_body([api_models.short_error(e) for e in errors[: api_models.MAX_ERRORS]], len(errors)), status_code=422)
+        shortened = InvalidBody([api_models.short_error(e) for e in errors[: api_models.MAX_ERRORS]], len(errors))
+        return JSONResponse(shortened.body(), status_code=422)
 
     def limits() -> Limits:
         return Limits.now(max_amount, max_clock_skew_s, scorer.oldest_accepted())
@@ -175,14 +125,13 @@ def create_app(
 
         return check
 
-    # Bodies are read here, not declared as parameters: the token is checked before a byte is read,
-    # the size before anything is parsed, and the bytes are validated once (api_models.parse).
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=api_models.openapi_body(PredictRequest))
-    async def predict(request: Request) -> Response:
-        """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
-        timestamp}}`` (api_models.PredictRequest; scope "predict")."""
-        auth.check(request.headers.get("authorization"), PREDICT)
-        body = api_models.parse(PredictRequest, await read_body(request, max_predict_bytes), limits())
+    async def answer_predict(authorization: str | None, read: Callable[[int], Awaitable[bytes]]) -> bytes:
+        """The JSON answer to a /predict request (scope "predict"); HTTPException or InvalidBody
+        when it is refused. The token is checked before a byte of the body is read (``read``
+        takes the size limit), the size before anything is parsed, and the bytes are validated
+        once (api_models.parse)."""
+        auth.check(authorization, PREDICT)
+        body = api_models.parse(PredictRequest, await read(max_predict_bytes), limits())
         started = time.perf_counter()
         try:
             result = await scorer.predict(vars(body.transaction))  # the fields, without model_dump's copy
@@ -199,7 +148,18 @@ def create_app(
             flagged.inc()
         # Encoded here: the answer is built by the scorer from typed values, and FastAPI's
         # re-validation through response_model (kept for the OpenAPI schema) cost ~5 % of throughput.
-        return Response(json.dumps(result).encode(), media_type="application/json")
+        return json.dumps(result).encode()
+
+    # POST /predict is answered by ServiceFront before FastAPI routes anything (front.py says why);
+    # the route documents it (OpenAPI, /docs) and gives the same answers through FastAPI.
+    app.add_middleware(ServiceFront, counts=requests, predict=answer_predict)
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=api_models.openapi_body(PredictRequest))
+    async def predict(request: Request) -> Response:
+        """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
+        timestamp}}`` (api_models.PredictRequest; scope "predict")."""
+        answer = await answer_predict(request.headers.get("authorization"), partial(read_body, request))
+        return Response(answer, media_type="application/json")
 
     @app.post("/feedback", dependencies=[Depends(require(FEEDBACK))], openapi_extra=api_models.openapi_body(FeedbackRequest))
     async def post_feedback(request: Request) -> dict:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 from fastapi import HTTPException, Request
 
 
@@ -10,22 +13,39 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=f"request body larger than {limit:,} bytes")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_limited(declared: str | bytes | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The whole body, or `BodyTooLarge` (413) as soon as the declared Content-Length or the bytes
     received so far pass ``limit`` (a chunked body has no Content-Length: its chunks are counted and
     the rest is never read; uvicorn closes the connection)."""
-    declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
                 raise BodyTooLarge(limit)
         except ValueError:  # uvicorn refuses a malformed Content-Length before the app sees it
             pass
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(limit)
         if chunk:
-            chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
+            parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # one chunk: no copy
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """A FastAPI request's body (`read_limited`)."""
+    return await read_limited(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def asgi_chunks(receive: Any) -> AsyncIterator[bytes]:
+    """The body chunks of a plain ASGI request; `ClientDisconnect` when the client goes away."""
+    from starlette.requests import ClientDisconnect
+
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return

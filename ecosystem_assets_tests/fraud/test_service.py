@@ -119,6 +119,16 @@ def test_champion_hot_swap_under_load(fraud_service, registry):
     from ecosystem_assets_tests.fraud.helpers import train_champion
 
     url = fraud_service.url
+    watcher = fraud_service.app.state.watcher
+    # A challenger trained on later days before the traffic starts (training beside four load
+    # threads in this process took a minute); it is made champion by hand while traffic flows.
+    from pathlib import Path
+
+    root = Path(registry.removeprefix("sqlite:///")).parent
+    outcome = train_champion(registry, root / "artifacts2", DRIFT + timedelta(days=5))
+    client = MlflowClient(registry)
+    client.set_registered_model_alias("fraud-detector", "champion", "1")  # back, if the promotion moved it
+    wait_until(lambda: watcher.current.version, 30, "the service serves version 1", done=lambda v: v == "1")
     stop = threading.Event()
     seen: list[tuple[int, str]] = []
 
@@ -134,13 +144,8 @@ def test_champion_hot_swap_under_load(fraud_service, registry):
     for t in threads:
         t.start()
     try:
-        # A challenger trained on later days, then made champion by hand while traffic flows.
-        from pathlib import Path
-
-        root = Path(registry.removeprefix("sqlite:///")).parent
-        outcome = train_champion(registry, root / "artifacts2", DRIFT + timedelta(days=5))
-        MlflowClient(registry).set_registered_model_alias("fraud-detector", "champion", outcome.version)
-        watcher = fraud_service.app.state.watcher
+        wait_until(lambda: len(seen), 30, "requests answered by version 1", done=lambda n: n >= 50)
+        client.set_registered_model_alias("fraud-detector", "champion", outcome.version)
         wait_until(lambda: watcher.current.version, 30, "the service swaps the new champion in", done=lambda v: v == outcome.version)
         # Traffic goes on after the swap until the new version has answered requests (not a fixed pause).
         answered = len(seen)
