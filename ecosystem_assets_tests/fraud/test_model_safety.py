@@ -205,6 +205,7 @@ def test_registry_reader_loads_the_champion_but_cannot_move_it(tmp_path, monkeyp
         "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-0123456789",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # as deploy/k8s/mlflow.yaml: no job-runner processes
     }
     with open(tmp_path / "server.log", "wb") as log:  # the server keeps its own copy of the descriptor
         server = subprocess.Popen(
