@@ -21,6 +21,16 @@ from ecosystem_assets.registry import get_champion, register_version, set_champi
 
 MODEL_NAME = model.MODEL_NAME
 REFERENCE_ROWS = 20_000
+# What loading the logged model needs. Listed, not inferred: MLflow's inference loads the model in
+# a subprocess to see what it imports, ~12 s of every training, and its answer depends on the host.
+MODEL_REQUIREMENTS = ("scikit-learn", "skops", "numpy")
+
+
+def pip_requirements() -> list[str]:
+    """MODEL_REQUIREMENTS pinned to the versions that trained the model."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ def train_and_promote(
         serialization_format=SKOPS,  # never a pickle: loading one runs code (model_store.py)
         skops_trusted_types=TRUSTED_TYPES,  # for MLflow's own check at save; loaders use their own list
         pyfunc_predict_fn="predict_proba",
+        pip_requirements=pip_requirements(),
     )
     holdout_start, holdout_end = (str(holdout["timestamp"].min().date()), str(holdout["timestamp"].max().date()))
     tags = {

@@ -114,3 +114,10 @@ def test_models_are_skops_and_a_poisoned_champion_is_never_unpickled(tmp_path: P
     flavor = yaml.safe_load((files / "MLmodel").read_text())["flavors"]["sklearn"]
     assert flavor["serialization_format"] == "skops" and not list(files.rglob("*.pkl"))
     assert load_fraud_estimator(uri, outcome.version).n_features_in_ == len(FEATURES)
+    # The requirements are the listed ones, pinned to this environment (not inferred by MLflow).
+    from importlib.metadata import version
+
+    required = {line.split("==")[0]: line.split("==")[1] for line in (files / "requirements.txt").read_text().split() if "==" in line}
+    assert {name: required.get(name) for name in ("scikit-learn", "skops", "numpy")} == {
+        name: version(name) for name in ("scikit-learn", "skops", "numpy")
+    }
