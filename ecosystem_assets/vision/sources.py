@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def read_object(store: Store, key: str, version_id: str | None = None) -> tuple[
 # ---- listing with change tokens, and streamed reads (incremental versioning) -------------------
 
 READ_CHUNK = 1 << 20  # bytes per read call when streaming an object (hashing never needs the whole body)
+LIST_WORKERS = 8  # S3 folders listed at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,17 +187,40 @@ def _list_s3(store: S3Store, prefix: str, max_depth: int | None, page_size: int)
     # gone). Unknown (no s3:GetBucketVersioning): plain listing; the GET then says which version was read.
     versioned = bucket_versioned(store)
     operation, field = ("list_object_versions", "Versions") if versioned else ("list_objects_v2", "Contents")
-    pages = store.client.get_paginator(operation).paginate(Bucket=store.bucket, Prefix=full, PaginationConfig={"PageSize": page_size})
+    depth_of_folders = len(prefix.strip("/").split("/")) + 2 if prefix.strip("/") else 2  # parts of a key inside a folder
+
+    def pages(under: str, folders_only: bool) -> Iterator[dict]:
+        request: dict = {"Bucket": store.bucket, "Prefix": under, "PaginationConfig": {"PageSize": page_size}}
+        if folders_only:
+            request["Delimiter"] = "/"
+        return store.client.get_paginator(operation).paginate(**request)  # lazily: one page in memory at a time
+
+    def entries(page: dict) -> Iterator[ObjectInfo]:
+        for obj in page.get(field, []):
+            if versioned and not obj.get("IsLatest"):
+                continue
+            key = obj["Key"][strip:]
+            if max_depth is not None and key.count("/") >= max_depth:
+                continue
+            version = obj.get("VersionId")
+            yield ObjectInfo(key, int(obj["Size"]), obj.get("ETag"), version if version and version != "null" else None)
+
+    def folder(under: str) -> list[ObjectInfo]:
+        return [info for page in pages(under, False) for info in entries(page)]
+
     try:
-        for page in pages:  # lazily: one page of at most page_size entries at a time
-            for obj in page.get(field, []):
-                if versioned and not obj.get("IsLatest"):
-                    continue
-                key = obj["Key"][strip:]
-                if max_depth is not None and key.count("/") >= max_depth:
-                    continue
-                version = obj.get("VersionId")
-                yield ObjectInfo(key, int(obj["Size"]), obj.get("ETag"), version if version and version != "null" else None)
+        # The files right under the prefix, and its folders (an ImageFolder's classes) ...
+        folders: list[str] = []
+        for page in pages(full, True):
+            yield from entries(page)
+            folders += [common["Prefix"] for common in page.get("CommonPrefixes", [])]
+        if max_depth is not None and max_depth < depth_of_folders:
+            return
+        # ... each folder then listed by its own paginator, several at once: a listing page takes S3
+        # about 0.1 s, so one paginator over a million keys would wait for minutes.
+        with ThreadPoolExecutor(max_workers=max(1, min(LIST_WORKERS, len(folders)))) as pool:
+            for listed in pool.map(folder, folders):
+                yield from listed
     except (BotoCoreError, ClientError) as exc:
         raise s3_error("list", f"s3://{store.bucket}/{full}", exc) from None
 
