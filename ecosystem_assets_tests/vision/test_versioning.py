@@ -335,6 +335,24 @@ def test_s3_plain_listing_when_versioning_cannot_be_read(versioned_bucket, s3_en
     assert reads.keys == [] and again.frame.equals(pinned.frame)
 
 
+def test_a_folder_inside_artifact_storage_local_and_s3(tmp_path, s3_bucket, s3_endpoint, monkeypatch):
+    # The digits default is a PrefixStore inside artifact storage: listed, read and reused the same way.
+    reads = Reads(monkeypatch)
+    for base in (open_store(str(tmp_path / "storage")), open_store(f"s3://{s3_bucket}/artifacts")):
+        source = ds.PrefixStore(base, "datasets/pics")
+        keys = write_raw_folder(source, {"a": 3, "b": 3})
+        base.write_bytes("datasets/pics-other/a/x.png", raw_png(9))  # beside the folder: not part of it
+        base.write_bytes("datasets/pics/a/deeper/y.png", raw_png(10))  # not <class>/<file>
+        if base.url.startswith("/"):
+            settle(tmp_path / "storage")
+        reads.reset()
+        first = ds.build_manifest(source, page_size=2)
+        assert list(first.frame["path"]) == keys and sorted(reads.keys) == keys, base.url
+        reads.reset()
+        again = ds.build_manifest(source, first.frame, page_size=2)
+        assert reads.keys == [] and again.version == first.version, base.url
+
+
 # ---- image_dataset run by Dagster ----------------------------------------------------------------
 
 
