@@ -27,5 +27,11 @@ GPU_TRAINING = {
     RUN_QUEUE: "gpu-training",
 }
 
+# vision_training_job with TRAINING_BACKEND=pytorchjob: the run itself (dataset, checks, evaluation,
+# following the PyTorchJob) is an ordinary CPU pod with the code location's default size; the GPUs,
+# their toleration and node selector are on the PyTorchJob's pods (vision/pytorchjob.py). Still one
+# training at a time.
+PYTORCHJOB_TRAINING = {RUN_QUEUE: "gpu-training"}
+
 # fraud_retrain_job: besides the sensor's own guard, never two retrains at once in the cluster.
 FRAUD_RETRAIN = {RUN_QUEUE: "fraud-retrain"}

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 SMTP_SECURITY_CHOICES = ("none", "starttls", "ssl")
+TRAINING_BACKENDS = ("local", "pytorchjob")
 
 
 class SettingsError(ValueError):
@@ -65,6 +66,8 @@ def _is_set(value: Any) -> bool:
 
 NonNegative = Annotated[float, BeforeValidator(_number(float, 0.0))]
 ByteLimit = Annotated[int, BeforeValidator(_number(int, 256))]
+Count = Annotated[int, BeforeValidator(_number(int, 1))]
+NonNegativeInt = Annotated[int, BeforeValidator(_number(int, 0))]
 SecretIsSet = Annotated[bool, BeforeValidator(_is_set)]
 
 
@@ -120,6 +123,15 @@ class Settings(BaseSettings):
     fraud_max_predict_bytes: ByteLimit = Field(16_384, validation_alias="FRAUD_MAX_PREDICT_BYTES")
     fraud_max_history_bytes: ByteLimit = Field(16 * 1024 * 1024, validation_alias="FRAUD_MAX_HISTORY_BYTES")
     fraud_start_date: ClassVar[str] = "2025-06-01"  # the simulator's first day; not configurable
+    # Where cnn_model trains: `local` (torchrun in the run's own process tree) or `pytorchjob` (a
+    # Kubeflow PyTorchJob of TRAINING_NODES pods; needs TRAINING_IMAGE and S3 storage).
+    training_backend: Literal["local", "pytorchjob"] = Field("local", validation_alias="TRAINING_BACKEND")
+    training_nodes: Count = Field(1, validation_alias="TRAINING_NODES")
+    training_gpus_per_node: NonNegativeInt = Field(0, validation_alias="TRAINING_GPUS_PER_NODE")
+    training_image: str | None = Field(None, validation_alias="TRAINING_IMAGE")
+    training_service_account: str | None = Field(None, validation_alias="TRAINING_SERVICE_ACCOUNT")
+    training_env_config_map: str | None = Field(None, validation_alias="TRAINING_ENV_CONFIG_MAP")
+    training_mlflow_secret: str | None = Field(None, validation_alias="TRAINING_MLFLOW_SECRET")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -209,6 +221,26 @@ class Settings(BaseSettings):
             except ValueError:
                 raise SettingsError(f"FRAUD_DRIFT_FROM={value!r} is not a YYYY-MM-DD date") from None
         return value
+
+    @field_validator("training_backend", mode="before")  # before: our message, not pydantic's literal error
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        value = str(value).lower()
+        if value not in TRAINING_BACKENDS:
+            raise SettingsError(f"TRAINING_BACKEND={value!r} must be one of {', '.join(TRAINING_BACKENDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _pytorchjob_needs(self) -> Settings:
+        if self.training_backend == "pytorchjob":
+            if not self.training_image:
+                raise SettingsError("TRAINING_BACKEND=pytorchjob needs TRAINING_IMAGE (the image of the training pods)")
+            if not self.storage_url.startswith("s3://"):
+                raise SettingsError(
+                    "TRAINING_BACKEND=pytorchjob needs ECOSYSTEM_STORAGE_URL=s3://…: the training pods read the data, "
+                    "write the weights and report through Pipes messages there"
+                )
+        return self
 
     @property
     def outbox_dir(self) -> Path:

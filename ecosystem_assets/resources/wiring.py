@@ -11,6 +11,7 @@ from ecosystem_assets.resources.mail import MailerResource
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.resources.training import TrainingBackend
 from ecosystem_assets.resources.vision import ImageSource
 from ecosystem_assets.settings import Settings
 
@@ -44,6 +45,14 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
             precision_threshold=settings.fraud_precision_threshold,
         ),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "training": TrainingBackend(
+            backend=settings.training_backend,
+            nodes=settings.training_nodes,
+            gpus_per_node=settings.training_gpus_per_node,
+            image=settings.training_image,
+            service_account=settings.training_service_account,
+            env_config_map=settings.training_env_config_map,
+            mlflow_secret=settings.training_mlflow_secret,
+        ),
         "mlflow_tracking": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri, artifact_location=settings.mlflow_artifact_location),
     }

@@ -8,11 +8,10 @@ the next one reads the upstream materialization of its own run, else the latest 
 import dataclasses
 import hashlib
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -20,8 +19,12 @@ from pydantic import Field
 from ecosystem_assets.lineage import STORAGE_KEY, lineage_metadata, upstream
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.resources.training import TrainingBackend
 from ecosystem_assets.resources.vision import ImageSource
 from ecosystem_assets.vision.checks import ACCURACY_CHECK, accuracy_check_result
+
+if TYPE_CHECKING:
+    from ecosystem_assets.vision.train import TrainSpec
 
 
 def _source_code_version() -> str:
@@ -51,8 +54,14 @@ class CnnTrainingConfig(dg.Config):
     learning_rate: float = Field(default=2e-3, gt=0)
     image_size: int = Field(default=16, ge=8, description="Images are resized to image_size × image_size (a multiple of 4).")
     color_mode: Literal["L", "RGB"] = Field(default="L", description="'L' (grayscale) or 'RGB': every image is converted to it.")
-    nproc_per_node: int = Field(default=0, ge=0, description="Training processes; 0 → one per GPU, or 2 on CPU.")
-    threads_per_process: int = Field(default=0, ge=0, description="CPU threads per process; 0 → the cores divided among the processes.")
+    nproc_per_node: int = Field(
+        default=0,
+        ge=0,
+        description="Training processes per node; 0 → one per GPU, or 2 on CPU (local), TRAINING_GPUS_PER_NODE or 1 (pytorchjob).",
+    )
+    threads_per_process: int = Field(
+        default=0, ge=0, description="CPU threads per process; 0 → the node's cores divided among the processes."
+    )
     seed: int = 0
     resume: bool = Field(default=True, description="Continue from the last checkpoint of an identical run, if any.")
 
@@ -129,18 +138,18 @@ def cnn_model(
     config: CnnTrainingConfig,
     storage: ArtifactStorage,
     mlflow_tracking: MlflowTracking,
-    pipes_subprocess_client: dg.PipesSubprocessClient,
+    training: TrainingBackend,
 ) -> dg.MaterializeResult:
     """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
 
     Trains on the ``image_dataset`` materialization of this run, else the latest one. Training runs
-    in its own processes (NCCL on GPUs, gloo on CPU), checkpoints every epoch to storage and resumes
-    from the last checkpoint when an identical run was killed. Progress (epoch, loss, accuracy,
-    images/s) streams into this run's logs through Dagster Pipes. The weights and the result record
-    go to a folder of this run; the materialization records the result's key.
+    in its own processes (NCCL on GPUs, gloo on CPU): beside this run (``TRAINING_BACKEND=local``)
+    or as a Kubeflow PyTorchJob across ``TRAINING_NODES`` pods (``pytorchjob``). It checkpoints
+    every epoch to storage and resumes from the last checkpoint when an identical run was killed.
+    Progress (epoch, loss, accuracy, images/s) streams into this run's logs through Dagster Pipes.
+    The weights and the result record go to a folder of this run; the materialization records the
+    result's key.
     """
-    from ecosystem_assets.vision.train import TrainSpec
-
     if config.image_size % 4:
         raise dg.Failure(description=f"image_size must be a multiple of 4 (two 2x poolings), got {config.image_size}")
     dataset = upstream(context, "image_dataset")
@@ -150,47 +159,23 @@ def cnn_model(
             description=f"the image_dataset materialization of run {dataset.run_id} records no classes or "
             "source_url (made by an older version): re-materialize image_dataset"
         )
-    nproc = config.nproc_per_node or _default_nproc()
+    nodes = training.node_count
+    nproc = training.processes_per_node(config.nproc_per_node) or _default_nproc()
     with mlflow_tracking.run(context, EXPERIMENT) as mlf:
         run_id = mlf.active_run().info.run_id
-        spec = TrainSpec(
+        spec = train_spec(
+            config,
             storage_url=storage.url,
-            source_url=dataset.metadata["source_url"],
+            dataset_metadata=dataset.metadata,
             manifest_key=dataset.storage_key,
-            dataset_version=dataset.metadata["dataset_version"],
-            classes=tuple(classes),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            image_size=config.image_size,
-            color_mode=config.color_mode,
-            seed=config.seed,
-            world_size=nproc,
-            code_version=CODE_VERSION,
-            resume=config.resume,
+            world_size=nodes * nproc,
             mlflow_tracking_uri=mlflow_tracking.tracking_uri,
             mlflow_run_id=run_id,
-            extra_params={"git_commit": git_commit(), "dagster_run_id": context.run_id},
+            dagster_run_id=context.run_id,
         )
-        # Checkpoints are shared by identical specs (resume); the published result is this run's own.
-        spec = dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{context.run_id}")
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "--module",
-            "ecosystem_assets.vision.train",
-            "--spec",
-            spec.to_json(),
-        ]
-        # torchrun would pin every rank to 1 thread; we split the host's cores among them instead.
-        threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
-        env = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
-        if storage.s3_endpoint_url:
-            env["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
-        reported = pipes_subprocess_client.run(context=context, command=command, env=env).get_materialize_result()
+        threads = config.threads_per_process or max(1, training.cpus_per_node() // nproc)
+        invocation = training.run(context, spec, storage=storage, nproc_per_node=nproc, threads=threads)
+        reported = invocation.get_materialize_result()
     result_key = spec.output_key("result.json")
     if not storage.store.exists(result_key):  # what cnn_evaluation will read
         raise dg.Failure(description=f"training finished without its result record {storage.store.uri(result_key)}")
@@ -202,7 +187,11 @@ def cnn_model(
             "mlflow_run_id": run_id,
             **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
             "training_fingerprint": spec.fingerprint,
-            "global_batch_size": dg.MetadataValue.int(config.batch_size * nproc),
+            "global_batch_size": dg.MetadataValue.int(config.batch_size * nodes * nproc),
+            "training_backend": training.backend,
+            "nodes": dg.MetadataValue.int(nodes),
+            "nproc_per_node": dg.MetadataValue.int(nproc),
+            **invocation.metadata,
             **lineage_metadata(dataset),
         }
     )
@@ -275,6 +264,43 @@ def cnn_evaluation(
         },
         check_results=[accuracy_check_result(report.accuracy, config.accuracy_threshold, decision.reason)],
     )
+
+
+def train_spec(
+    config: CnnTrainingConfig,
+    *,
+    storage_url: str,
+    dataset_metadata: Mapping[str, Any],
+    manifest_key: str,
+    world_size: int,
+    mlflow_tracking_uri: str | None,
+    mlflow_run_id: str | None,
+    dagster_run_id: str,
+) -> "TrainSpec":
+    """What ``cnn_model`` asks the training processes to do, from its config and the dataset it read."""
+    from ecosystem_assets.vision.train import TrainSpec
+
+    spec = TrainSpec(
+        storage_url=storage_url,
+        source_url=dataset_metadata["source_url"],
+        manifest_key=manifest_key,
+        dataset_version=dataset_metadata["dataset_version"],
+        classes=tuple(dataset_metadata["classes"]),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
+        seed=config.seed,
+        world_size=world_size,
+        code_version=CODE_VERSION,
+        resume=config.resume,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_run_id=mlflow_run_id,
+        extra_params={"git_commit": git_commit(), "dagster_run_id": dagster_run_id},
+    )
+    # Checkpoints are shared by identical specs (resume); the published result is this run's own.
+    return dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{dagster_run_id}")
 
 
 def _default_nproc() -> int:

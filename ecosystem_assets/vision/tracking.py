@@ -88,10 +88,27 @@ def pipes_reporter(rank: int) -> Iterator[Reporter]:
     if rank != 0:
         yield NullReporter()
     elif os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):
-        with open_dagster_pipes() as pipes:
+        with open_dagster_pipes(message_writer=message_writer()) as pipes:
             yield PipesReporter(pipes)
     else:
         yield Reporter()
+
+
+# How often rank 0 uploads its buffered Pipes messages when they travel through S3 (PyTorchJob pods).
+S3_MESSAGE_INTERVAL_S = 1.0
+
+
+def message_writer() -> Any:
+    """The Pipes message writer the launching client asked for: S3 when its message params name a
+    bucket (the PyTorchJob client, whose pods share no file or pipe with Dagster), else the default
+    (a file or stdio: the local torchrun launched by ``PipesSubprocessClient``)."""
+    from dagster_pipes import PipesDefaultMessageWriter, PipesEnvVarParamsLoader, PipesS3MessageWriter
+
+    if "bucket" in PipesEnvVarParamsLoader().load_messages_params():
+        from ecosystem_assets.storage import s3_client
+
+        return PipesS3MessageWriter(s3_client(), interval=S3_MESSAGE_INTERVAL_S)
+    return PipesDefaultMessageWriter()
 
 
 class Tracker:

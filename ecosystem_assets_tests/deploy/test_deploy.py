@@ -16,8 +16,10 @@ libraries as the authority:
 - `deploy/helm/values.yaml` validates against the chart's values schema, vendored in
   data/dagster-chart-values.schema.json (source and version caveat: data/README.md), and agrees
   with dagster.k8s.yaml;
-- the GPU run tags of vision_training_job, fed through dagster-k8s's own K8sRunLauncher code,
-  produce a run Job on the GPU node group with the toleration and an nvidia.com/gpu limit;
+- vision_training_job's run, as the deployed code location tags it (TRAINING_BACKEND=pytorchjob),
+  fed through dagster-k8s's own K8sRunLauncher code, is an ordinary CPU pod (its PyTorchJob's pods
+  get the GPUs: test_pytorchjob_crd.py); the GPU run tags of TRAINING_BACKEND=local produce a run
+  Job on the GPU node group with the toleration and an nvidia.com/gpu limit;
 - the Dockerfile is multi-stage, non-root, installs from pyproject.toml, and its RUN lines are
   valid shell; every <PLACEHOLDER> is documented in deploy/README.md.
 """
@@ -42,7 +44,7 @@ VALUES = DEPLOY / "helm" / "values.yaml"
 INSTANCE = DEPLOY / "dagster.k8s.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 SCHEMA = Path(__file__).parent / "data" / "dagster-chart-values.schema.json"
-MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "secrets.example.yaml")
+MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml", "secrets.example.yaml")
 NAMESPACE = "ecosystem"
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
 
@@ -118,6 +120,8 @@ KIND_MODELS = {
     ("v1", "Service"): "V1Service",
     ("apps/v1", "Deployment"): "V1Deployment",
     ("batch/v1", "Job"): "V1Job",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
 }
 
 
@@ -566,7 +570,8 @@ def test_helm_values_describe_our_deployment():
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
     assert v["telemetry"] == {"enabled": False}
     assert ud["dagsterApiGrpcArgs"] == ["-m", "ecosystem_assets.definitions"] and ud["port"] == 3030
-    assert ud["image"]["tag"].endswith("-cuda")  # runs start from this image; GPU runs need CUDA
+    assert ud["image"]["tag"].endswith("-cpu")  # runs start from this image; only the PyTorchJob's pods need CUDA
+    assert ud["env"]["TRAINING_BACKEND"] == "pytorchjob" and ud["env"]["TRAINING_IMAGE"].endswith("-cuda")
     assert all(isinstance(value, str) for value in ud["env"].values())  # a ConfigMap takes strings only
     secret_names = {"SALES_API_TOKEN", "SMTP_PASSWORD", "SMTP_USER", "FRAUD_DB_URL", "DAGSTER_PG_PASSWORD"}
     assert not secret_names & set(ud["env"])
@@ -660,15 +665,39 @@ def run_job(tags: dict[str, Any], tmp_path: Path):
     return context.namespace, job.spec.template.spec
 
 
-def job_tags(job_name: str) -> dict[str, Any]:
-    """The tags every run of the job carries, from the code location itself."""
-    from ecosystem_assets.definitions import defs
+def deployed_settings():
+    """The Settings of the deployed code location: the Helm values' `env`, placeholders filled with
+    dummies (``<ARTIFACT_BUCKET>`` → ``artifact-bucket``); secrets count as set."""
+    from ecosystem_assets.settings import Settings
 
-    return dict(defs.resolve_job_def(job_name).tags)
+    env = {k: PLACEHOLDER.sub(lambda m: m.group(1).lower().replace("_", "-"), v) for k, v in user_deployment()["env"].items()}
+    env |= dict.fromkeys(("SALES_API_TOKEN", "SMTP_PASSWORD", "FRAUD_FEEDBACK_TOKEN"), "set")
+    return Settings.from_env(env)
+
+
+def job_tags(job_name: str) -> dict[str, Any]:
+    """The tags every run of the job carries, from the code location as deployed (its Settings)."""
+    from ecosystem_assets.project import build_definitions
+
+    return dict(build_definitions(deployed_settings()).resolve_job_def(job_name).tags)
+
+
+def test_training_runs_leave_the_gpus_to_their_pytorchjob(tmp_path: Path, pg_env: None):
+    """TRAINING_BACKEND=pytorchjob: the run lists, checks, evaluates and follows the job on a CPU node."""
+    tags = job_tags("vision_training_job")
+    assert tags == {"ecosystem/run-queue": "gpu-training"}  # no pod config: still one training at a time
+    _, pod = run_job(tags, tmp_path)
+    (container,) = pod.containers
+    assert not pod.tolerations and not pod.node_selector
+    assert "nvidia.com/gpu" not in (container.resources.limits or {})
+    assert container.resources.requests == user_deployment()["resources"]["requests"]
 
 
 def test_gpu_tags_put_training_runs_on_the_gpu_node_group(tmp_path: Path, pg_env: None):
-    tags = job_tags("vision_training_job")
+    """TRAINING_BACKEND=local on the cluster: the whole run on one GPU node."""
+    from ecosystem_assets.run_tags import GPU_TRAINING
+
+    tags = GPU_TRAINING
     namespace, pod = run_job(tags, tmp_path)
     (container,) = pod.containers
     assert namespace == NAMESPACE and pod.service_account_name == "dagster"
@@ -751,7 +780,7 @@ def test_dockerignore_keeps_local_state_out():
 def test_kustomization_lists_the_manifests_but_not_the_secrets():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == NAMESPACE
-    assert set(kustomization["resources"]) == {"namespace.yaml", "mlflow.yaml", "fraud-service.yaml"}
+    assert set(kustomization["resources"]) == {"namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml"}
     assert all((K8S / r).is_file() for r in kustomization["resources"])
     assert set(kustomization) <= {"apiVersion", "kind", "namespace", "resources", "images"}
     images = {i["name"] for i in kustomization["images"]}
@@ -768,7 +797,9 @@ def test_kustomize_renders_the_objects_with_the_ecr_image():
     assert result.returncode == 0, result.stderr
     rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
-        (d["kind"], d["metadata"]["name"]) for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml") for d in docs(K8S / name)
+        (d["kind"], d["metadata"]["name"])
+        for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml")
+        for d in docs(K8S / name)
     )
     images = {c["image"] for d in rendered if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {"<ECR_REPOSITORY_URL>:<IMAGE_TAG>-cpu"}
