@@ -221,6 +221,10 @@ def test_pytorchjob_pods_get_the_gpus_and_nothing_secret():
         literal = {e["name"] for e in container["env"] if "value" in e}
         assert literal == {"MLFLOW_DISABLE_TELEMETRY", "OMP_NUM_THREADS", "DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"}
     assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running" and job["spec"]["runPolicy"]["ttlSecondsAfterFinished"] > 0
+    # Every pod needs its own GPU node: the GPU group may grow that far (infra/variables.tf).
+    variables = (DEPLOY.parent / "infra" / "variables.tf").read_text()
+    gpu_node_max = int(re.search(r'variable "gpu_node_max" \{[^}]*?default\s*=\s*(\d+)', variables, re.S).group(1))
+    assert int(env["TRAINING_NODES"]) * int(env["TRAINING_GPUS_PER_NODE"]) <= gpu_node_max  # g5.xlarge: one GPU a node
 
 
 def test_runs_may_manage_pytorchjobs_and_nothing_more():
