@@ -59,6 +59,18 @@ def _number(kind: type[int] | type[float], minimum: float) -> Callable[[Any, Val
     return parse
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any, ValidationInfo], Any]:
+    """Case-insensitive choice, with our message (runs before pydantic's literal check)."""
+
+    def parse(value: Any, info: ValidationInfo) -> Any:
+        value = str(value).lower()
+        if value not in choices:
+            raise SettingsError(f"{_variable(info)}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def _is_set(value: Any) -> bool:
     """A secret's variable → whether it is set; the value itself is dropped here."""
     return bool(value.strip()) if isinstance(value, str) else bool(value)
@@ -102,7 +114,9 @@ class Settings(BaseSettings):
     smtp_port: int = Field(587, validation_alias="SMTP_PORT")
     smtp_user: str | None = Field(None, validation_alias="SMTP_USER")
     smtp_password_set: SecretIsSet = Field(False, validation_alias="SMTP_PASSWORD")
-    smtp_security: Literal["none", "starttls", "ssl"] = Field("starttls", validation_alias="SMTP_SECURITY")
+    smtp_security: Annotated[Literal["none", "starttls", "ssl"], BeforeValidator(_one_of(SMTP_SECURITY_CHOICES))] = Field(
+        "starttls", validation_alias="SMTP_SECURITY"
+    )
     smtp_ca_file: str | None = Field(None, validation_alias="SMTP_CA_FILE")
     sales_start_date: str = Field("2025-01-01", validation_alias="SALES_START_DATE")
     image_dataset_url: str | None = Field(None, validation_alias="IMAGE_DATASET_URL")
@@ -125,7 +139,9 @@ class Settings(BaseSettings):
     fraud_start_date: ClassVar[str] = "2025-06-01"  # the simulator's first day; not configurable
     # Where cnn_model trains: `local` (torchrun in the run's own process tree) or `pytorchjob` (a
     # Kubeflow PyTorchJob of TRAINING_NODES pods; needs TRAINING_IMAGE and S3 storage).
-    training_backend: Literal["local", "pytorchjob"] = Field("local", validation_alias="TRAINING_BACKEND")
+    training_backend: Annotated[Literal["local", "pytorchjob"], BeforeValidator(_one_of(TRAINING_BACKENDS))] = Field(
+        "local", validation_alias="TRAINING_BACKEND"
+    )
     training_nodes: Count = Field(1, validation_alias="TRAINING_NODES")
     training_gpus_per_node: NonNegativeInt = Field(0, validation_alias="TRAINING_GPUS_PER_NODE")
     training_image: str | None = Field(None, validation_alias="TRAINING_IMAGE")
@@ -204,14 +220,6 @@ class Settings(BaseSettings):
             raise SettingsError(f"SMTP_PORT={value!r} is not a port number")
         return value
 
-    @field_validator("smtp_security", mode="before")  # before: our message, not pydantic's literal error
-    @classmethod
-    def _security(cls, value: Any) -> Any:
-        value = str(value).lower()
-        if value not in SMTP_SECURITY_CHOICES:
-            raise SettingsError(f"SMTP_SECURITY={value!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}")
-        return value
-
     @field_validator("fraud_drift_from")
     @classmethod
     def _iso_date(cls, value: str | None) -> str | None:
@@ -220,14 +228,6 @@ class Settings(BaseSettings):
                 date.fromisoformat(value)
             except ValueError:
                 raise SettingsError(f"FRAUD_DRIFT_FROM={value!r} is not a YYYY-MM-DD date") from None
-        return value
-
-    @field_validator("training_backend", mode="before")  # before: our message, not pydantic's literal error
-    @classmethod
-    def _backend(cls, value: Any) -> Any:
-        value = str(value).lower()
-        if value not in TRAINING_BACKENDS:
-            raise SettingsError(f"TRAINING_BACKEND={value!r} must be one of {', '.join(TRAINING_BACKENDS)}")
         return value
 
     @model_validator(mode="after")
