@@ -333,7 +333,7 @@ def _rank0_reports(job: dict[str, Any], *messages: tuple[str, dict[str, Any]]) -
     boto3.client("s3").put_object(Bucket=params["bucket"], Key=f"{params['key_prefix']}/1.json", Body=body.encode())
 
 
-@pytest.mark.timeout(60)  # a client waiting on a job that never ends would hang
+@pytest.mark.timeout(180)  # a client waiting on a job that never ends would hang (3 s when it works)
 def test_a_failed_job_fails_the_run_and_is_deleted(kube_api, tmp_path, s3_bucket, dagster_instance):
     def script(name: str, job: dict[str, Any]) -> None:
         pod = f"{name}-master-0"
@@ -359,7 +359,7 @@ def test_a_failed_job_fails_the_run_and_is_deleted(kube_api, tmp_path, s3_bucket
     assert "RuntimeError: the train split is empty" in log.getvalue()
 
 
-@pytest.mark.timeout(60)  # a client waiting on a job that never ends would hang
+@pytest.mark.timeout(180)  # a client waiting on a job that never ends would hang (3 s when it works)
 def test_a_cancelled_run_deletes_its_job(kube_api, tmp_path, s3_bucket, dagster_instance):
     running = threading.Event()
 
@@ -393,7 +393,7 @@ def test_a_cancelled_run_deletes_its_job(kube_api, tmp_path, s3_bucket, dagster_
     assert kube_api.deleted == [(NAMESPACE, names[0])]
 
 
-@pytest.mark.timeout(60)  # a client waiting on a job that never ends would hang
+@pytest.mark.timeout(180)  # a client waiting on a job that never ends would hang (3 s when it works)
 def test_a_succeeded_job_is_kept_and_a_restarted_master_is_read_once_per_container(kube_api, tmp_path, s3_bucket, dagster_instance):
     def script(name: str, job: dict[str, Any]) -> None:
         pod = f"{name}-master-0"
