@@ -107,8 +107,9 @@ data "aws_iam_policy_document" "dagster" {
   source_policy_documents = [data.aws_iam_policy_document.kms_via_s3["read_write"].json]
 
   statement {
-    sid       = "ListBuckets"
-    actions   = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
+    sid = "ListBuckets"
+    # GetBucketVersioning: image_dataset lists a versioned bucket's latest VersionIds (vision/sources.py).
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation", "s3:GetBucketVersioning"]
     resources = [aws_s3_bucket.data["artifacts"].arn, aws_s3_bucket.data["images"].arn]
   }
   statement {
