@@ -11,7 +11,6 @@ paths give the same answers and the same error bodies. Every other route goes th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -28,11 +27,6 @@ PREDICT_PATH = "/predict"
 Predict = Callable[[str | None, Callable[[int], Awaitable[bytes]]], Awaitable[bytes]]
 
 _JSON = (b"content-type", b"application/json")
-
-
-def _render(content: Any) -> bytes:
-    """JSON as Starlette's JSONResponse renders it (the FastAPI routes' error bodies)."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class RequestCounts:
@@ -99,17 +93,21 @@ class ServiceFront:
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-        headers = [_JSON]
         try:
-            status, body = 200, await self.predict(authorization, lambda limit: read_limited(declared, asgi_chunks(receive), limit))
+            body = await self.predict(authorization, lambda limit: read_limited(declared, asgi_chunks(receive), limit))
         except ClientDisconnect:
             return 0
-        except HTTPException as exc:  # as FastAPI's own handler renders it
-            status, body = exc.status_code, _render({"detail": exc.detail})
-            headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
-        except InvalidBody as exc:
-            status, body = 422, _render(exc.body())
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        except (HTTPException, InvalidBody) as exc:  # rendered by Starlette, as the FastAPI route's handlers do
+            from fastapi.responses import JSONResponse
+
+            refusal = (
+                JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+                if isinstance(exc, HTTPException)
+                else JSONResponse(exc.body(), status_code=422)
+            )
+            await refusal(scope, receive, send)
+            return refusal.status_code
+        # The answer itself is sent by hand: a Response object per request is measurable here.
+        await send({"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-        return status
+        return 200
