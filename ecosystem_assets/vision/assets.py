@@ -1,4 +1,5 @@
-"""Vision assets: versioned image dataset → CNN trained under torchrun (via Pipes) → evaluation and promotion.
+"""Vision assets: versioned image dataset → training shards → CNN trained under torchrun (via Pipes) →
+evaluation and promotion.
 
 Thin Dagster wiring over plain modules; torch, mlflow, PIL and pandas are imported inside assets.
 No asset reads a "current" file: each records where its artifact is (``lineage.STORAGE_KEY``) and
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 def _source_code_version() -> str:
     """Hash of the code that determines the weights: a change marks cnn_model stale."""
     digest = hashlib.sha256()
-    for name in ("dataset.py", "model.py", "train.py", "checkpoints.py"):
+    for name in ("dataset.py", "shards.py", "model.py", "train.py", "checkpoints.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -49,11 +50,27 @@ def git_commit() -> str:
 
 
 class CnnTrainingConfig(dg.Config):
-    epochs: int = Field(default=8, ge=1)
-    batch_size: int = Field(default=32, ge=1, description="Per process: the global batch is batch_size × nproc_per_node.")
+    max_epochs: int = Field(default=30, ge=1, description="Upper bound on epochs; training usually stops earlier (patience).")
+    patience: int = Field(
+        default=5, ge=0, description="Stop after this many epochs without a better validation accuracy (0: always run max_epochs)."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Per process: the global batch is batch_size × processes.")
     learning_rate: float = Field(default=2e-3, gt=0)
-    image_size: int = Field(default=16, ge=8, description="Images are resized to image_size × image_size (a multiple of 4).")
-    color_mode: Literal["L", "RGB"] = Field(default="L", description="'L' (grayscale) or 'RGB': every image is converted to it.")
+    lr_schedule: Literal["plateau", "constant"] = Field(
+        default="plateau", description="'plateau': halve the learning rate after 2 epochs without a better validation accuracy."
+    )
+    image_size: int = Field(
+        default=0,
+        ge=0,
+        description="Images are resized to image_size × image_size (a multiple of 4, at least 8); "
+        "0: the dataset's median side rounded to a multiple of 4, between 16 and 32.",
+    )
+    color_mode: Literal["auto", "L", "RGB"] = Field(
+        default="auto", description="'L' (grayscale) or 'RGB': every image is converted to it; 'auto': RGB when most images are in colour."
+    )
+    augment: bool = Field(default=True, description="Light augmentation of training images: small shifts, ±10 % brightness/contrast.")
+    hflip: bool = Field(default=False, description="Also flip training images left-right (not for digits or text).")
+    loader_workers: int = Field(default=2, ge=0, description="DataLoader worker processes per training process (decode, resize, augment).")
     nproc_per_node: int = Field(
         default=0,
         ge=0,
@@ -132,7 +149,56 @@ def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, i
     )
 
 
-@dg.asset(group_name="vision", deps=[image_dataset], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
+@dg.asset(group_name="vision", deps=[image_dataset], kinds={"python", "webdataset"})
+def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
+    """The usable images of the dataset version, packed once into WebDataset tar shards that training streams.
+
+    Packs the ``image_dataset`` materialization of this run, else the latest one: every image at
+    the VersionId its manifest pins, its sha256 checked against the manifest, in content-hash order,
+    under ``datasets/shards/<version>/<split>/``, with ``index.json`` written last. A version already
+    packed is reused as it is (shards are immutable), so re-materializing costs one read. The data
+    version is the dataset version: a model trained on these shards is fresh exactly as long as the data is.
+    """
+    from ecosystem_assets.storage import StorageError
+    from ecosystem_assets.vision import dataset as ds
+    from ecosystem_assets.vision.shards import SPLITS, ShardError, pack
+
+    dataset = upstream(context, "image_dataset")
+    version, source_url = dataset.metadata.get("dataset_version"), dataset.metadata.get("source_url")
+    if not isinstance(version, str) or not isinstance(source_url, str):
+        raise dg.Failure(description=f"the image_dataset materialization of run {dataset.run_id} records no dataset_version or source_url")
+    try:
+        frame = ds.read_manifest(storage.store, dataset.storage_key)
+        index, reused = pack(storage.store, ds.open_source(source_url), frame, version, log=context.log.info)
+    except (ShardError, StorageError) as exc:
+        raise dg.Failure(description=f"image_shards: {exc}") from None
+    context.log.info(f"shards of dataset version {version}: " + ("reused, already packed" if reused else "packed now"))
+    table = "\n".join(
+        ["| split | shards | images | MB |", "|---|---:|---:|---:|"]
+        + [
+            f"| {s} | {len(index.shards(s))} | {sum(index.samples(s))} | {sum(e['bytes'] for e in index.splits[s]) / 1e6:.1f} |"
+            for s in SPLITS
+        ]
+    )
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            STORAGE_KEY: index.key,
+            "dataset_version": version,
+            "index": dg.MetadataValue.path(storage.store.uri(index.key)),
+            "classes": dg.MetadataValue.json(list(index.classes)),
+            "image_stats": dg.MetadataValue.json(index.image_stats),
+            "shards": dg.MetadataValue.int(sum(len(index.shards(s)) for s in SPLITS)),
+            "images": dg.MetadataValue.int(sum(sum(index.samples(s)) for s in SPLITS)),
+            "bytes": dg.MetadataValue.int(sum(e["bytes"] for s in SPLITS for e in index.splits[s])),
+            "splits": dg.MetadataValue.md(table),
+            "reused": reused,
+            **lineage_metadata(dataset),
+        },
+    )
+
+
+@dg.asset(group_name="vision", deps=[image_shards], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
 def cnn_model(
     context: dg.AssetExecutionContext,
     config: CnnTrainingConfig,
@@ -142,23 +208,22 @@ def cnn_model(
 ) -> dg.MaterializeResult:
     """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
 
-    Trains on the ``image_dataset`` materialization of this run, else the latest one. Training runs
-    in its own processes (NCCL on GPUs, gloo on CPU): beside this run (``TRAINING_BACKEND=local``)
-    or as a Kubeflow PyTorchJob across ``TRAINING_NODES`` pods (``pytorchjob``). It checkpoints
-    every epoch to storage and resumes from the last checkpoint when an identical run was killed.
-    Progress (epoch, loss, accuracy, images/s) streams into this run's logs through Dagster Pipes.
-    The weights and the result record go to a folder of this run; the materialization records the
-    result's key.
+    Trains on the ``image_shards`` materialization of this run, else the latest one, streaming the
+    shards (each process its own, decoded and augmented by DataLoader workers). Training runs in its
+    own processes (NCCL on GPUs, gloo on CPU): beside this run (``TRAINING_BACKEND=local``) or as a
+    Kubeflow PyTorchJob across ``TRAINING_NODES`` pods (``pytorchjob``). It stops when validation
+    accuracy has not improved for ``patience`` epochs (the best epoch's weights are the model; the
+    history says why it stopped), checkpoints every epoch to storage and resumes from the last
+    checkpoint when an identical run was killed. Progress (epoch, loss, accuracy, images/s) streams
+    into this run's logs through Dagster Pipes. The weights and the result record go to a folder of
+    this run; the materialization records the result's key.
     """
-    if config.image_size % 4:
-        raise dg.Failure(description=f"image_size must be a multiple of 4 (two 2x poolings), got {config.image_size}")
-    dataset = upstream(context, "image_dataset")
-    classes = dataset.metadata.get("classes")
-    if not isinstance(classes, list) or "source_url" not in dataset.metadata:
-        raise dg.Failure(
-            description=f"the image_dataset materialization of run {dataset.run_id} records no classes or "
-            "source_url (made by an older version): re-materialize image_dataset"
-        )
+    if config.image_size and (config.image_size % 4 or config.image_size < 8):
+        raise dg.Failure(description=f"image_size must be a multiple of 4 and at least 8 (two 2x poolings), got {config.image_size}")
+    shards = upstream(context, "image_shards")
+    classes = shards.metadata.get("classes")
+    if not isinstance(classes, list) or "dataset_version" not in shards.metadata:
+        raise dg.Failure(description=f"the image_shards materialization of run {shards.run_id} records no classes or dataset_version")
     nodes = training.node_count
     nproc = training.processes_per_node(config.nproc_per_node) or _default_nproc()
     with mlflow_tracking.run(context, EXPERIMENT) as mlf:
@@ -166,8 +231,8 @@ def cnn_model(
         spec = train_spec(
             config,
             storage_url=storage.url,
-            dataset_metadata=dataset.metadata,
-            manifest_key=dataset.storage_key,
+            shards_metadata=shards.metadata,
+            shards_key=shards.storage_key,
             world_size=nodes * nproc,
             mlflow_tracking_uri=mlflow_tracking.tracking_uri,
             mlflow_run_id=run_id,
@@ -192,7 +257,9 @@ def cnn_model(
             "nodes": dg.MetadataValue.int(nodes),
             "nproc_per_node": dg.MetadataValue.int(nproc),
             **invocation.metadata,
-            **lineage_metadata(dataset),
+            "image_size": dg.MetadataValue.int(spec.image_size),
+            "color_mode": spec.color_mode,
+            **lineage_metadata(shards),
         }
     )
 
@@ -270,29 +337,34 @@ def train_spec(
     config: CnnTrainingConfig,
     *,
     storage_url: str,
-    dataset_metadata: Mapping[str, Any],
-    manifest_key: str,
+    shards_metadata: Mapping[str, Any],
+    shards_key: str,
     world_size: int,
     mlflow_tracking_uri: str | None,
     mlflow_run_id: str | None,
     dagster_run_id: str,
 ) -> "TrainSpec":
-    """What ``cnn_model`` asks the training processes to do, from its config and the dataset it read."""
+    """What ``cnn_model`` asks the training processes to do, from its config and the shards it read."""
     from ecosystem_assets.vision.train import TrainSpec
 
+    stats = shards_metadata.get("image_stats") or {}
     spec = TrainSpec(
         storage_url=storage_url,
-        source_url=dataset_metadata["source_url"],
-        manifest_key=manifest_key,
-        dataset_version=dataset_metadata["dataset_version"],
-        classes=tuple(dataset_metadata["classes"]),
-        epochs=config.epochs,
+        shards_key=shards_key,
+        dataset_version=shards_metadata["dataset_version"],
+        classes=tuple(shards_metadata["classes"]),
+        max_epochs=config.max_epochs,
+        patience=config.patience,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        image_size=config.image_size,
-        color_mode=config.color_mode,
+        lr_schedule=config.lr_schedule,
+        image_size=config.image_size or default_image_size(stats),
+        color_mode=default_color_mode(stats) if config.color_mode == "auto" else config.color_mode,
+        augment=config.augment,
+        hflip=config.hflip,
         seed=config.seed,
         world_size=world_size,
+        loader_workers=config.loader_workers,
         code_version=CODE_VERSION,
         resume=config.resume,
         mlflow_tracking_uri=mlflow_tracking_uri,
@@ -301,6 +373,18 @@ def train_spec(
     )
     # Checkpoints are shared by identical specs (resume); the published result is this run's own.
     return dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{dagster_run_id}")
+
+
+def default_image_size(stats: Mapping[str, Any]) -> int:
+    """The dataset's median shorter side, rounded to a multiple of 4, within 16..32: thumbnails are not
+    blown up past what they hold, and photos are cut to what this small CNN trains quickly on CPU."""
+    side = min(int(stats.get("median_width") or 16), int(stats.get("median_height") or 16))
+    return min(32, max(16, round(side / 4) * 4))
+
+
+def default_color_mode(stats: Mapping[str, Any]) -> str:
+    """RGB when at least half of the usable images are in colour, else grayscale (fewer weights, same signal)."""
+    return "RGB" if float(stats.get("colour_share") or 0.0) >= 0.5 else "L"
 
 
 def _default_nproc() -> int:

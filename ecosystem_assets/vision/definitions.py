@@ -8,7 +8,7 @@ import dagster as dg
 
 from ecosystem_assets.run_tags import GPU_TRAINING, PYTORCHJOB_TRAINING
 from ecosystem_assets.settings import Settings
-from ecosystem_assets.vision.assets import cnn_evaluation, cnn_model, image_dataset
+from ecosystem_assets.vision.assets import cnn_evaluation, cnn_model, image_dataset, image_shards
 from ecosystem_assets.vision.checks import DATASET_CHECKS
 
 
@@ -19,13 +19,13 @@ def vision_definitions(settings: Settings) -> dg.Definitions:
     job = dg.define_asset_job(
         "vision_training_job",
         selection=dg.AssetSelection.groups("vision"),
-        description="Dataset → checks → DDP training under torchrun → evaluation and promotion.",
+        description="Dataset → checks → shards → DDP training under torchrun → evaluation and promotion.",
         # On Kubernetes: the whole run on a GPU node (local), or a CPU run whose PyTorchJob gets the
         # GPUs (pytorchjob); one training at a time either way.
         tags=PYTORCHJOB_TRAINING if settings.training_backend == "pytorchjob" else GPU_TRAINING,
     )
     return dg.Definitions(
-        assets=[image_dataset, cnn_model, cnn_evaluation],
+        assets=[image_dataset, image_shards, cnn_model, cnn_evaluation],
         asset_checks=DATASET_CHECKS,
         jobs=[job],
     )

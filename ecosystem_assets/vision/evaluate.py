@@ -1,7 +1,8 @@
 """Test-split metrics: accuracy, per-class precision and recall, the confusion matrix (table and PNG).
 
 Metrics from scikit-learn, the heat-map with Pillow; predictions come from any callable torch module
-(the MLflow-loaded model). Heavy libraries are imported inside functions.
+(the MLflow-loaded model), batch by batch from the streamed test shards, so only the labels are
+held. Heavy libraries are imported inside functions.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def predict(model: Any, x: Any, batch: int = 512) -> Any:
         for begin in range(0, len(x), batch):
             outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[begin : begin + batch]))).argmax(1).cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64)
+
+
+def predict_batches(model: Any, batches: Any) -> tuple[Any, Any]:
+    """(true labels, predicted class indices) over ``(x, y)`` batches of tensors; ``model`` as in `predict`."""
+    import numpy as np
+    import torch
+
+    truth, predicted = [], []
+    with torch.no_grad():
+        for x, y in batches:
+            predicted.append(model(x).argmax(1).cpu().numpy())
+            truth.append(y.numpy())
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(truth) if truth else empty), (np.concatenate(predicted) if predicted else empty)
 
 
 def report(y_true: Any, y_pred: Any, classes: Sequence[str]) -> Report:

@@ -61,25 +61,38 @@ def version_tags(classes: list[str], image_size: int, color_mode: str, dataset_v
     return {"classes": json.dumps(classes), "image_size": str(image_size), "color_mode": color_mode, "dataset_version": dataset_version}
 
 
-def accuracy_on(version: Any, source: Any, frame: Any, split: str = "test") -> float:
-    """Re-evaluate a registered version on ``split`` of ``frame``, using the version's own preprocessing."""
+# Evaluation runs inside the Dagster run's process, which has threads: loader workers are started
+# by a fork server rather than forked from it.
+EVAL_BATCH, EVAL_WORKERS, EVAL_CONTEXT = 256, 2, "forkserver"
+
+
+def test_batches(store: Any, index: Any, classes: list[str], image_size: int, color_mode: str, split: str = "test") -> Any:
+    """The ``split`` shards of ``index`` streamed as (x, y) batches with a model's own preprocessing."""
+    from ecosystem_assets.vision.shards import Preprocess, Reader
+
+    reader = Reader(store.url, index, EVAL_BATCH, EVAL_WORKERS, multiprocessing_context=EVAL_CONTEXT)
+    return reader.batches(split, Preprocess(image_size, color_mode, tuple(classes)))
+
+
+def accuracy_on(version: Any, store: Any, index: Any, split: str = "test") -> float:
+    """Re-evaluate a registered version on ``split`` of the shards, using the version's own preprocessing."""
     import mlflow.pytorch
     import numpy as np
 
-    from ecosystem_assets.vision.dataset import load_split
-    from ecosystem_assets.vision.evaluate import predict
+    from ecosystem_assets.vision.evaluate import predict_batches
 
     tags = version.tags
     missing = [t for t in ("classes", "image_size", "color_mode") if t not in tags]
     if missing:
         raise EvaluationError(f"{MODEL_NAME} v{version.version} lacks tags {missing}; cannot re-evaluate it on the test split")
-    classes = json.loads(tags["classes"])
-    x, y = load_split(source, frame, split, classes, int(tags["image_size"]), tags["color_mode"])
-    if not len(y):
-        raise EvaluationError(f"the {split} split is empty; cannot compare against {MODEL_NAME} v{version.version}")
     model = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version.version}")
     # y is -1 for a class the version never saw: always counted wrong.
-    return float(np.mean(predict(model, x) == y))
+    y, predicted = predict_batches(
+        model, test_batches(store, index, json.loads(tags["classes"]), int(tags["image_size"]), tags["color_mode"], split)
+    )
+    if not len(y):
+        raise EvaluationError(f"the {split} split is empty; cannot compare against {MODEL_NAME} v{version.version}")
+    return float(np.mean(predicted == y))
 
 
 @dataclass(frozen=True)
@@ -108,18 +121,24 @@ def evaluate_and_promote(
     import mlflow.pytorch
     from PIL import Image
 
-    from ecosystem_assets.vision import dataset as ds
     from ecosystem_assets.vision import evaluate as ev
+    from ecosystem_assets.vision.shards import ShardError, read_index
 
     if not info.get("mlflow_model_uri"):
         raise EvaluationError(f"the training result {info.get('result_key')} names no MLflow model; was it trained without tracking?")
-    frame = ds.read_manifest(store, info["manifest_key"])
-    source = ds.open_source(info["source_url"])
-    x, y = ds.load_split(source, frame, "test", info["classes"], info["image_size"], info["color_mode"])
+    if not info.get("shards_key"):
+        raise EvaluationError(
+            f"the training result {info.get('result_key')} names no shards (trained by an older version): re-train cnn_model"
+        )
+    try:
+        index = read_index(store, info["shards_key"])
+    except ShardError as exc:
+        raise EvaluationError(str(exc)) from None
+    model = mlflow.pytorch.load_model(info["mlflow_model_uri"])
+    y, predicted = ev.predict_batches(model, test_batches(store, index, info["classes"], info["image_size"], info["color_mode"]))
     if not len(y):
         raise EvaluationError(f"the test split of dataset {info['dataset_version']} is empty: nothing to evaluate on")
-    model = mlflow.pytorch.load_model(info["mlflow_model_uri"])
-    report = ev.report(y, ev.predict(model, x), info["classes"])
+    report = ev.report(y, predicted, info["classes"])
     png = ev.confusion_png(report)
     mlf.log_metrics(report.mlflow_metrics())
     mlf.log_image(Image.open(io.BytesIO(png)), "confusion_matrix.png")
@@ -130,7 +149,7 @@ def evaluate_and_promote(
     client.set_model_version_tag(MODEL_NAME, version, "test_accuracy", f"{report.accuracy:.6f}")
     current = champion(client)
     current_version = str(current.version) if current is not None else None
-    champion_accuracy = accuracy_on(current, source, frame) if current is not None and current_version != version else None
+    champion_accuracy = accuracy_on(current, store, index) if current is not None and current_version != version else None
     decision = decide(report.accuracy >= threshold, report.accuracy, threshold, current_version, champion_accuracy, version)
     if decision.promote:
         set_champion(client, MODEL_NAME, version)

@@ -22,12 +22,15 @@ def epoch_line(record: dict[str, Any]) -> str:
 
 
 def history_markdown(history: list[dict[str, Any]]) -> str:
-    lines = ["| epoch | loss | train acc | val acc | images/s |", "|---:|---:|---:|---:|---:|"]
+    """The epoch table, and below it why training stopped."""
+    lines = ["| epoch | loss | train acc | val acc | learning rate | images/s |", "|---:|---:|---:|---:|---:|---:|"]
     lines += [
         f"| {r['epoch']} | {r['loss']:.4f} | {r['train_accuracy']:.4f} | {r.get('val_accuracy', float('nan')):.4f} | "
-        f"{r['images_per_s']:.0f} |"
+        f"{r.get('learning_rate', float('nan')):.2g} | {r['images_per_s']:.0f} |"
         for r in history
     ]
+    if history and history[-1].get("stop"):
+        lines += ["", f"Stopped after epoch {history[-1]['epoch']}: {history[-1]['stop']}."]
     return "\n".join(lines)
 
 
@@ -39,6 +42,8 @@ class Reporter:
 
     def epoch(self, record: dict[str, Any], checkpoint_key: str) -> None:
         self.log(f"{epoch_line(record)}; checkpoint {checkpoint_key}")
+        if record.get("stop"):
+            self.log(f"stopping after epoch {record['epoch']}: {record['stop']}")
 
     def done(self, result: dict[str, Any]) -> None:
         self.log(f"training finished after epoch {len(result['history'])}: weights {result['weights_uri']}")
@@ -61,20 +66,23 @@ class PipesReporter(Reporter):
         self.pipes.report_custom_message({**record, "checkpoint": checkpoint_key})
 
     def done(self, result: dict[str, Any]) -> None:
-        last = result["history"][-1] if result["history"] else {}
+        history = result["history"]
+        best = next((r for r in history if r["epoch"] == result["best_epoch"]), history[-1] if history else {})
         metadata: dict[str, Any] = {
             "weights": {"type": "path", "raw_value": result["weights_uri"]},
             "result_key": result["result_key"],
-            "epochs_trained": len(result["history"]),
+            "epochs_trained": len(history),
+            "best_epoch": result["best_epoch"],
+            "stop_reason": result["stop_reason"] or "",
             "resumed_from_epoch": result["resumed_from_epoch"],
             "world_size": result["world_size"],
             "device": result["device"],
             "dataset_version": result["dataset_version"],
             "history": {"type": "md", "raw_value": history_markdown(result["history"])},
         }
-        for name in ("loss", "train_accuracy", "val_accuracy", "images_per_s"):
-            if name in last:
-                metadata[name] = float(last[name])
+        for name in ("loss", "train_accuracy", "val_accuracy", "images_per_s"):  # of the best epoch: its weights are the model
+            if name in best:
+                metadata[name] = float(best[name])
         if result["mlflow_model_uri"]:
             metadata["mlflow_model_uri"] = result["mlflow_model_uri"]
         self.pipes.report_asset_materialization(metadata=metadata)
@@ -127,7 +135,12 @@ class Tracker:
             s = self.spec
             mlflow.log_params(
                 {
-                    "epochs": s.epochs,
+                    "max_epochs": s.max_epochs,
+                    "patience": s.patience,
+                    "lr_schedule": s.lr_schedule,
+                    "augment": s.augment,
+                    "hflip": s.hflip,
+                    "loader_workers": s.loader_workers,
                     "batch_size_per_rank": s.batch_size,
                     "global_batch_size": s.batch_size * self.world_size,
                     "learning_rate": s.learning_rate,
@@ -162,7 +175,7 @@ class Tracker:
         if self.active:
             import mlflow
 
-            names = ("loss", "train_accuracy", "val_accuracy", "images_per_s")
+            names = ("loss", "train_accuracy", "val_accuracy", "images_per_s", "learning_rate")
             mlflow.log_metrics({n: float(record[n]) for n in names if n in record}, step=int(record["epoch"]))
 
     def log_model(self, model: Any, example: Any) -> str | None:

@@ -1,13 +1,18 @@
-"""CNN training: the loop (plain PyTorch) and the ``torchrun`` entry point.
+"""CNN training: the loop (plain PyTorch, DDP) and the ``torchrun`` entry point.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 \
         --module ecosystem_assets.vision.train --spec '<TrainSpec JSON>'
 
-Every rank holds the train split in memory; a ``DistributedSampler`` (``set_epoch`` each epoch)
-gives each rank its shard, DDP averages gradients, so N ranks × ``batch_size`` equals one process
-on the global batch. NCCL when CUDA is available, gloo otherwise. Rank 0 checkpoints every epoch
-to storage, reports progress through Dagster Pipes when Dagster launched it, and logs to the
-MLflow run whose id it is given. Without ``torchrun`` it runs as a single process.
+Data streams from the dataset version's WebDataset shards (`vision/shards.py`): each epoch every
+rank reads its own shards of a (seed, epoch) permutation through a DataLoader whose workers decode,
+resize and augment; memory does not grow with the dataset. All ranks take the same number of steps
+and DDP averages their gradients. Each epoch ends with a validation pass (every rank scores its val
+shards, the counts are summed), a learning-rate decision (halved when validation accuracy has not
+improved for ``lr_patience`` epochs) and an early-stopping decision (no improvement for
+``patience`` epochs, or ``max_epochs`` reached); the best epoch's weights are the result. Rank 0
+checkpoints every epoch to storage, reports through Dagster Pipes when Dagster launched it, and
+logs to the MLflow run whose id it is given. NCCL, bf16 autocast, channels_last and pinned-memory
+copies on CUDA; gloo and float32 on CPU. Without ``torchrun`` it runs as a single process.
 """
 
 from __future__ import annotations
@@ -18,30 +23,56 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ecosystem_assets.vision.checkpoints import finish, load_checkpoint, save_checkpoint
 from ecosystem_assets.vision.tracking import NullReporter, Reporter, Tracker, pipes_reporter
 
 MODEL_PREFIX = "models/cnn"
+# Everything that changes the weights: a checkpoint is resumed only by an identical run.
+FINGERPRINT_FIELDS = (
+    "dataset_version",
+    "classes",
+    "max_epochs",
+    "patience",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "lr_patience",
+    "image_size",
+    "color_mode",
+    "augment",
+    "hflip",
+    "seed",
+    "world_size",
+    "loader_workers",  # each worker batches its own shards: the batch sequence depends on their number
+    "code_version",
+)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     storage_url: str
-    source_url: str
-    manifest_key: str
+    shards_key: str  # the shard index of the dataset version (shards.index_key)
     dataset_version: str
     classes: tuple[str, ...]
-    epochs: int = 8
+    max_epochs: int = 30
+    patience: int = 5  # stop after this many epochs without a better validation accuracy; 0: never early
     batch_size: int = 32  # per rank
     learning_rate: float = 2e-3
+    lr_schedule: Literal["plateau", "constant"] = "plateau"
+    lr_patience: int = 2  # plateau: halve the rate after this many epochs without improvement
     image_size: int = 16
     color_mode: str = "L"
+    augment: bool = True
+    hflip: bool = False
     seed: int = 0
     world_size: int = 1
+    loader_workers: int = 2  # DataLoader worker processes per rank
+    cache_dir: str | None = None  # local shard cache (S3 storage); default: <tmp>/ecosystem-assets-shards
+    cache_bytes: int = 4 << 30
     code_version: str = "dev"
     resume: bool = True
     mlflow_tracking_uri: str | None = None
@@ -61,20 +92,9 @@ class TrainSpec:
 
     @property
     def fingerprint(self) -> str:
-        """Everything that changes the weights: a checkpoint is resumed only by an identical run."""
-        keys = (
-            "dataset_version",
-            "classes",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "image_size",
-            "color_mode",
-            "seed",
-            "world_size",
-            "code_version",
-        )
-        return hashlib.sha256(json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what changes the weights (FINGERPRINT_FIELDS)."""
+        values = {k: getattr(self, k) for k in FINGERPRINT_FIELDS}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def prefix(self) -> str:
@@ -86,89 +106,77 @@ class TrainSpec:
         return f"{(self.output_prefix or self.prefix).rstrip('/')}/{name}"
 
 
-def train_epochs(
-    model: Any,
-    optimizer: Any,
-    x: Any,
-    y: Any,
-    *,
-    batch_size: int,
-    seed: int,
-    epochs: int,
-    start_epoch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    x_val: Any = None,
-    y_val: Any = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train from ``start_epoch`` to ``epochs`` on in-memory tensors; one record per epoch (global figures)."""
+@dataclass(frozen=True)
+class Device:
+    """Where the tensors go and how: bf16 autocast, channels_last and non-blocking copies on CUDA only."""
+
+    torch_device: Any
+
+    @property
+    def cuda(self) -> bool:
+        return bool(self.torch_device.type == "cuda")
+
+    def batch(self, x: Any, y: Any) -> tuple[Any, Any]:
+        import torch
+
+        fmt = torch.channels_last if self.cuda else torch.contiguous_format
+        return x.to(self.torch_device, non_blocking=True, memory_format=fmt), y.to(self.torch_device, non_blocking=True)
+
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+
+
+def train_epoch(model: Any, optimizer: Any, batches: Iterable[tuple[Any, Any]], device: Device) -> Any:
+    """One pass over ``batches``; float64 tensor [loss sum, correct, seen] of this rank (on the device)."""
     import torch
-    import torch.distributed as dist
     import torch.nn.functional as F
-    from torch.utils.data.distributed import DistributedSampler
 
-    sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    history = []
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler), device=x.device)
-        model.train()
-        # Accumulated on the device (no per-step host sync), in as few tensor ops as possible.
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), dtype=torch.int64, device=x.device)
-        started = time.perf_counter()
-        for begin in range(0, len(order), batch_size):
-            batch = order[begin : begin + batch_size]
-            xb, yb = x[batch], y[batch]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(batch)
-            correct += (logits.detach().argmax(1) == yb).sum()
-        stats = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(len(order)), dtype=torch.float64, device=x.device)])
-        if world_size > 1:
-            dist.all_reduce(stats)
-        elapsed = time.perf_counter() - started
-        loss_sum, correct, seen = stats.tolist()
-        record = {
-            "epoch": epoch + 1,
-            "epochs": epochs,
-            "loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "images_per_s": seen / elapsed,
-            "seconds": elapsed,
-        }
-        if x_val is not None and len(x_val):
-            record["val_accuracy"] = accuracy(getattr(model, "module", model), x_val, y_val)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return history
+    model.train()
+    # Accumulated on the device (no per-step host sync), in as few tensor ops as possible.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device.torch_device)
+    correct = torch.zeros((), dtype=torch.int64, device=device.torch_device)
+    seen = 0
+    for x_cpu, y_cpu in batches:
+        x, y = device.batch(x_cpu, y_cpu)
+        optimizer.zero_grad(set_to_none=True)
+        with device.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+    return torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device.torch_device)])
 
 
-def accuracy(model: Any, x: Any, y: Any, batch: int = 1024) -> float:
+def count_correct(model: Any, batches: Iterable[tuple[Any, Any]], device: Device) -> Any:
+    """float64 tensor [correct, seen] of ``model`` on ``batches`` (labels of -1 count as wrong)."""
     import torch
 
     model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / max(1, len(x))
+    correct = torch.zeros((), dtype=torch.int64, device=device.torch_device)
+    seen = 0
+    with torch.no_grad(), device.autocast():
+        for x_cpu, y_cpu in batches:
+            x, y = device.batch(x_cpu, y_cpu)
+            correct += (model(x).argmax(1) == y).sum()
+            seen += len(y)
+    return torch.stack([correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device.torch_device)])
 
 
-def load_arrays(spec: TrainSpec) -> dict[str, Any]:
-    """numpy arrays of the train and val splits, pinned to the manifest's object versions."""
-    from ecosystem_assets.storage import open_store
-    from ecosystem_assets.vision.dataset import load_split, open_source, read_manifest
-
-    frame = read_manifest(open_store(spec.storage_url), spec.manifest_key)
-    source = open_source(spec.source_url)
-    arrays = {}
-    for split in ("train", "val"):
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = load_split(source, frame, split, spec.classes, spec.image_size, spec.color_mode)
-    return arrays
+def stop_reason(history: list[dict[str, Any]], spec: TrainSpec) -> str | None:
+    """Why training ends after the last record of ``history``, or None to go on."""
+    last = history[-1]
+    best = max(history, key=lambda r: (r.get("val_accuracy", -1.0), -r["epoch"]))
+    if "val_accuracy" in last and spec.patience and last["epoch"] - best["epoch"] >= spec.patience:
+        return f"validation accuracy did not improve for {spec.patience} epochs (best {best['val_accuracy']:.4f} at epoch {best['epoch']})"
+    if last["epoch"] >= spec.max_epochs:
+        extra = "" if "val_accuracy" in last else "; no validation images, so no early stopping"
+        return f"reached max_epochs {spec.max_epochs}{extra}"
+    return None
 
 
 @dataclass
@@ -180,79 +188,122 @@ class TrainOutcome:
     result: dict[str, Any] | None = None  # rank 0 only
 
 
+@dataclass
+class Best:
+    """The weights of the epoch with the best validation accuracy so far (they become the result)."""
+
+    epoch: int = 0
+    val_accuracy: float = -1.0
+    state: dict[str, Any] | None = None
+
+    def offer(self, record: dict[str, Any], model: Any) -> None:
+        accuracy = record.get("val_accuracy", -1.0)
+        # Without validation images every epoch is "best": the result is then the last one.
+        if self.state is None or "val_accuracy" not in record or accuracy > self.val_accuracy:
+            self.epoch, self.val_accuracy = record["epoch"], accuracy
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def run(spec: TrainSpec, rank: int = 0, world_size: int = 1, local_rank: int = 0, reporter: Reporter | None = None) -> TrainOutcome:
-    """One rank's whole job: data, model, resume, DDP training, and (rank 0) checkpoints, MLflow, result."""
+    """One rank's whole job: shards, model, resume, DDP training, and (rank 0) checkpoints, MLflow, result."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision.model import build_model
+    from ecosystem_assets.vision.shards import Preprocess, Reader, read_index
 
     reporter = reporter or NullReporter()
     if world_size != spec.world_size:
         raise RuntimeError(f"spec was made for {spec.world_size} rank(s) but {world_size} started")
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = Device(torch.device("cuda", local_rank) if cuda else torch.device("cpu"))
     store = open_store(spec.storage_url)
-    arrays = load_arrays(spec)
-    x, y = torch.from_numpy(arrays["x_train"]).to(device), torch.from_numpy(arrays["y_train"]).to(device)
-    x_val, y_val = torch.from_numpy(arrays["x_val"]).to(device), torch.from_numpy(arrays["y_val"]).to(device)
-    if not len(x):
-        raise RuntimeError(f"the train split of {spec.manifest_key} is empty")
+    index = read_index(store, spec.shards_key)
+    if not sum(index.samples("train")):
+        raise RuntimeError(f"the train split of dataset version {spec.dataset_version} is empty")
+    reader = Reader(spec.storage_url, index, spec.batch_size, spec.loader_workers, spec.cache_dir, spec.cache_bytes, pin_memory=cuda)
+    train_images = Preprocess(spec.image_size, spec.color_mode, spec.classes, augment=spec.augment, hflip=spec.hflip)
+    eval_images = Preprocess(spec.image_size, spec.color_mode, spec.classes)
 
-    model = build_model(len(spec.classes), spec.color_mode, spec.image_size, spec.seed).to(device)
+    model = build_model(len(spec.classes), spec.color_mode, spec.image_size, spec.seed).to(device.torch_device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=spec.lr_patience)
+        if spec.lr_schedule == "plateau"
+        else None
+    )
+    best = Best()
     checkpoint = load_checkpoint(store, spec) if spec.resume else None
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
         history = list(checkpoint["history"])
+        best = Best(**checkpoint["best"])
     start = len(history)
     reporter.log(
-        f"rank {rank}/{world_size} on {device} ({('nccl' if cuda else 'gloo') if world_size > 1 else 'single process'}): "
-        f"{len(x)} train / {len(x_val)} val images, " + (f"resuming after epoch {start}" if start else "starting at epoch 1")
+        f"rank {rank}/{world_size} on {device.torch_device} ({('nccl' if cuda else 'gloo') if world_size > 1 else 'single process'}): "
+        f"{sum(index.samples('train'))} train / {sum(index.samples('val'))} val images in "
+        f"{len(index.shards('train'))} / {len(index.shards('val'))} shards, {spec.loader_workers} loader workers; "
+        + (f"resuming after epoch {start}" if start else "starting at epoch 1")
     )
     net = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
 
+    def global_sum(stats: Any) -> list[float]:
+        if world_size > 1:
+            dist.all_reduce(stats)
+        return [float(v) for v in stats.tolist()]
+
     with Tracker(spec, world_size, start) if rank == 0 else contextlib.nullcontext() as tracker:
         if tracker is not None:
             tracker.replay(history)
-
-        def on_epoch(record: dict[str, Any]) -> None:
+        where = {"seed": spec.seed, "rank": rank, "world_size": world_size}
+        while not history or history[-1].get("stop") is None:
+            epoch = len(history)
+            started = time.perf_counter()
+            batches = reader.batches("train", train_images, epoch=epoch, shuffle=True, equal_steps=True, **where)
+            loss_sum, correct, seen = global_sum(train_epoch(net, optimizer, batches, device))
+            elapsed = time.perf_counter() - started
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "epochs": spec.max_epochs,
+                "loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "images_per_s": seen / elapsed,
+                "seconds": elapsed,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+            }
+            val_correct, val_seen = global_sum(count_correct(model, reader.batches("val", eval_images, **where), device))
+            if val_seen:
+                record["val_accuracy"] = val_correct / val_seen
+                if scheduler is not None:
+                    scheduler.step(record["val_accuracy"])
+            best.offer(record, model)
             history.append(record)
-            if rank != 0:
-                return
-            key = save_checkpoint(store, spec, model, optimizer, history)
-            reporter.epoch(record, key)
-            if tracker is not None:
-                tracker.epoch(record)
-
-        train_epochs(
-            net,
-            optimizer,
-            x,
-            y,
-            batch_size=spec.batch_size,
-            seed=spec.seed,
-            epochs=spec.epochs,
-            start_epoch=start,
-            rank=rank,
-            world_size=world_size,
-            x_val=x_val,
-            y_val=y_val,
-            on_epoch=on_epoch,
-        )
+            record["stop"] = stop_reason(history, spec)
+            if rank == 0:
+                key = save_checkpoint(store, spec, model, optimizer, scheduler, history, best)
+                reporter.epoch(record, key)
+                if tracker is not None:
+                    tracker.epoch(record)
+        if best.state is not None:
+            model.load_state_dict(best.state)  # the result is the best epoch's weights
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         result = None
         if rank == 0:
-            model_uri = (
-                tracker.log_model(model.cpu(), arrays["x_val"][:2] if len(x_val) >= 2 else arrays["x_train"][:2]) if tracker else None
-            )
-            result = finish(store, spec, state, history, start, world_size, str(device), model_uri)
+            model_uri = None
+            if tracker is not None and tracker.active:
+                example = next(iter(reader.batches("val" if sum(index.samples("val")) else "train", eval_images)))[0][:2]
+                model_uri = tracker.log_model(model.cpu().float(), example.numpy())
+            result = finish(store, spec, state, history, start, world_size, str(device.torch_device), model_uri, best.epoch)
             reporter.done(result)
     if world_size > 1:
         dist.barrier()  # keep the group alive until rank 0 has published

@@ -127,8 +127,8 @@ def deployed_job(bootstrap_env: dict[str, str] | None = None) -> dict[str, Any]:
     spec = train_spec(
         config,
         storage_url=settings.storage_url,
-        dataset_metadata={"source_url": settings.image_dataset_url, "dataset_version": "d" * 16, "classes": ["cat", "dog"]},
-        manifest_key=f"datasets/manifests/{'d' * 16}.parquet",
+        shards_metadata={"dataset_version": "d" * 16, "classes": ["cat", "dog"], "image_stats": {"median_width": 96, "median_height": 64}},
+        shards_key=f"datasets/shards/{'d' * 16}/index.json",
         world_size=training.node_count * nproc,
         mlflow_tracking_uri=settings.mlflow_tracking_uri,
         mlflow_run_id="f" * 32,

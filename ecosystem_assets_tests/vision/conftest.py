@@ -67,6 +67,7 @@ def vision_defs(ecosystem_env) -> Callable[[], object]:
 class DigitsStore(NamedTuple):
     store: Any  # a LocalStore
     manifest: Any  # dataset.Manifest, written at manifest.key in store
+    shards: Any  # shards.ShardIndex of the manifest's version, in store
 
 
 @pytest.fixture(scope="session")
@@ -74,31 +75,40 @@ def digits_store(tmp_path_factory: pytest.TempPathFactory) -> DigitsStore:
     """Local storage holding the digits default and its manifest (shared: it is never modified)."""
     from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision import dataset as ds
+    from ecosystem_assets.vision.shards import pack
 
     store = open_store(str(tmp_path_factory.mktemp("digits-storage")))
-    manifest = ds.build_manifest(ds.ensure_digits(store))
+    source = ds.ensure_digits(store)
+    manifest = ds.build_manifest(source)
     ds.write_manifest(store, manifest)
-    return DigitsStore(store, manifest)
+    index, _ = pack(store, source, manifest.frame, manifest.version)
+    return DigitsStore(store, manifest, index)
 
 
 def digits_spec(digits: DigitsStore, storage_root: Path | None = None, **overrides):
-    """A TrainSpec on the digits manifest; ``storage_root`` redirects checkpoints to a fresh store."""
+    """A TrainSpec on the digits shards (fixed epochs, no augmentation, in-process loading unless
+    overridden); ``storage_root`` redirects checkpoints to a fresh store holding a copy of the shards."""
     import shutil
 
     from ecosystem_assets.vision.train import TrainSpec
 
-    store, manifest = digits
+    store, manifest, index = digits
     storage_url = store.url
-    if storage_root is not None:  # copy only the manifest; images are still read from the shared source
-        shutil.copytree(Path(store.url) / "datasets" / "manifests", storage_root / "datasets" / "manifests")
+    if storage_root is not None:
+        for folder in ("manifests", "shards"):
+            shutil.copytree(Path(store.url) / "datasets" / folder, storage_root / "datasets" / folder)
         storage_url = str(storage_root)
     values = dict(
         storage_url=storage_url,
-        source_url=manifest.source_url,
-        manifest_key=manifest.key,
+        shards_key=index.key,
         dataset_version=manifest.version,
         classes=tuple(manifest.classes),
         image_size=8,
         batch_size=32,
+        max_epochs=2,
+        patience=0,
+        lr_schedule="constant",
+        augment=False,
+        loader_workers=0,
     )
     return TrainSpec(**{**values, **overrides})

@@ -55,20 +55,25 @@ def _weights(storage: Path, spec) -> dict:
 
 
 def _spec(images: Path, storage: Path):
-    """A TrainSpec on a small ImageFolder (3 classes × 40 8×8 images), its manifest in ``storage``."""
+    """A TrainSpec on a small ImageFolder (3 classes × 40 8×8 images), its shards in ``storage``.
+
+    Augmentation, the learning-rate schedule and loader workers on: the layouts must agree on all of it."""
     from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision import dataset as ds
+    from ecosystem_assets.vision.shards import pack
     from ecosystem_assets.vision.train import TrainSpec
 
-    manifest = ds.build_manifest(open_store(str(images)))
-    ds.write_manifest(open_store(str(storage)), manifest)
+    source = open_store(str(images))
+    manifest = ds.build_manifest(source)
+    index, _ = pack(open_store(str(storage)), source, manifest.frame, manifest.version)
     return TrainSpec(
         storage_url=str(storage),
-        source_url=str(images),
-        manifest_key=manifest.key,
+        shards_key=index.key,
         dataset_version=manifest.version,
         classes=tuple(manifest.classes),
-        epochs=2,
+        max_epochs=2,
+        patience=1,
+        loader_workers=1,
         batch_size=8,  # per rank: a global batch of 16 in both layouts
         learning_rate=1e-3,
         image_size=8,

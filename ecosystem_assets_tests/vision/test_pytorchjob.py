@@ -179,6 +179,7 @@ def test_training_runs_as_a_pytorchjob_and_reports_through_s3(
     from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision import dataset as ds
     from ecosystem_assets.vision.assets import CnnTrainingConfig, train_spec
+    from ecosystem_assets.vision.shards import pack
     from ecosystem_assets_tests.deploy.test_pytorchjob_crd import pytorchjob_errors
 
     images_url = f"s3://{s3_bucket}/images"
@@ -207,7 +208,7 @@ def test_training_runs_as_a_pytorchjob_and_reports_through_s3(
         message_interval_s=0.2,
     )
     manifest = ds.build_manifest(open_store(images_url))
-    ds.write_manifest(open_store(settings.storage_url), manifest)
+    index, _ = pack(open_store(settings.storage_url), open_store(images_url), manifest.frame, manifest.version)
 
     # The pod's world: the image's environment (the venv's python first on PATH, like /opt/venv in
     # the image), S3 credentials as IRSA would provide them, the ConfigMap and the Secret it names.
@@ -228,13 +229,13 @@ def test_training_runs_as_a_pytorchjob_and_reports_through_s3(
     def cnn_model(context) -> dg.MaterializeResult:
         # What cnn_model does around its MLflow run (vision/assets.py).
         training, storage = context.resources.training, context.resources.storage
-        config = CnnTrainingConfig(epochs=2, batch_size=4, image_size=8)
+        config = CnnTrainingConfig(max_epochs=2, batch_size=4, image_size=8)
         nproc = training.processes_per_node(config.nproc_per_node)
         spec = train_spec(
             config,
             storage_url=storage.url,
-            dataset_metadata={"source_url": images_url, "dataset_version": manifest.version, "classes": manifest.classes},
-            manifest_key=manifest.key,
+            shards_metadata={"dataset_version": manifest.version, "classes": list(index.classes)},
+            shards_key=index.key,
             world_size=training.node_count * nproc,
             mlflow_tracking_uri=None,
             mlflow_run_id=None,

@@ -18,29 +18,31 @@ from ecosystem_assets_tests.vision.conftest import digits_spec
 
 
 def _reference_training(spec, world_size: int) -> dict:
-    """One process, stepping on the *union* of what each DDP rank sees at each step."""
+    """One process, stepping on what every DDP rank reads at each step (same shards, same order, same
+    augmentation), with the loss averaged over the ranks' batch means as DDP averages their gradients."""
     import torch
     import torch.nn.functional as F
-    from torch.utils.data.distributed import DistributedSampler
 
+    from ecosystem_assets.storage import open_store
     from ecosystem_assets.vision.model import build_model
-    from ecosystem_assets.vision.train import load_arrays
+    from ecosystem_assets.vision.shards import Preprocess, Reader, read_index
 
-    arrays = load_arrays(spec)
-    x, y = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])
+    reader = Reader(spec.storage_url, read_index(open_store(spec.storage_url), spec.shards_key), spec.batch_size, spec.loader_workers)
+    images = Preprocess(spec.image_size, spec.color_mode, spec.classes, augment=spec.augment, hflip=spec.hflip)
     model = build_model(len(spec.classes), spec.color_mode, spec.image_size, spec.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
-    for epoch in range(spec.epochs):
-        shards = []
-        for rank in range(world_size):
-            sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed)
-            sampler.set_epoch(epoch)
-            shards.append(list(sampler))
-        for begin in range(0, len(shards[0]), spec.batch_size):
-            batch = torch.tensor([i for shard in shards for i in shard[begin : begin + spec.batch_size]])
+    steps = 0
+    for epoch in range(spec.max_epochs):
+        ranks = [
+            reader.batches("train", images, epoch=epoch, seed=spec.seed, rank=r, world_size=world_size, shuffle=True, equal_steps=True)
+            for r in range(world_size)
+        ]
+        for batches in zip(*ranks, strict=True):
             optimizer.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            (sum(F.cross_entropy(model(x), y) for x, y in batches) / world_size).backward()
             optimizer.step()
+            steps += 1
+    assert steps > 2 * 10, steps  # both epochs took many steps: the comparison below means something
     return model.state_dict()
 
 
@@ -50,7 +52,7 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
 
     from ecosystem_assets.vision import train
 
-    spec = digits_spec(digits_store, tmp_path / "storage", epochs=2, batch_size=16, world_size=2, learning_rate=1e-3)
+    spec = digits_spec(digits_store, tmp_path / "storage", batch_size=16, world_size=2, learning_rate=1e-3, augment=True)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -69,15 +71,20 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
     assert rank0.state_dict.keys() == rank1.state_dict.keys()
     for name in rank0.state_dict:
         assert torch.equal(rank0.state_dict[name], rank1.state_dict[name]), f"ranks disagree on {name}"
-    # The loss each rank reports is the all-reduced global one, hence identical too.
-    assert [r["loss"] for r in rank0.history] == [r["loss"] for r in rank1.history]
+    # The loss and validation accuracy each rank reports are the all-reduced global ones, hence identical too.
+    assert [(r["loss"], r["val_accuracy"]) for r in rank0.history] == [(r["loss"], r["val_accuracy"]) for r in rank1.history]
+    assert rank0.history[-1]["stop"] == "reached max_epochs 2"
+    # patience=0: the result is the last epoch's weights only if it was the best; compare the last epoch's checkpoint.
+    import io
+
+    last = torch.load(io.BytesIO((tmp_path / "storage" / spec.prefix / "checkpoints" / "epoch-0002.pt").read_bytes()), weights_only=True)
 
     reference = _reference_training(spec, world_size=2)
     initial = _initial_weights(spec)
     for name, value in reference.items():
         moved = (value - initial[name]).abs().max().item()
         assert moved > 1e-3, f"{name} barely trained; the comparison would prove nothing"
-        assert torch.allclose(rank0.state_dict[name], value, atol=2e-5, rtol=1e-4), f"{name} differs from single-process training"
+        assert torch.allclose(last["model"][name], value, atol=2e-5, rtol=1e-4), f"{name} differs from single-process training"
 
     # Rank 0 published a result and a checkpoint per epoch.
     assert rank0.result is not None and rank1.result is None
@@ -125,7 +132,18 @@ def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path
     from ecosystem_assets.vision import train
 
     epochs = 6
-    spec = digits_spec(digits_store, tmp_path / "storage", epochs=epochs, learning_rate=1e-3)
+    # Everything stateful on: augmentation, the LR schedule, early stopping, loader workers.
+    spec = digits_spec(
+        digits_store,
+        tmp_path / "storage",
+        max_epochs=epochs,
+        patience=3,
+        lr_schedule="plateau",
+        lr_patience=1,
+        augment=True,
+        loader_workers=1,
+        learning_rate=1e-3,
+    )
     command = [sys.executable, "-m", "ecosystem_assets.vision.train", "--spec", spec.to_json()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -150,15 +168,18 @@ def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming after epoch {done}" in second.stdout
     trained = [int(line.split()[1].split("/")[0]) for line in second.stdout.splitlines() if line.startswith("epoch ")]
-    assert trained == list(range(done + 1, epochs + 1))
     result = json.loads((tmp_path / "storage" / spec.prefix / "result.json").read_text())
-    assert result["resumed_from_epoch"] == done and len(result["history"]) == epochs
+    stopped = len(result["history"])  # max_epochs, or earlier when patience ran out
+    assert trained == list(range(done + 1, stopped + 1))
+    assert result["resumed_from_epoch"] == done and result["stop_reason"] == result["history"][-1]["stop"] is not None
     resumed = torch.load(io.BytesIO((tmp_path / "storage" / spec.prefix / "model.pt").read_bytes()), weights_only=True)["model"]
 
     # The interruption changed nothing: same weights as one uninterrupted run.
     # One thread here as in the subprocesses (OMP_NUM_THREADS=1): the same reduction order.
     uninterrupted = train.run(train.TrainSpec.from_json(json.dumps({**json.loads(spec.to_json()), "resume": False})))
     assert uninterrupted.resumed_from_epoch == 0
+    figures = ("epoch", "loss", "train_accuracy", "val_accuracy", "learning_rate", "stop")
+    assert [[r[f] for f in figures] for r in uninterrupted.history] == [[r[f] for f in figures] for r in result["history"]]
     for name, value in uninterrupted.state_dict.items():
         assert torch.allclose(resumed[name], value, atol=1e-6), f"{name} differs after resume"
 
@@ -167,7 +188,18 @@ def test_spec_fingerprint_separates_runs_that_train_differently(digits_store):
     base = digits_spec(digits_store)
     assert base.fingerprint == digits_spec(digits_store).fingerprint
     assert base.fingerprint == digits_spec(digits_store, resume=False, mlflow_run_id="x").fingerprint  # bookkeeping only
-    for change in ({"epochs": 9}, {"seed": 1}, {"world_size": 2}, {"dataset_version": "other"}, {"learning_rate": 0.1}):
+    changes = (
+        {"max_epochs": 9},
+        {"patience": 2},
+        {"seed": 1},
+        {"world_size": 2},
+        {"dataset_version": "other"},
+        {"learning_rate": 0.1},
+        {"augment": True},
+        {"loader_workers": 3},
+        {"lr_schedule": "plateau"},
+    )
+    for change in changes:
         assert digits_spec(digits_store, **change).fingerprint != base.fingerprint, change
     with pytest.raises(ValueError, match="multiple of 4"):
         from ecosystem_assets.vision.model import build_model
@@ -178,7 +210,7 @@ def test_spec_fingerprint_separates_runs_that_train_differently(digits_store):
 def test_rgb_mode_trains_a_three_channel_network(digits_store, tmp_path, one_torch_thread):
     from ecosystem_assets.vision import train
 
-    spec = digits_spec(digits_store, tmp_path / "storage", epochs=1, color_mode="RGB", image_size=12)
+    spec = digits_spec(digits_store, tmp_path / "storage", max_epochs=1, color_mode="RGB", image_size=12)
     outcome = train.run(spec)
     assert outcome.state_dict["features.0.weight"].shape == (16, 3, 3, 3)
     assert outcome.result["color_mode"] == "RGB" and outcome.history[0]["train_accuracy"] > 0.3
