@@ -26,7 +26,8 @@ def test_loads_without_heavy_libraries():
 EDGES = {
     "sales_summary_csv": {"raw_sales"},
     "sales_report_email": {"sales_summary_csv"},
-    "cnn_model": {"image_dataset"},
+    "image_shards": {"image_dataset"},
+    "cnn_model": {"image_shards"},
     "cnn_evaluation": {"cnn_model"},
     "fraud_features": {"fraud_transactions"},
     "fraud_model": {"fraud_features"},

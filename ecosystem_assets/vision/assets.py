@@ -70,7 +70,12 @@ class CnnTrainingConfig(dg.Config):
     )
     augment: bool = Field(default=True, description="Light augmentation of training images: small shifts, ±10 % brightness/contrast.")
     hflip: bool = Field(default=False, description="Also flip training images left-right (not for digits or text).")
-    loader_workers: int = Field(default=2, ge=0, description="DataLoader worker processes per training process (decode, resize, augment).")
+    loader_workers: int = Field(
+        default=-1,
+        ge=-1,
+        description="DataLoader worker processes per training process (decode, resize, augment); 0: in the training process; "
+        "-1: a quarter of the node's cores per process, 1 to 4.",
+    )
     nproc_per_node: int = Field(
         default=0,
         ge=0,
@@ -234,6 +239,7 @@ def cnn_model(
             shards_metadata=shards.metadata,
             shards_key=shards.storage_key,
             world_size=nodes * nproc,
+            cpus_per_process=training.cpus_per_node() // nproc,
             mlflow_tracking_uri=mlflow_tracking.tracking_uri,
             mlflow_run_id=run_id,
             dagster_run_id=context.run_id,
@@ -343,6 +349,7 @@ def train_spec(
     mlflow_tracking_uri: str | None,
     mlflow_run_id: str | None,
     dagster_run_id: str,
+    cpus_per_process: int = 1,
 ) -> "TrainSpec":
     """What ``cnn_model`` asks the training processes to do, from its config and the shards it read."""
     from ecosystem_assets.vision.train import TrainSpec
@@ -364,7 +371,8 @@ def train_spec(
         hflip=config.hflip,
         seed=config.seed,
         world_size=world_size,
-        loader_workers=config.loader_workers,
+        # Decoding a thumbnail costs far less than a training step on it: a few workers keep a rank fed.
+        loader_workers=config.loader_workers if config.loader_workers >= 0 else min(4, max(1, cpus_per_process // 4)),
         code_version=CODE_VERSION,
         resume=config.resume,
         mlflow_tracking_uri=mlflow_tracking_uri,

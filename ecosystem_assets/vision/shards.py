@@ -121,7 +121,12 @@ def read_index(store: Store, key: str) -> ShardIndex:
         splits = {split: list(data["splits"][split]) for split in SPLITS}
         for entries in splits.values():
             for entry in entries:
-                if not (isinstance(entry["key"], str) and entry["key"].startswith(prefix) and int(entry["samples"]) > 0):
+                if not (
+                    isinstance(entry["key"], str)
+                    and entry["key"].startswith(prefix)
+                    and int(entry["samples"]) > 0
+                    and int(entry["bytes"]) > 0
+                ):
                     raise ValueError(f"shard entry {entry!r} is not a shard of this version")
         classes = tuple(str(c) for c in data["classes"])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -270,10 +275,13 @@ class ShardOpener:
     """Pipeline stage: shard keys in, ``{"url", "stream"}`` out. A local store's files are opened in
     place; any other store's shard is copied whole into ``cache_dir`` (atomic rename; shards are
     immutable, so a cached copy never goes stale) and the cache is trimmed to ``cache_bytes`` by
-    least-recent use. Files being read when trimmed stay readable until closed (POSIX unlink)."""
+    least-recent use. Files being read when trimmed stay readable until closed (POSIX unlink).
 
-    def __init__(self, storage_url: str, cache_dir: str | None, cache_bytes: int):
-        self.storage_url, self.cache_dir, self.cache_bytes = storage_url, cache_dir, cache_bytes
+    Every shard's size is checked against the index before it is read: Python's streaming tar reader
+    ends quietly at a header cut short, so a truncated shard would otherwise lose images silently."""
+
+    def __init__(self, storage_url: str, sizes: dict[str, int], cache_dir: str | None, cache_bytes: int):
+        self.storage_url, self.sizes, self.cache_dir, self.cache_bytes = storage_url, sizes, cache_dir, cache_bytes
         self._store: Store | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # workers open their own store (an S3 client is per process)
@@ -290,9 +298,16 @@ class ShardOpener:
             key = shard["url"]
             path = self.local_path(key)
             try:
-                stream = open(path, "rb")  # noqa: SIM115 — closed by the tar reader's consumer below
+                stream = open(path, "rb")  # noqa: SIM115 — closed below, once the tar reader is done with it
             except FileNotFoundError:
                 raise ShardError(f"shard {self.store.uri(key)} is missing: re-materialize image_shards") from None
+            size = os.fstat(stream.fileno()).st_size
+            if size != self.sizes[key]:
+                stream.close()
+                raise ShardError(
+                    f"shard {self.store.uri(key)} is {size} bytes but its index says {self.sizes[key]}: "
+                    "truncated or replaced; re-materialize image_shards"
+                )
             try:
                 yield {"url": self.store.uri(key), "stream": stream}
             finally:
@@ -308,7 +323,7 @@ class ShardOpener:
 
         root = Path(self.cache_dir or Path(tempfile.gettempdir()) / "ecosystem-assets-shards")
         path = root / hashlib.sha256(store.uri(key).encode()).hexdigest()[:32]
-        if path.exists():
+        if path.exists() and path.stat().st_size == self.sizes[key]:
             os.utime(path)  # recently used: trimmed last
             return path
         root.mkdir(parents=True, exist_ok=True)
@@ -406,7 +421,7 @@ class Reader:
         pipeline = wds.DataPipeline(
             wds.SimpleShardList([keys[i] for i in mine]),
             wds.split_by_worker,
-            ShardOpener(self.storage_url, self.cache_dir, self.cache_bytes),
+            ShardOpener(self.storage_url, {e["key"]: int(e["bytes"]) for e in self.index.splits[split]}, self.cache_dir, self.cache_bytes),
             _Samples(preprocess, seed, epoch, rank, self.shuffle_buffer if shuffle else 0),
             wds.batched(self.batch_size, collation_fn=_collate, partial=True),
         )

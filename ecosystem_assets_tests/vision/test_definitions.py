@@ -26,7 +26,7 @@ def test_vision_definitions_shape(vision_defs):
     defs = vision_defs()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "vision"}
-    assert keys == {"image_dataset", "cnn_model", "cnn_evaluation"}
+    assert keys == {"image_dataset", "image_shards", "cnn_model", "cnn_evaluation"}
     assert {graph.get(dg.AssetKey(k)).group_name for k in keys} == {"vision"}
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys if c.asset_key.to_user_string() in keys}
     assert checks == {
@@ -35,7 +35,8 @@ def test_vision_definitions_shape(vision_defs):
         ("image_dataset", "no_train_test_leakage"),
         ("cnn_evaluation", "cnn_accuracy_above_threshold"),
     }
-    assert graph.get(dg.AssetKey("cnn_model")).parent_keys == {dg.AssetKey("image_dataset")}
+    assert graph.get(dg.AssetKey("image_shards")).parent_keys == {dg.AssetKey("image_dataset")}
+    assert graph.get(dg.AssetKey("cnn_model")).parent_keys == {dg.AssetKey("image_shards")}
     assert defs.resolve_job_def("vision_training_job") is not None
     for key in keys:
         assert graph.get(dg.AssetKey(key)).description, f"{key} has no docstring"

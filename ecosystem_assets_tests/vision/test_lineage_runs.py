@@ -181,7 +181,7 @@ def test_concurrent_dataset_runs_each_check_their_own_dataset(tmp_path, dagster_
     assert reported["first"][1] is False and reported["second"][1] is True, reported
 
 
-SMALL_TRAINING = {"epochs": 1, "nproc_per_node": 1, "threads_per_process": 1, "image_size": 8, "batch_size": 16}
+SMALL_TRAINING = {"max_epochs": 1, "nproc_per_node": 1, "threads_per_process": 1, "image_size": 8, "batch_size": 16}
 
 
 def _run(defs, instance, keys, config=None) -> dg.ExecuteInProcessResult:
@@ -208,9 +208,9 @@ def test_evaluation_reads_the_model_of_its_own_run_else_the_latest(tmp_path, mon
     defs = vision_defs()
     storage = open_store(Settings.from_env().storage_url)
 
-    first = _run(defs, dagster_instance, ["image_dataset", "cnn_model"], {"cnn_model": {"config": SMALL_TRAINING}})
+    first = _run(defs, dagster_instance, ["image_dataset", "image_shards", "cnn_model"], {"cnn_model": {"config": SMALL_TRAINING}})
     model_a = _metadata(first, "cnn_model")
-    assert model_a["input/image_dataset"]["run_id"] == first.run_id
+    assert model_a["input/image_shards"]["run_id"] == first.run_id
 
     # A run that trains model B (another seed) and evaluates: the evaluation is of B, not of A.
     evaluate = {"cnn_evaluation": {"config": {"accuracy_threshold": 0.0}}}
@@ -218,7 +218,7 @@ def test_evaluation_reads_the_model_of_its_own_run_else_the_latest(tmp_path, mon
         defs, dagster_instance, ["cnn_model", "cnn_evaluation"], {"cnn_model": {"config": {**SMALL_TRAINING, "seed": 1}}, **evaluate}
     )
     model_b, evaluated = _metadata(second, "cnn_model"), _metadata(second, "cnn_evaluation")
-    assert model_b["input/image_dataset"]["run_id"] == first.run_id  # this run built no dataset: the latest
+    assert model_b["input/image_shards"]["run_id"] == first.run_id  # this run packed no shards: the latest
     assert model_b[STORAGE_KEY] != model_a[STORAGE_KEY] and model_b["mlflow_run_id"] != model_a["mlflow_run_id"]
     assert second.run_id in model_b[STORAGE_KEY] and first.run_id in model_a[STORAGE_KEY]  # run-keyed results
     assert evaluated["input/cnn_model"]["run_id"] == second.run_id

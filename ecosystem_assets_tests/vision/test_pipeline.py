@@ -33,16 +33,22 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     model = _metadata(result, "cnn_model")
     # What Dagster's staleness compares: the dataset version this model was trained on.
     tags = result.asset_materializations_for_node("cnn_model")[0].tags
-    assert tags["dagster/input_data_version/image_dataset"] == dataset["dataset_version"]
-    assert model["epochs_trained"] == 8 and model["world_size"] == 2 and model["device"] == "cpu"
+    assert tags["dagster/input_data_version/image_shards"] == dataset["dataset_version"]
+    shards = _metadata(result, "image_shards")
+    assert shards["images"] == 1797 and shards["reused"] is False and shards["input/image_dataset"]["run_id"] == result.run_id
+    # The defaults: train until validation accuracy stops improving (30 epochs at most), keep the best epoch.
+    epochs = model["epochs_trained"]
+    assert 1 <= model["best_epoch"] <= epochs <= 30 and model["world_size"] == 2 and model["device"] == "cpu"
+    assert model["stop_reason"].startswith(("validation accuracy did not improve for 5 epochs", "reached max_epochs 30"))
+    assert model["stop_reason"] in model["history"] and model["image_size"] == 16 and model["color_mode"] == "L"  # from the 8×8 grey digits
     assert model["dataset_version"] == dataset["dataset_version"] and model["images_per_s"] > 0
     # Rank 0's progress reached the Dagster run's log through Pipes, epoch by epoch.
     messages = [entry.user_message for entry in dagster_instance.all_logs(result.run_id)]
-    for epoch in range(1, 9):
-        assert any(m.startswith(f"epoch {epoch}/8 loss") for m in messages), f"no progress line for epoch {epoch}"
+    for epoch in range(1, epochs + 1):
+        assert any(m.startswith(f"epoch {epoch}/30 loss") for m in messages), f"no progress line for epoch {epoch}"
 
     # Each step names the upstream materialization it read: this run's.
-    assert model["input/image_dataset"]["run_id"] == result.run_id and model["storage_key"].endswith(f"/runs/{result.run_id}/result.json")
+    assert model["input/image_shards"]["run_id"] == result.run_id and model["storage_key"].endswith(f"/runs/{result.run_id}/result.json")
     evaluation = _metadata(result, "cnn_evaluation")
     assert evaluation["input/cnn_model"]["run_id"] == result.run_id
     accuracy = evaluation["test_accuracy"]
@@ -59,14 +65,14 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     assert run.data.params["dataset_version"] == dataset["dataset_version"]
     assert run.data.params["world_size"] == "2" and run.data.params["code_version"] and run.data.params["git_commit"]
     assert run.data.metrics["test_accuracy"] == accuracy
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 9))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
     assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
     info = mlflow.models.get_model_info(model["mlflow_model_uri"])
     assert info.signature is not None and "-1, 1, 16, 16" in str(info.signature.inputs)
     assert str(client.get_model_version_by_alias("image-classifier", "champion").version) == "1"
 
     # A worse challenger: one epoch with a tiny learning rate on one process.
-    challenger = {"cnn_model": {"config": {"epochs": 1, "learning_rate": 1e-4, "nproc_per_node": 1, "threads_per_process": 1}}}
+    challenger = {"cnn_model": {"config": {"max_epochs": 1, "learning_rate": 1e-4, "nproc_per_node": 1, "threads_per_process": 1}}}
     assert _run(defs, dagster_instance, ["cnn_model"], challenger).success
 
     blocked = _run(defs, dagster_instance, ["cnn_evaluation"], raise_on_error=False)
