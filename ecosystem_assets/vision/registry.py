@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +136,10 @@ def evaluate_and_promote(
     except ShardError as exc:
         raise EvaluationError(str(exc)) from None
     model = mlflow.pytorch.load_model(info["mlflow_model_uri"])
-    y, predicted = ev.predict_batches(model, test_batches(store, index, info["classes"], info["image_size"], info["color_mode"]))
+    try:
+        y, predicted = ev.predict_batches(model, test_batches(store, index, info["classes"], info["image_size"], info["color_mode"]))
+    except ShardError as exc:  # raised in a loader worker: DataLoader re-raises it with the worker's traceback
+        raise EvaluationError(re.sub(r"^[\w.]*ShardError: ", "", str(exc).strip().splitlines()[-1])) from None
     if not len(y):
         raise EvaluationError(f"the test split of dataset {info['dataset_version']} is empty: nothing to evaluate on")
     report = ev.report(y, predicted, info["classes"])
