@@ -234,7 +234,8 @@ class Preprocess:
     augment: bool = False
     hflip: bool = False
 
-    def __call__(self, sample: dict[str, Any], rng: Any) -> tuple[Any, int]:
+    def __call__(self, sample: dict[str, Any]) -> tuple[Any, int]:
+        """(float32 C×H×W array, class index or -1); augmentation is done per batch (`augment`)."""
         import numpy as np
 
         from ecosystem_assets.vision.dataset import decode_image
@@ -247,28 +248,31 @@ class Preprocess:
             array = decode_image(image, self.image_size, self.color_mode)
         except Exception as exc:  # noqa: BLE001 — a decoder failure names the image
             raise ShardError(f"{meta.get('path')} in {sample.get('__url__')} does not decode: {type(exc).__name__}: {exc}") from None
-        if self.augment:
-            array = augment(array, rng, self.hflip)
         label = self.classes.index(meta["label"]) if meta["label"] in self.classes else -1
         return np.ascontiguousarray(array, dtype=np.float32), label
 
 
-def augment(array: Any, rng: Any, hflip: bool) -> Any:
-    """Light augmentation that keeps the label of any image set (digits, text, oriented objects):
-    a shift of up to 1/8 of the side (reflect padding), ±10 % brightness and contrast; horizontal
-    flips only when asked (they change digits and text)."""
+def augment(batch: Any, rng: Any, hflip: bool) -> Any:
+    """Light augmentation of a float32 B×C×H×W batch that keeps the label of any image set (digits,
+    text, oriented objects): a shift of up to 1/8 of the side (reflect padding), ±10 % brightness and
+    contrast; horizontal flips only when asked (they change digits and text). Whole-batch numpy
+    operations: per image, a dozen small numpy calls cost more than decoding it."""
     import numpy as np
 
-    _, height, width = array.shape
+    count, _, height, width = batch.shape
     pad = max(1, height // 8)
-    padded = np.pad(array, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    top, left = rng.integers(0, 2 * pad + 1, size=2)
-    array = padded[:, top : top + height, left : left + width]
-    if hflip and rng.random() < 0.5:
-        array = array[:, :, ::-1]
-    mean = array.mean()
-    array = (array - mean) * rng.uniform(0.9, 1.1) + mean * rng.uniform(0.9, 1.1)
-    return np.clip(array, 0.0, 1.0)
+    padded = np.pad(batch, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    shifts = rng.integers(0, 2 * pad + 1, size=(count, 2))
+    out = np.empty_like(batch)
+    for i, (top, left) in enumerate(shifts):
+        out[i] = padded[i, :, top : top + height, left : left + width]
+    if hflip:
+        flip = rng.random(count) < 0.5
+        out[flip] = out[flip, :, :, ::-1]
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    contrast, brightness = rng.uniform(0.9, 1.1, size=(2, count, 1, 1, 1)).astype(np.float32)
+    out = (out - mean) * contrast + mean * brightness
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 class ShardOpener:
@@ -344,7 +348,7 @@ class ShardOpener:
 class _Samples:
     """Pipeline stage in each worker: tar streams → samples → (train) seeded buffer shuffle →
     preprocessed (array, label) pairs. Seeds come from (seed, epoch, rank, worker), so a resumed
-    epoch sees exactly the order and augmentation of the original one."""
+    epoch sees exactly the order of the original one."""
 
     def __init__(self, preprocess: Preprocess, seed: int, epoch: int, rank: int, shuffle_buffer: int):
         self.preprocess, self.seed, self.epoch, self.rank, self.shuffle_buffer = preprocess, seed, epoch, rank, shuffle_buffer
@@ -362,16 +366,30 @@ class _Samples:
             samples = wds.shuffle(
                 self.shuffle_buffer, initial=self.shuffle_buffer, seed=int(np.random.SeedSequence(seed).generate_state(1)[0])
             )(samples)
-        rng = np.random.default_rng(seed)
         for sample in samples:
-            yield self.preprocess(sample, rng)
+            yield self.preprocess(sample)
 
 
-def _collate(samples: list[tuple[Any, int]]) -> tuple[Any, Any]:
-    import numpy as np
-    import torch
+class _Collate:
+    """Batch (x, y) tensors from preprocessed samples, augmented when the preprocessing asks for it,
+    with a generator seeded by (seed, epoch, rank, worker): a resumed epoch gets the same augmentation."""
 
-    return torch.from_numpy(np.stack([x for x, _ in samples])), torch.tensor([y for _, y in samples], dtype=torch.int64)
+    def __init__(self, preprocess: Preprocess, seed: int, epoch: int, rank: int):
+        self.preprocess, self.seed = preprocess, [seed, epoch, rank]
+        self._rng: Any = None
+
+    def __call__(self, samples: list[tuple[Any, int]]) -> tuple[Any, Any]:
+        import numpy as np
+        import torch
+        import torch.utils.data
+
+        batch = np.stack([x for x, _ in samples])
+        if self.preprocess.augment:
+            if self._rng is None:  # created in the worker that uses it
+                info = torch.utils.data.get_worker_info()
+                self._rng = np.random.default_rng([*self.seed, info.id if info else 0, 1])
+            batch = augment(batch, self._rng, self.preprocess.hflip)
+        return torch.from_numpy(batch), torch.tensor([y for _, y in samples], dtype=torch.int64)
 
 
 @dataclass(frozen=True)
@@ -423,7 +441,7 @@ class Reader:
             wds.split_by_worker,
             ShardOpener(self.storage_url, {e["key"]: int(e["bytes"]) for e in self.index.splits[split]}, self.cache_dir, self.cache_bytes),
             _Samples(preprocess, seed, epoch, rank, self.shuffle_buffer if shuffle else 0),
-            wds.batched(self.batch_size, collation_fn=_collate, partial=True),
+            wds.batched(self.batch_size, collation_fn=_Collate(preprocess, seed, epoch, rank), partial=True),
         )
         loader = torch.utils.data.DataLoader(
             pipeline,

@@ -81,7 +81,7 @@ class PathIds(sh.Preprocess):
 
     rows: ClassVar[dict[str, int]] = {}
 
-    def __call__(self, sample, rng):
+    def __call__(self, sample):
         import numpy as np
 
         return np.array([self.rows[json.loads(sample["json"])["path"]]], dtype=np.float32), 0
