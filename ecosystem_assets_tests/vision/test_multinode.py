@@ -25,7 +25,7 @@ TIMEOUT_S = 120
 # (OMP_NUM_THREADS=1 in both layouts), and gloo's allreduce of two ranks adds two gradients,
 # which is commutative, so neither the node layout nor which process became rank 0 can change a
 # bit. The tolerance only absorbs a different summation order, should gloo ever pick one
-# (float32: ~1e-7 relative per step); it is far below what training moves every weight (> 1e-3,
+# (float32: ~1e-7 relative per step); it is far below what training moves every weight (> 1e-4 in every tensor,
 # asserted), so a rank that trained on other data, or alone, would fail.
 ATOL = 1e-6
 
@@ -122,7 +122,7 @@ def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path):
     assert expected.keys() == got.keys()
     for name, value in expected.items():
         if value.is_floating_point():
-            assert (value - initial[name]).abs().max().item() > 1e-3, f"{name} barely trained; the comparison would prove nothing"
+            assert (value - initial[name]).abs().max().item() > 1e-4, f"{name} barely trained; the comparison would prove nothing"
         difference = (got[name].double() - value.double()).abs().max().item()
         assert difference <= ATOL, f"{name}: 2 nodes × 1 differs from 1 node × 2 by {difference:.3g}"
     print(f"max |Δweight| between the layouts: {max((got[n].double() - v.double()).abs().max().item() for n, v in expected.items()):.3g}")
