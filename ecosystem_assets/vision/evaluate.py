@@ -42,21 +42,9 @@ class Report:
         return metrics
 
 
-def predict(model: Any, x: Any, batch: int = 512) -> Any:
-    """Class indices for float32 images N×C×H×W; ``model`` in inference mode (an MLflow-loaded
-    pt2 program is, and refuses ``.eval()``)."""
-    import numpy as np
-    import torch
-
-    outputs = []
-    with torch.no_grad():
-        for begin in range(0, len(x), batch):
-            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[begin : begin + batch]))).argmax(1).cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64)
-
-
 def predict_batches(model: Any, batches: Any) -> tuple[Any, Any]:
-    """(true labels, predicted class indices) over ``(x, y)`` batches of tensors; ``model`` as in `predict`."""
+    """(true labels, predicted class indices) over ``(x, y)`` batches of tensors. ``model`` is called
+    as it is, in inference mode: an MLflow-loaded pt2 program refuses ``.eval()``."""
     import numpy as np
     import torch
 

@@ -191,7 +191,8 @@ def pack(
                 buffer = io.BytesIO()
                 # mtime fixed: the same images give byte-identical shards.
                 with wds.TarWriter(buffer, encoder=False, mtime=0) as tar:
-                    for n, (row, data) in enumerate(zip(rows.itertuples(), pool.map(read, list(rows.itertuples())), strict=True)):
+                    tuples = list(rows.itertuples())
+                    for n, (row, data) in enumerate(zip(tuples, pool.map(read, tuples), strict=True)):
                         ext = Path(row.path).suffix.lower().lstrip(".") or "img"
                         meta = json.dumps({"path": row.path, "label": row.label, "sha256": row.sha256}).encode()
                         tar.write({"__key__": f"{number:05d}{n:06d}", ext: data, "json": meta})
