@@ -43,9 +43,11 @@ def register_version(client: Any, name: str, model_uri: str, run_id: str, tags: 
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_registered_model(name)
-    except MlflowException:
         client.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        # Two runs registering their first version at once both find no model; one creates it.
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
     for existing in client.search_model_versions(f"name='{name}'"):
         if existing.source == model_uri:
             return existing
