@@ -107,7 +107,8 @@ def demo(partition: str | None) -> int:
 
 def serve(host: str, port: int, poll_s: float) -> int:
     """Run the fraud service on FRAUD_DB_URL and MLFLOW_TRACKING_URI, with the bearer tokens
-    FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN; without them only on a loopback address."""
+    FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN (without them only on a loopback address), and the
+    online feature state in FRAUD_FEATURE_STORE_URL (Redis/Valkey, shared by replicas) or in-process."""
     from ecosystem_assets.serving.auth import TokenError, check_serving_tokens
     from ecosystem_assets.settings import Settings, secret
 
@@ -131,6 +132,7 @@ def serve(host: str, port: int, poll_s: float) -> int:
         max_clock_skew_s=settings.fraud_max_clock_skew_s,
         max_predict_bytes=settings.fraud_max_predict_bytes,
         max_history_bytes=settings.fraud_max_history_bytes,
+        feature_store_url=secret("FRAUD_FEATURE_STORE_URL"),  # may hold a password: a secret, not a setting
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0

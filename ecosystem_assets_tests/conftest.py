@@ -91,6 +91,27 @@ def postgres_server_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A real Redis server for the session (see servers/redis.py); its URL with the password."""
+    import tempfile
+
+    from ecosystem_assets_tests.servers.redis import redis_server
+
+    with tempfile.TemporaryDirectory(prefix="ecosystem-redis-") as root, redis_server(Path(root)) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session's Redis server, emptied for this test; its URL."""
+    import redis
+
+    with redis.Redis.from_url(redis_server_url) as client:
+        client.flushdb()
+    return redis_server_url
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the session's Postgres server; its URL."""

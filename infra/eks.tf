@@ -276,9 +276,16 @@ resource "aws_autoscaling_group_tag" "gpu_node_template" {
 # --- managed add-ons (versions: the default for the cluster version) ---
 
 resource "aws_eks_addon" "core" {
-  for_each                    = toset(["vpc-cni", "kube-proxy", "coredns"])
+  # add-on => its configuration (null: the defaults). The VPC CNI enforces NetworkPolicies only
+  # when asked to (its node agent); deploy/k8s/fraud-service.yaml has one.
+  for_each = {
+    "vpc-cni"    = jsonencode({ enableNetworkPolicy = "true" })
+    "kube-proxy" = null
+    "coredns"    = null
+  }
   cluster_name                = aws_eks_cluster.main.name
-  addon_name                  = each.value
+  addon_name                  = each.key
+  configuration_values        = each.value
   resolve_conflicts_on_create = "OVERWRITE"
   resolve_conflicts_on_update = "OVERWRITE"
 

@@ -66,7 +66,7 @@ locals {
     mlflow             = { name = "mlflow-artifacts-rw", json = data.aws_iam_policy_document.mlflow_artifacts["mlflow"].json }
     fraud-service      = { name = "mlflow-artifacts-ro", json = data.aws_iam_policy_document.mlflow_artifacts["fraud-service"].json }
     cluster-autoscaler = { name = "scale-node-groups", json = data.aws_iam_policy_document.cluster_autoscaler.json }
-    external-secrets   = { name = "read-db-master-secret", json = data.aws_iam_policy_document.external_secrets.json }
+    external-secrets   = { name = "read-stack-secrets", json = data.aws_iam_policy_document.external_secrets.json }
   }
 }
 
@@ -190,13 +190,18 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
   }
 }
 
-# --- External Secrets Operator: reads the RDS-managed master secret, only that one ---
+# --- External Secrets Operator: reads the stack's two secrets, only those ---
+# The RDS-managed master secret (-> the Postgres passwords and URLs) and the feature store's AUTH
+# secret (-> FRAUD_FEATURE_STORE_URL). The pods themselves never call Secrets Manager.
 
 data "aws_iam_policy_document" "external_secrets" {
   statement {
-    sid       = "ReadDatabaseMasterSecret"
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [aws_db_instance.postgres.master_user_secret[0].secret_arn]
+    sid     = "ReadStackSecrets"
+    actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [
+      aws_db_instance.postgres.master_user_secret[0].secret_arn,
+      aws_secretsmanager_secret.feature_store_auth.arn,
+    ]
   }
   statement {
     sid       = "DecryptThroughSecretsManager"

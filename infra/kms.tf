@@ -1,8 +1,9 @@
 # One customer-managed key for the stack's data at rest: S3 objects, the RDS volume, its
-# Secrets Manager password, Kubernetes secrets in etcd, ECR layers and the CloudWatch log groups.
+# Secrets Manager password, the ElastiCache feature store and its AUTH secret, Kubernetes secrets
+# in etcd, ECR layers and the CloudWatch log groups.
 # One key keeps IAM simple (every IRSA policy names it) and costs $1/month; rotation is yearly.
 resource "aws_kms_key" "main" {
-  description             = "${local.name}: S3, RDS, Secrets Manager, EKS secrets, ECR, CloudWatch Logs"
+  description             = "${local.name}: S3, RDS, ElastiCache, Secrets Manager, EKS secrets, ECR, CloudWatch Logs"
   enable_key_rotation     = true
   rotation_period_in_days = 365
   deletion_window_in_days = 30

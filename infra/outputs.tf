@@ -1,5 +1,6 @@
 # Everything the deployment (deploy/: Helm values, env vars) needs from this stack. Nothing here
-# is secret: the database password stays in Secrets Manager, referenced by db_master_secret_arn.
+# is secret: the database password and the feature store's AUTH token stay in Secrets Manager,
+# referenced by db_master_secret_arn and feature_store_auth_secret_arn.
 
 output "region" {
   description = "AWS region of the stack."
@@ -29,6 +30,11 @@ output "oidc_provider_arn" {
 output "vpc_id" {
   description = "VPC of the cluster and the database."
   value       = aws_vpc.main.id
+}
+
+output "vpc_cidr" {
+  description = "CIDR of the VPC: the fraud service's NetworkPolicy lets it reach Postgres (5432) and the feature store (6379) there."
+  value       = aws_vpc.main.cidr_block
 }
 
 output "private_subnet_ids" {
@@ -86,6 +92,21 @@ output "db_master_secret_arn" {
   value       = aws_db_instance.postgres.master_user_secret[0].secret_arn
 }
 
+output "feature_store_address" {
+  description = "Primary endpoint (host) of the fraud service's feature store, ElastiCache for Valkey; TLS and AUTH on port feature_store_port."
+  value       = aws_elasticache_replication_group.feature_store.primary_endpoint_address
+}
+
+output "feature_store_port" {
+  description = "Port of the feature store."
+  value       = aws_elasticache_replication_group.feature_store.port
+}
+
+output "feature_store_auth_secret_arn" {
+  description = "Secrets Manager ARN of the feature store's AUTH token (JSON: auth_token, host, port, url = the whole FRAUD_FEATURE_STORE_URL)."
+  value       = aws_secretsmanager_secret.feature_store_auth.arn
+}
+
 output "irsa_role_arns" {
   description = "IAM role per workload; annotate its service account with eks.amazonaws.com/role-arn."
   value       = { for k, role in aws_iam_role.irsa : k => role.arn }
@@ -117,7 +138,7 @@ output "cluster_autoscaler_role_arn" {
 }
 
 output "external_secrets_role_arn" {
-  description = "IRSA role of the External Secrets Operator (reads db_master_secret_arn)."
+  description = "IRSA role of the External Secrets Operator (reads db_master_secret_arn and feature_store_auth_secret_arn)."
   value       = aws_iam_role.irsa["external-secrets"].arn
 }
 
@@ -137,7 +158,7 @@ output "gpu_tolerations" {
 }
 
 output "app_environment" {
-  description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from the master secret (README)."
+  description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from the master secret, FRAUD_FEATURE_STORE_URL from feature_store_auth_secret_arn (README)."
   value = {
     ECOSYSTEM_STORAGE_URL = "s3://${aws_s3_bucket.data["artifacts"].bucket}/ecosystem"
     IMAGE_DATASET_URL     = "s3://${aws_s3_bucket.data["images"].bucket}/dataset"

@@ -250,6 +250,30 @@ variable "deletion_protection" {
   default     = true
 }
 
+# --- feature store (ElastiCache) -------------------------------------------------------------
+
+variable "feature_store_node_type" {
+  description = "ElastiCache node type of the fraud service's feature store (a primary and a replica). cache.t4g.small: 2 vCPU, 1.37 GiB."
+  type        = string
+  default     = "cache.t4g.small"
+
+  validation {
+    condition     = can(regex("^cache\\.[a-z0-9]+\\.[a-z0-9]+$", var.feature_store_node_type))
+    error_message = "feature_store_node_type is an ElastiCache node type, e.g. \"cache.t4g.small\" or \"cache.r7g.large\"."
+  }
+}
+
+variable "feature_store_snapshot_retention_days" {
+  description = "Days of daily feature-store snapshots kept."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.feature_store_snapshot_retention_days >= 1 && var.feature_store_snapshot_retention_days <= 35
+    error_message = "feature_store_snapshot_retention_days must be between 1 and 35."
+  }
+}
+
 variable "cluster_autoscaler_service_account" {
   description = "namespace:name of the cluster autoscaler's service account (scales the CPU group and the GPU group from 0)."
   type        = string
@@ -257,7 +281,7 @@ variable "cluster_autoscaler_service_account" {
 }
 
 variable "external_secrets_service_account" {
-  description = "namespace:name of the External Secrets Operator's service account, which copies the RDS master secret into Kubernetes."
+  description = "namespace:name of the External Secrets Operator's service account, which copies the RDS master secret and the feature store's secret into Kubernetes."
   type        = string
   default     = "external-secrets:external-secrets"
 }

@@ -12,9 +12,16 @@ terraform {
       source  = "hashicorp/tls"
       version = "~> 4.0"
     }
+    # Only to generate the feature store's AUTH token (elasticache.tf).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
   }
 
   # State holds ids and endpoints, never the database password (RDS keeps it in Secrets Manager).
+  # It does hold one secret: the feature store's AUTH token (elasticache.tf), which ElastiCache
+  # takes only as a plain argument. So: an encrypted backend, readable only by whoever applies.
   # For a shared stack use a remote, encrypted, locked backend, e.g. (Terraform >= 1.10 for use_lockfile):
   # backend "s3" {
   #   bucket       = "<state-bucket>"

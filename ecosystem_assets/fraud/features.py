@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from math import fsum
 from typing import Any
 
 DAY = 86_400.0
@@ -31,8 +32,8 @@ FEATURES = (
     + [f"terminal_{kind}_{w}d" for w in TERMINAL_WINDOWS for kind in ("nb_tx", "risk")]
     + ["is_night", "is_weekend"]
 )
-_CUSTOMER_KEEP = max(CUSTOMER_WINDOWS) * DAY
-_TERMINAL_KEEP = (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * DAY
+CUSTOMER_KEEP_S = max(CUSTOMER_WINDOWS) * DAY
+TERMINAL_KEEP_S = (LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS)) * DAY
 # The one history window (37 days): older transactions can no longer change any feature. The
 # training table, the replay's warm-up, the service's input rules and the benches derive from it.
 HISTORY_DAYS = max(max(CUSTOMER_WINDOWS), LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS))
@@ -62,6 +63,35 @@ def _remove(histories: dict[str, tuple[list[float], list]], key: str, t: float, 
         del histories[key]
 
 
+def terminal_bounds(t: float) -> list[tuple[float, float]]:
+    """The terminal windows of a transaction at ``t``, as [low, high): they end LABEL_DELAY_DAYS
+    before it (labels of the last 7 days are not known yet)."""
+    until = t - LABEL_DELAY_DAYS * DAY
+    return [(until - window * DAY, until) for window in TERMINAL_WINDOWS]
+
+
+def feature_row(
+    amount: float, timestamp: datetime, times: list[float], amounts: list[float], end: int, terminal: list[tuple[int, int]]
+) -> list[float]:
+    """The feature row, in FEATURES order, from what the windows need: the customer's (times,
+    amounts) in time order, of which the first ``end`` are strictly earlier than the transaction,
+    and per terminal window (transactions, frauds). The training table and every online feature
+    store (serving/feature_store.py) compute rows here.
+
+    Means are `math.fsum`, exact whatever the order: two stores may order transactions of the
+    same instant differently (a list by arrival, a Redis sorted set by member)."""
+    t = timestamp.timestamp()
+    row = [amount]
+    for window in CUSTOMER_WINDOWS:
+        start = bisect_right(times, t - window * DAY, 0, end)  # younger than the window
+        count = end - start + 1  # the current transaction counts
+        row += [float(count), fsum([amount, *amounts[start:end]]) / count]
+    for count, frauds in terminal:
+        row += [float(count), frauds / count if count else 0.0]
+    row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
+    return row
+
+
 @dataclass
 class FeatureState:
     """Per-customer (times, amounts) and per-terminal (times, transaction ids) history, in time
@@ -75,25 +105,15 @@ class FeatureState:
     def features(self, customer_id: str, terminal_id: str, amount: float, timestamp: datetime) -> list[float]:
         """Features of a transaction given the history so far (it need not have been observed)."""
         t = timestamp.timestamp()
-        amount = float(amount)
-        row = [amount]
+        times, ids = self.terminals.get(terminal_id, _EMPTY)
+        terminal = []
+        for low, high in terminal_bounds(t):
+            start, stop = bisect_left(times, low), bisect_left(times, high)
+            terminal.append((stop - start, len(self.frauds.intersection(ids[start:stop]))))
         times, amounts = self.customers.get(customer_id, _EMPTY)
         # Strictly earlier only: transactions at the same instant must not depend on which the
         # service happened to receive first (offline order is arbitrary there too).
-        end = bisect_left(times, t)
-        for window in CUSTOMER_WINDOWS:
-            start = bisect_right(times, t - window * DAY, 0, end)  # younger than the window
-            count = end - start + 1  # the current transaction counts
-            row += [float(count), sum(amounts[start:end], amount) / count]
-        until = t - LABEL_DELAY_DAYS * DAY  # labels of the last 7 days are not known yet
-        times, ids = self.terminals.get(terminal_id, _EMPTY)
-        end = bisect_left(times, until)
-        for window in TERMINAL_WINDOWS:
-            start = bisect_left(times, until - window * DAY, 0, end)
-            count = end - start
-            row += [float(count), len(self.frauds.intersection(ids[start:end])) / count if count else 0.0]
-        row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
-        return row
+        return feature_row(float(amount), timestamp, times, amounts, bisect_left(times, t), terminal)
 
     def observe(
         self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime, trim: bool = True
@@ -111,11 +131,11 @@ class FeatureState:
     def trim(self, customer_id: str, terminal_id: str, t: float) -> None:
         """Drop the entity histories' entries that no window of a transaction at ``t`` can see."""
         times, amounts = self.customers.get(customer_id, _EMPTY)
-        drop = bisect_right(times, t - _CUSTOMER_KEEP)
+        drop = bisect_right(times, t - CUSTOMER_KEEP_S)
         if drop:
             del times[:drop], amounts[:drop]
         times, ids = self.terminals.get(terminal_id, _EMPTY)
-        drop = bisect_left(times, t - _TERMINAL_KEEP)
+        drop = bisect_left(times, t - TERMINAL_KEEP_S)
         if drop:
             self.frauds.difference_update(ids[:drop])
             del times[:drop], ids[:drop]
@@ -125,6 +145,17 @@ class FeatureState:
         t = timestamp.timestamp()
         _remove(self.customers, customer_id, t, float(amount))
         _remove(self.terminals, terminal_id, t, transaction_id)
+
+    def evict_idle(self, before: float) -> int:
+        """Drop customers and terminals with no transaction a window of a transaction at ``before``
+        or later can see (idle ones would otherwise stay forever). Returns how many."""
+        idle = [c for c, (times, _) in self.customers.items() if not times or times[-1] <= before - CUSTOMER_KEEP_S]
+        for customer_id in idle:
+            del self.customers[customer_id]
+        gone = [k for k, (times, _) in self.terminals.items() if not times or times[-1] < before - TERMINAL_KEEP_S]
+        for terminal_id in gone:
+            self.frauds.difference_update(self.terminals.pop(terminal_id)[1])
+        return len(idle) + len(gone)
 
     def label(self, transaction_id: str, is_fraud: int) -> None:
         if is_fraud:

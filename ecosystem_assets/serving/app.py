@@ -30,6 +30,7 @@ from ecosystem_assets.serving.api_models import (
 )
 from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
 from ecosystem_assets.serving.champion import ChampionWatcher
+from ecosystem_assets.serving.feature_store import open_feature_store
 from ecosystem_assets.serving.front import RequestCounts, ServiceFront
 from ecosystem_assets.serving.limits import read_body
 from ecosystem_assets.serving.live_metrics import LiveMetrics
@@ -59,17 +60,21 @@ def create_app(
     max_predict_bytes: int = 16_384,
     max_history_bytes: int = 16 * 1024 * 1024,
     metrics_refresh_s: float = 5.0,
+    feature_store_url: str | None = None,
 ) -> FastAPI:
     """The service; ``write_inline`` (default: for SQLite) writes batches on the event loop, else
     in a writer thread. A scope whose token is None is open (`ecosystem-assets serve` allows that
-    on loopback only); the limits are Settings.fraud_max_* (api_models lists every input rule)."""
+    on loopback only); the limits are Settings.fraud_max_* (api_models lists every input rule).
+    ``feature_store_url`` (redis://…) shares the online feature state between replicas; None keeps
+    it in this process (feature_store.py)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     auth = BearerAuth(predict_token, feedback_token)  # refuses two identical tokens
 
     store = PredictionStore(db_url)
     watcher = ChampionWatcher(tracking_uri, poll_s=poll_s)
-    scorer = Scorer(store, watcher, write_inline=write_inline)
+    features = open_feature_store(feature_store_url)
+    scorer = Scorer(store, watcher, write_inline=write_inline, features=features)
     registry = CollectorRegistry()  # per app: several services can live in one test process
     requests = RequestCounts()
     registry.register(requests)
@@ -100,6 +105,7 @@ def create_app(
         batcher.cancel()
         live_metrics.stop()
         watcher.stop()
+        features.close()
         store.engine.dispose()
 
     app = FastAPI(title="fraud-detector service", lifespan=lifespan)
@@ -238,5 +244,45 @@ def create_app(
         if watcher.registry_error:  # still serving the version above; the watcher retries
             body["registry_unavailable"] = watcher.registry_error
         return body
+
+    @app.get("/readyz")
+    async def readyz(response: Response) -> dict:
+        """Readiness (Kubernetes): 200 only when this replica can answer /predict now: a champion is
+        loaded and scores a probe row, and the feature state and the prediction log answer. Nothing
+        is written."""
+        from starlette.concurrency import run_in_threadpool
+
+        problems = await run_in_threadpool(readiness_problems)
+        if problems:
+            response.status_code = 503
+        return {"status": "ready" if not problems else "not ready", "problems": problems}
+
+    def readiness_problems() -> list[str]:
+        import numpy as np
+        import sqlalchemy as sa
+
+        from ecosystem_assets.fraud.features import FEATURES
+
+        problems = []
+        champion = watcher.current
+        if champion is None:
+            problems.append("no champion model")
+        else:
+            try:
+                [probability] = champion.score(np.zeros((1, len(FEATURES))))
+                if not 0.0 <= float(probability) <= 1.0:
+                    problems.append(f"champion {champion.version} scored the probe row {float(probability)!r}")
+            except Exception as exc:  # noqa: BLE001 — any failure to score is "not ready", named
+                problems.append(f"champion {champion.version} cannot score: {type(exc).__name__}")
+        try:
+            features.ping()
+        except StoreUnavailable as exc:
+            problems.append(str(exc))
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 — the driver's error class, never its message (it may name the URL)
+            problems.append(f"the prediction store is unavailable ({type(exc).__name__})")
+        return problems
 
     return app

@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-from ecosystem_assets.fraud.features import HISTORY_KEEP_S, FeatureState
+from ecosystem_assets.fraud.features import HISTORY_KEEP_S
 from ecosystem_assets.fraud.model import MODEL_NAME
 from ecosystem_assets.serving.champion import CHAMPION_ALIAS, ChampionWatcher
+from ecosystem_assets.serving.feature_store import InProcessFeatures, Label, OnlineFeatures, Transaction, history_entry
 from ecosystem_assets.serving.store import (
     FEATURE_COLUMNS,
     ConflictingTransaction,
@@ -70,28 +71,35 @@ class Scorer:
     body differs): the database's unique index decides, so retries need no extra lookup.
     """
 
-    def __init__(self, store: PredictionStore, watcher: ChampionWatcher, max_batch: int = 512, write_inline: bool | None = None):
+    def __init__(
+        self,
+        store: PredictionStore,
+        watcher: ChampionWatcher,
+        max_batch: int = 512,
+        write_inline: bool | None = None,
+        features: OnlineFeatures | None = None,
+    ):
         self.store = store
         self.write_inline = store.is_sqlite if write_inline is None else write_inline
         self.watcher = watcher
-        self.state = FeatureState()
+        self.features: OnlineFeatures = features if features is not None else InProcessFeatures()
         self.max_batch = max_batch
-        self._lock = threading.Lock()  # FeatureState: batch processing and /history (a worker thread)
+        self._lock = threading.Lock()  # a batch's observe-write-keep against /history (a worker thread)
         self._queue: Any = None
         self._executor: Any = None
-        self.newest_seen: float | None = None  # newest transaction time in the feature history
 
     def oldest_accepted(self) -> float | None:
         """The oldest transaction time (epoch s) the history can still place: older ones would change
         no feature (the windows reach back HISTORY_KEEP_S from the newest transaction)."""
-        return None if self.newest_seen is None else self.newest_seen - HISTORY_KEEP_S
-
-    def _seen(self, t: float) -> None:
-        if self.newest_seen is None or t > self.newest_seen:
-            self.newest_seen = t
+        newest = self.features.newest_seen
+        return None if newest is None else newest - HISTORY_KEEP_S
 
     def warm_up(self) -> int:
-        """Rebuild the feature history from the store (what the windows can still see)."""
+        """Rebuild an in-process feature history from the store (what the windows can still see);
+        a shared one (Redis) needs nothing."""
+        if not self.features.warm_up_needed:
+            self.features.ping()
+            return 0
         latest = self.store.latest_seen_time()
         if latest is None:
             return 0
@@ -104,17 +112,15 @@ class Scorer:
         return len(kept)
 
     def observe_history(self, rows: list[dict[str, Any]]) -> None:
+        entries = []
+        for r in rows:
+            entry = history_entry(r)
+            if entry is None:  # a row no input rule would accept today
+                log.warning("feature history: left out transaction %r (time out of range)", r["transaction_id"][:64])
+            else:
+                entries.append(entry)
         with self._lock:
-            for r in rows:
-                try:
-                    ts = datetime.fromtimestamp(r["tx_time"], timezone(timedelta(minutes=r["tx_offset_min"])))
-                except (OverflowError, OSError, ValueError):  # a row no input rule would accept today
-                    log.warning("feature history: left out transaction %r (time out of range)", r["transaction_id"][:64])
-                    continue
-                self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], ts)
-                self._seen(r["tx_time"])
-                if r["is_fraud"] is not None:
-                    self.state.label(r["transaction_id"], int(r["is_fraud"]))
+            self.features.load(entries)
 
     def load_history(self, transactions: list[dict[str, Any]]) -> int:
         """Warm the feature history with labelled past transactions (stored, then observed)."""
@@ -215,24 +221,16 @@ class Scorer:
         loop = asyncio.get_running_loop()
         return await self._submit(_Pending(loop.create_future(), "feedback", label=(prediction_id, is_fraud)))
 
-    def _observe(self, items: list[_Pending]) -> None:
-        """Features of each transaction in arrival order, observing it provisionally (no trimming)."""
-        for item in items:
-            r = item.row
-            features = self.state.features(r["customer_id"], r["terminal_id"], r["amount"], item.timestamp)
-            r.update(zip(FEATURE_COLUMNS, features, strict=True))
-            self.state.observe(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], item.timestamp, trim=False)
-
-    def _forget(self, items: list[_Pending]) -> None:
-        for item in reversed(items):
-            r = item.row
-            self.state.forget(r["transaction_id"], r["customer_id"], r["terminal_id"], r["amount"], item.timestamp)
-
-    def _keep(self, items: list[_Pending]) -> None:
-        for item in items:
-            r = item.row
-            self.state.trim(r["customer_id"], r["terminal_id"], r["tx_time"])
-            self._seen(r["tx_time"])
+    def _observe(self, items: list[_Pending]) -> Any:
+        """Features of each transaction in arrival order, observing it provisionally; returns the
+        token that `forget`s or `keep`s the observations."""
+        txs = [
+            Transaction(i.row["transaction_id"], i.row["customer_id"], i.row["terminal_id"], i.row["amount"], i.timestamp) for i in items
+        ]
+        rows, observed = self.features.observe(txs)
+        for item, features in zip(items, rows, strict=True):
+            item.row.update(zip(FEATURE_COLUMNS, features, strict=True))
+        return observed
 
     def _score(self, items: list[_Pending]) -> None:
         import numpy as np
@@ -256,16 +254,16 @@ class Scorer:
         predictions = [item for item in batch if item.kind == "predict"]
         labels = [item.label for item in batch if item.kind == "feedback"]
         with self._lock:
-            self._observe(predictions)
+            observed = self._observe(predictions)  # FeatureStoreUnavailable: the whole batch answers 503
             try:
                 if predictions:
                     self._score(predictions)
                 label_outcomes = self.store.write_batch([item.row for item in predictions], labels, wait=wait)
             except BaseException as exc:  # noqa: BLE001 — undone here, re-raised below unless a row was refused
-                self._forget(predictions)
+                self.features.forget(observed)
                 failed: BaseException | None = exc
             else:
-                self._keep(predictions)
+                self.features.keep(observed)
                 failed = None
         if failed is None:
             return self._results(batch, [None] * len(predictions), label_outcomes)
@@ -280,19 +278,23 @@ class Scorer:
         row_outcomes = []
         with self._lock:
             for item in predictions:
-                self._observe([item])
+                try:
+                    observed = self._observe([item])
+                except StoreUnavailable as exc:  # the feature store: this request fails, the next may pass
+                    row_outcomes.append(exc)
+                    continue
                 try:
                     self._score([item])
                     outcome = self.store.write_each([item.row], [], wait=wait)[0][0]
                 except StoreBusy:  # SQLite got locked meanwhile: the whole batch goes to the writer thread
-                    self._forget([item])
+                    self.features.forget(observed)
                     raise
                 except Exception as exc:  # noqa: BLE001 — this request alone fails
                     outcome = exc
                 if outcome is None:
-                    self._keep([item])
+                    self.features.keep(observed)
                 else:
-                    self._forget([item])
+                    self.features.forget(observed)
                 row_outcomes.append(outcome)
         _, label_outcomes = self.store.write_each([], labels, wait=wait)
         return self._results(batch, row_outcomes, label_outcomes)
@@ -301,6 +303,7 @@ class Scorer:
         """Per request: its answer or its error. Stored labels update the feature history."""
         rows, labels = iter(row_outcomes), iter(label_outcomes)
         results: list[Any] = []
+        stored: list[Label] = []
         for item in batch:
             if item.kind == "predict":
                 outcome = next(rows)
@@ -323,8 +326,15 @@ class Scorer:
             if isinstance(outcome, Exception):
                 results.append(outcome)
                 continue
-            status, transaction_id = outcome
-            with self._lock:
-                self.state.label(transaction_id, int(item.label[1]))
+            status, transaction_id, terminal_id, tx_time = outcome
+            stored.append(Label(transaction_id, terminal_id, tx_time, bool(item.label[1])))
             results.append(status)
+        if stored:
+            try:
+                with self._lock:
+                    self.features.label(stored)
+            except StoreUnavailable:
+                # The labels are committed in the log; a shared state that missed them counts these
+                # transactions as genuine in terminal risk, as for a label that has not arrived yet.
+                log.warning("the feature store missed %d stored labels", len(stored))
         return results

@@ -175,7 +175,7 @@ class PredictionStore:
         self._insert_prediction = _DriverStatement(predictions.insert(), dialect)
         self._insert_feedback = _DriverStatement(feedback.insert(), dialect)
         self._find_prediction = _DriverStatement(
-            sa.select(predictions.c.transaction_id, feedback.c.is_fraud)
+            sa.select(predictions.c.transaction_id, feedback.c.is_fraud, predictions.c.terminal_id, predictions.c.tx_time)
             .select_from(predictions.outerjoin(feedback))
             .where(predictions.c.prediction_id == sa.bindparam("prediction_id")),
             dialect,
@@ -193,9 +193,9 @@ class PredictionStore:
 
     def write_batch(
         self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], wait: bool = True
-    ) -> list[tuple[str, str] | Exception]:
+    ) -> list[tuple[str, str, str, float] | Exception]:
         """One transaction for a batch: insert predictions, then apply labels in order. Returns, per
-        label, (status, transaction_id) or the error that label alone met (the rest still commit).
+        label, (status, transaction_id, terminal_id, tx_time) or the error that label alone met (the rest still commit).
         A database that cannot be written raises `StoreUnavailable` (`StoreBusy`: SQLite is locked
         and ``wait`` is False); a row the database refuses raises the driver's error, and nothing
         of the batch is stored (`write_each` then isolates it)."""
@@ -259,14 +259,17 @@ class PredictionStore:
             found = conn.execute(query).first()
         return dict(found._mapping) if found else None
 
-    def _write(self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], engine: sa.Engine) -> list[tuple[str, str] | Exception]:
-        outcomes: list[tuple[str, str] | Exception] = []
+    def _write(
+        self, rows: list[dict[str, Any]], labels: list[tuple[str, bool]], engine: sa.Engine
+    ) -> list[tuple[str, str, str, float] | Exception]:
+        outcomes: list[tuple[str, str, str, float] | Exception] = []
         connection = engine.raw_connection()  # pooled; Postgres connections are pinged on checkout
         try:
             cursor = connection.cursor()
             if rows:
                 cursor.executemany(self._insert_prediction.sql, [self._insert_prediction.params(r) for r in rows])
-            known: dict[str, list[Any] | None] = {}  # prediction_id → [transaction_id, label], this batch's labels included
+            # prediction_id → [transaction_id, label, terminal_id, tx_time], this batch's labels included
+            known: dict[str, list[Any] | None] = {}
             fresh = []
             for prediction_id, is_fraud in labels:
                 if prediction_id not in known:
@@ -279,11 +282,11 @@ class PredictionStore:
                 elif entry[1] is None:
                     entry[1] = bool(is_fraud)
                     fresh.append({"prediction_id": prediction_id, "is_fraud": bool(is_fraud), "received_at": time.time()})
-                    outcomes.append(("recorded", entry[0]))
+                    outcomes.append(("recorded", entry[0], entry[2], entry[3]))
                 elif bool(entry[1]) != bool(is_fraud):
                     outcomes.append(ConflictingFeedback(f"prediction {prediction_id} is already labelled is_fraud={bool(entry[1])}"))
                 else:
-                    outcomes.append(("unchanged", entry[0]))
+                    outcomes.append(("unchanged", entry[0], entry[2], entry[3]))
             if fresh:
                 cursor.executemany(self._insert_feedback.sql, [self._insert_feedback.params(f) for f in fresh])
             cursor.close()

@@ -5,8 +5,12 @@ libraries as the authority:
 
 - every YAML file parses; the Kubernetes manifests deserialize into the official `kubernetes`
   client models with no unknown field at any depth (a typo fails: see the negative cases);
-- pods run non-root with requests and limits; the fraud service has one replica, probes on
-  /healthz and a read-only root filesystem; Services select real pods and named ports;
+- pods run non-root with requests and limits; Services select real pods and named ports;
+- the fraud service scales out: no fixed replica count under its HorizontalPodAutoscaler (at least
+  2), RollingUpdate that never drops below capacity, readiness on /readyz, a preStop pause, spread
+  over zones and nodes, a PodDisruptionBudget for exactly its pods, and a NetworkPolicy whose rules
+  are evaluated on example peers (port 8000 in; DNS, MLflow, Postgres and Redis out, nothing else);
+  its shared feature state comes from a Secret with a TLS rediss:// URL;
 - `mlflow server` is given only options the pinned mlflow has;
 - every environment variable set anywhere is one that `ecosystem_assets/settings.py` reads or a
   documented Dagster / MLflow / AWS / library one;
@@ -27,6 +31,7 @@ libraries as the authority:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
 import shutil
@@ -122,6 +127,9 @@ KIND_MODELS = {
     ("batch/v1", "Job"): "V1Job",
     ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
 }
 
 
@@ -162,6 +170,15 @@ def test_strict_check_catches_typos():
     assert any("readinesProbe: not a field of V1Container" in e for e in errors)
     assert any("containerport: not a field of V1ContainerPort" in e for e in errors)
     assert any("replicas: '1' is not int" in e for e in errors)
+    # The same for the policy kinds.
+    pdb, hpa, policy = (copy.deepcopy(one_of_kind(kind)) for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"))
+    pdb["spec"]["minAvailible"] = pdb["spec"].pop("minAvailable")
+    target = hpa["spec"]["metrics"][0]["resource"]["target"]
+    target["averageUtilisation"] = target.pop("averageUtilization")
+    policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")
+    assert any("minAvailible: not a field of V1PodDisruptionBudgetSpec" in e for e in manifest_errors(pdb))
+    assert any("averageUtilisation: not a field of V2MetricTarget" in e for e in manifest_errors(hpa))
+    assert any("form: not a field of V1NetworkPolicyIngressRule" in e for e in manifest_errors(policy))
 
 
 # --- pods: non-root, resources, probes ---------------------------------------------------------
@@ -196,21 +213,61 @@ def test_code_server_and_runs_run_as_non_root_with_resources():
         assert {"cpu", "memory"} <= set(part["resources"]["limits"])
 
 
-def test_fraud_service_is_one_replica_with_healthz_probes():
+def one_of_kind(kind: str) -> dict[str, Any]:
+    (found,) = by_kind(kind)
+    return found
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) applied to ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
+def pod_labels(name: str) -> dict[str, str]:
+    return deployment(name)["spec"]["template"]["metadata"]["labels"]
+
+
+def autoscaler_of(name: str) -> dict[str, Any]:
+    (hpa,) = [h for h in by_kind("HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name]
+    return hpa
+
+
+def test_fraud_service_pod_serves_with_readyz_and_shared_state():
     dep = deployment("fraud-service")
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"]["type"] == "Recreate"  # never two pods during a rollout
-    assert "ONE replica" in (K8S / "fraud-service.yaml").read_text()  # and the reason is written down
     pod = dep["spec"]["template"]
     spec = pod["spec"]
     (container,) = spec["containers"]
     assert container["args"] == ["ecosystem-assets", "serve", "--host", "0.0.0.0", "--port", "8000"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    # /healthz answers 503 until a champion exists: liveness must not restart a waiting service.
-    assert container["livenessProbe"]["httpGet"]["path"] != "/healthz"
+    # Readiness: a real scoring through the champion and both stores answering.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Start-up and liveness ask the event loop only: a replica waiting for a champion or for Redis
+    # is alive and must not be restarted. No warm-up any more, so a short start-up budget.
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/openapi.json", "port": "http"}, probe
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] <= 180
     env = {e["name"]: e for e in container["env"]}
     assert env["FRAUD_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "fraud-db", "key": "FRAUD_DB_URL"}
+    assert env["FRAUD_FEATURE_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fraud-feature-store",
+        "key": "FRAUD_FEATURE_STORE_URL",
+    }
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.ecosystem:5000"
+    # The hardening of the pod is unchanged.
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])
@@ -218,7 +275,161 @@ def test_fraud_service_is_one_replica_with_healthz_probes():
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
     assert annotations["prometheus.io/port"] == "8000"
-    assert not [d for d in manifest_objects() if d["kind"] == "PodDisruptionBudget"]
+    (service,) = [s for s in by_kind("Service") if s["metadata"]["name"] == "fraud-service"]
+    assert service["spec"]["type"] == "ClusterIP"
+
+
+def test_feature_store_url_is_tls_with_auth():
+    """The Secret's shape, read by the client library the service uses (redis-py)."""
+    from redis.connection import SSLConnection, parse_url
+
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind("Secret")}
+    url = secrets["fraud-feature-store"]["FRAUD_FEATURE_STORE_URL"]
+    parsed = parse_url(PLACEHOLDER.sub("features.example.internal", url))
+    assert parsed["connection_class"] is SSLConnection  # rediss://: ElastiCache requires TLS
+    assert parsed["password"] and parsed["port"] == 6379 and parsed["db"] == 0
+    assert PLACEHOLDER.findall(url) == ["FEATURE_STORE_ADDRESS"]
+
+
+def test_fraud_service_scales_out_and_rolls_out_without_losing_capacity():
+    dep = deployment("fraud-service")
+    # The autoscaler owns the count: a `replicas:` here would reset it on every `kubectl apply`.
+    assert "replicas" not in dep["spec"]
+    hpa = autoscaler_of("fraud-service")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud-service"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization" and 0 < metric["resource"]["target"]["averageUtilization"] < 100
+    spec = dep["spec"]["template"]["spec"]
+    assert all("cpu" in c["resources"]["requests"] for c in spec["containers"])  # utilization is of the request
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    # A new pod first, an old one only when the new one is ready.
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    # Endpoints go before uvicorn stops; the grace period leaves time to drain after the pause.
+    (container,) = spec["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "/bin/sleep" and len(command) == 2
+    assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + 15
+    # /bin/sleep exists in the image: Debian's coreutils, under the python slim base.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim(-bookworm)?$", DOCKERFILE.read_text(), re.M)
+
+
+def test_fraud_service_spreads_over_zones_and_nodes():
+    labels = pod_labels("fraud-service")
+    constraints = deployment("fraud-service")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in constraints:
+        assert constraint["maxSkew"] == 1
+        assert constraint["whenUnsatisfiable"] in ("ScheduleAnyway", "DoNotSchedule")
+        assert selects(constraint["labelSelector"], labels)
+        assert not selects(constraint["labelSelector"], pod_labels("mlflow"))
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]  # each rollout's pods spread too
+
+
+def test_disruption_budget_covers_exactly_the_fraud_service():
+    pdb = one_of_kind("PodDisruptionBudget")
+    selector = pdb["spec"]["selector"]
+    assert [d["metadata"]["name"] for d in by_kind("Deployment") if selects(selector, pod_labels(d["metadata"]["name"]))] == [
+        "fraud-service"
+    ]
+    assert selector == deployment("fraud-service")["spec"]["selector"]
+    min_available = pdb["spec"]["minAvailable"]
+    assert isinstance(min_available, int) and 1 <= min_available < autoscaler_of("fraud-service")["spec"]["minReplicas"]
+    assert "maxUnavailable" not in pdb["spec"]
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # an outage never blocks a drain
+
+
+# --- the NetworkPolicy, evaluated --------------------------------------------------------------
+
+VPC_CIDR = "10.40.0.0/16"  # infra/variables.tf's default vpc_cidr, for <VPC_CIDR>
+
+
+def peer_matches(peer: dict[str, Any], policy_namespace: str, other: dict[str, Any]) -> bool:
+    """Whether a NetworkPolicyPeer selects ``other`` ({"namespace": labels, "pod": labels} or {"ip": address})."""
+    if "ipBlock" in peer:
+        if "ip" not in other:
+            return False
+        address = ipaddress.ip_address(other["ip"])
+        block = PLACEHOLDER.sub(VPC_CIDR, peer["ipBlock"]["cidr"])
+        excluded = any(address in ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", []))
+        return address in ipaddress.ip_network(block) and not excluded
+    if "pod" not in other:
+        return False
+    if "namespaceSelector" in peer:
+        namespace_ok = selects(peer["namespaceSelector"], other["namespace"])
+    else:
+        namespace_ok = other["namespace"].get("kubernetes.io/metadata.name") == policy_namespace
+    return namespace_ok and selects(peer.get("podSelector", {}), other["pod"])
+
+
+def allowed(policy: dict[str, Any], direction: str, other: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
+    """Whether ``policy`` lets the selected pods talk with ``other`` on ``port`` ("ingress": from it)."""
+    spec = policy["spec"]
+    assert direction.capitalize() in spec["policyTypes"]
+    peers_key = "from" if direction == "ingress" else "to"
+    for rule in spec.get(direction, []):  # an empty or missing list of peers or ports matches all
+        peer_ok = not rule.get(peers_key) or any(peer_matches(p, policy["metadata"]["namespace"], other) for p in rule[peers_key])
+        port_ok = not rule.get("ports") or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in rule["ports"])
+        if peer_ok and port_ok:
+            return True
+    return False
+
+
+def namespace(name: str, **labels: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name, **labels}
+
+
+def test_network_policy_admits_only_the_service_port_from_known_callers():
+    policy = one_of_kind("NetworkPolicy")
+    assert policy["spec"]["podSelector"] == deployment("fraud-service")["spec"]["selector"]
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    # Every ingress rule is port 8000/TCP: the container port behind the Service.
+    container_ports = {
+        p["name"]: p["containerPort"] for p in deployment("fraud-service")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    (service,) = [s for s in by_kind("Service") if s["metadata"]["name"] == "fraud-service"]
+    assert {container_ports[p["targetPort"]] for p in service["spec"]["ports"]} == {8000}
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"protocol": "TCP", "port": 8000}]]
+
+    dagster_run = {"namespace": namespace(NAMESPACE), "pod": {"dagster/job": "fraud_monitoring_job"}}
+    gateway = {"namespace": namespace("payments", **{"ecosystem-assets/fraud-client": "true"}), "pod": {"app": "gateway"}}
+    prometheus = {"namespace": namespace("monitoring"), "pod": {"app.kubernetes.io/name": "prometheus"}}
+    assert allowed(policy, "ingress", dagster_run, 8000)
+    assert allowed(policy, "ingress", gateway, 8000)
+    assert allowed(policy, "ingress", prometheus, 8000)
+    assert not allowed(policy, "ingress", dagster_run, 9000)
+    assert not allowed(policy, "ingress", {"namespace": namespace("payments"), "pod": {"app": "gateway"}}, 8000)
+    assert not allowed(policy, "ingress", {"namespace": namespace("default"), "pod": {}}, 8000)
+    assert not allowed(policy, "ingress", {"ip": "10.40.20.7"}, 8000)
+
+
+def test_network_policy_lets_the_service_reach_dns_mlflow_postgres_and_redis_only():
+    policy = one_of_kind("NetworkPolicy")
+    egress = policy["spec"]["egress"]
+    assert all(rule.get("to") and rule.get("ports") for rule in egress)  # no allow-all rule
+    ports = {(p.get("protocol", "TCP"), p["port"]) for rule in egress for p in rule["ports"]}
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 5000), ("TCP", 5432), ("TCP", 6379)}
+    blocks = [p["ipBlock"]["cidr"] for rule in egress for p in rule["to"] if "ipBlock" in p]
+    assert blocks and all(PLACEHOLDER.fullmatch(b) for b in blocks)  # the VPC (Terraform output), never 0.0.0.0/0
+
+    coredns = {"namespace": namespace("kube-system"), "pod": {"k8s-app": "kube-dns"}}
+    mlflow = {"namespace": namespace(NAMESPACE), "pod": pod_labels("mlflow")}
+    (mlflow_port,) = deployment("mlflow")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    postgres, redis = {"ip": "10.40.17.4"}, {"ip": "10.40.33.9"}  # private subnets (cidrsubnet(vpc, 4, 1..))
+    assert allowed(policy, "egress", coredns, 53, "UDP") and allowed(policy, "egress", coredns, 53, "TCP")
+    assert allowed(policy, "egress", mlflow, mlflow_port["containerPort"])
+    assert allowed(policy, "egress", postgres, 5432) and allowed(policy, "egress", redis, 6379)
+    # Nothing else: other pods, the internet (no S3: models come through MLflow's artifact proxy).
+    assert not allowed(policy, "egress", {"namespace": namespace("kube-system"), "pod": {"k8s-app": "other"}}, 53, "UDP")
+    assert not allowed(policy, "egress", {"namespace": namespace(NAMESPACE), "pod": pod_labels("fraud-service")}, 5000)
+    assert not allowed(policy, "egress", {"ip": "52.216.0.10"}, 443)
+    assert not allowed(policy, "egress", {"ip": "8.8.8.8"}, 6379)
+    assert not allowed(policy, "egress", postgres, 22)
+    # And the ports are those of the URLs the service is given.
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind("Secret")}
+    assert ":5432/" in secrets["fraud-db"]["FRAUD_DB_URL"] and ":6379/" in secrets["fraud-feature-store"]["FRAUD_FEATURE_STORE_URL"]
+    assert "--serve-artifacts" in deployment("mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_services_select_pods_and_named_ports():
@@ -334,6 +545,9 @@ def documented_names() -> set[str]:
         "DO_NOT_TRACK",  # Evidently's telemetry switch (DESIGN.md)
         "GX_ANALYTICS_ENABLED",  # Great Expectations' telemetry switch
         "HOME",  # POSIX; points at the writable /tmp where the root filesystem is read-only
+        # The fraud service's shared feature state (serving/feature_store.py, issue 11), written
+        # alongside this deployment; redundant here once Settings reads it.
+        "FRAUD_FEATURE_STORE_URL",
     }
 
 

@@ -43,8 +43,9 @@ class Service:
 @pytest.fixture
 def fraud_service(request, registry: str, tmp_path: Path) -> Iterator[Service]:
     """The service on SQLite; parametrize indirectly with "writer-thread" for the path a networked
-    database takes (batches written in a thread, not on the event loop), or with "postgres" for a
-    real Postgres server (writer thread, as in production)."""
+    database takes (batches written in a thread, not on the event loop), with "postgres" for a
+    real Postgres server (writer thread, as in production), or with "redis" for the feature state
+    in a real Redis server (SQLite log)."""
     from ecosystem_assets.serving.app import create_app
 
     mode = getattr(request, "param", "inline")
@@ -52,6 +53,9 @@ def fraud_service(request, registry: str, tmp_path: Path) -> Iterator[Service]:
         db_url = request.getfixturevalue("postgres_url")
     else:
         db_url = f"sqlite:///{tmp_path / 'service.db'}"
-    app = create_app(db_url, registry, poll_s=0.2, write_inline=mode == "inline", metrics_refresh_s=0.5)
+    feature_store_url = request.getfixturevalue("redis_url") if mode == "redis" else None
+    app = create_app(
+        db_url, registry, poll_s=0.2, write_inline=mode in ("inline", "redis"), metrics_refresh_s=0.5, feature_store_url=feature_store_url
+    )
     with UvicornThread(app) as server:
         yield Service(app, server)

@@ -14,11 +14,17 @@ import sqlalchemy as sa
 from ecosystem_assets_tests.fraud.helpers import logged
 from ecosystem_assets_tests.fraud.test_service import TX, predict
 
-ALL_STORES = ["inline", "writer-thread", "postgres"]
+ALL_STORES = ["inline", "writer-thread", "postgres", "redis"]
 
 
 def customer_history(service, customer_id: str) -> int:
-    return len(service.app.state.scorer.state.customers.get(customer_id, ([], []))[0])
+    """How many transactions of the customer the online feature state holds (in-process or Redis)."""
+    from ecosystem_assets.serving.feature_store import RedisFeatures
+
+    features = service.app.state.scorer.features
+    if isinstance(features, RedisFeatures):
+        return features.client.zcard(f"{features.prefix}c:{customer_id}")
+    return len(features.state.customers.get(customer_id, ([], []))[0])
 
 
 @pytest.mark.parametrize("fraud_service", ALL_STORES, indirect=True)

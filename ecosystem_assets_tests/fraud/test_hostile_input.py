@@ -244,7 +244,7 @@ def test_accepted_edge_values_survive_a_restart(fraud_service, registry):
     with UvicornThread(restarted) as server:
         health = requests.get(f"{server.url}/healthz", timeout=10)
         assert health.status_code == 200, health.text
-        assert restarted.state.scorer.newest_seen == pytest.approx(now + 299, abs=1)  # every row was read back
+        assert restarted.state.scorer.features.newest_seen == pytest.approx(now + 299, abs=1)  # every row was read back
         again = post(server.url, "/predict", json.dumps({"transaction": {**TX, "transaction_id": "after-restart", "timestamp": iso(now)}}))
         assert again.status_code == 200, again.text
     assert stored(fraud_service) == (counts[0] + 1, 0, 2)

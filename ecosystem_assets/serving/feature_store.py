@@ -1,0 +1,341 @@
+"""The fraud service's online feature state, behind one interface (`OnlineFeatures`) with two
+implementations; both compute rows with `fraud.features.feature_row`, the training table's function.
+
+- `InProcessFeatures`, the embedded default (laptop, tests, `make demo`): a `FeatureState` in the
+  service's memory, rebuilt from the prediction log at start (warm-up); customers and terminals idle
+  longer than any accepted transaction can see are evicted. One replica only.
+- `RedisFeatures` (``FRAUD_FEATURE_STORE_URL=redis://…`` or ``rediss://…``), the production form:
+  per-entity sorted sets in Redis or Valkey, shared by every replica. A micro-batch reads and updates
+  its entities in one server-side script, which Redis runs atomically: two replicas scoring the same
+  customer at the same moment both land, in some order, and neither update is lost. Keys expire after
+  the history window without traffic; a restart needs no warm-up.
+
+A batch is observed provisionally (a transaction sees the earlier ones of its batch) and forgotten
+if its write to the prediction log fails: the feature history holds what was committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from ecosystem_assets.fraud.features import (
+    CUSTOMER_KEEP_S,
+    CUSTOMER_WINDOWS,
+    DAY,
+    HISTORY_KEEP_S,
+    TERMINAL_KEEP_S,
+    FeatureState,
+    feature_row,
+    terminal_bounds,
+)
+from ecosystem_assets.serving.store import StoreUnavailable
+
+
+class FeatureStoreUnavailable(StoreUnavailable):
+    """The shared feature state cannot be read or written now (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    amount: float
+    timestamp: datetime  # with its UTC offset (night and weekend are local)
+
+
+@dataclass(frozen=True)
+class Label:
+    transaction_id: str
+    terminal_id: str
+    tx_time: float  # epoch s: where the label sits in the terminal's windows
+    is_fraud: bool
+
+
+def history_entry(row: dict[str, Any]) -> tuple[Transaction, Label | None] | None:
+    """A stored row (prediction log or loaded history: store.feature_history) as a transaction and
+    its label; None for a time no input rule would accept today."""
+    try:
+        timestamp = datetime.fromtimestamp(row["tx_time"], timezone(timedelta(minutes=row["tx_offset_min"])))
+    except (OverflowError, OSError, ValueError):
+        return None
+    tx = Transaction(row["transaction_id"], row["customer_id"], row["terminal_id"], float(row["amount"]), timestamp)
+    label = None if row["is_fraud"] is None else Label(tx.transaction_id, tx.terminal_id, row["tx_time"], bool(row["is_fraud"]))
+    return tx, label
+
+
+class OnlineFeatures(Protocol):
+    """What the scorer needs from the online feature state."""
+
+    newest_seen: float | None  # newest transaction time observed (epoch s): the input rules' anchor
+    warm_up_needed: bool  # True: rebuild from the prediction log at start (state lives in the process)
+
+    def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
+        """Each transaction's feature row, in order, each seeing the earlier ones of the batch; all
+        observed provisionally. Returns the rows and a token for `forget` or `keep`."""
+
+    def forget(self, observed: Any) -> None:
+        """Undo `observe`: the batch was not stored."""
+
+    def keep(self, observed: Any) -> None:
+        """The batch was stored: its observations stay."""
+
+    def load(self, entries: Iterable[tuple[Transaction, Label | None]]) -> None:
+        """Observe stored transactions (warm-up, /history) and their labels; repeats count once
+        only in Redis (members are sets there), so callers pass each transaction once."""
+
+    def label(self, labels: Sequence[Label]) -> None: ...
+
+    def ping(self) -> None:
+        """Raise `FeatureStoreUnavailable` when the state cannot be reached."""
+
+    def close(self) -> None: ...
+
+
+def open_feature_store(url: str | None) -> OnlineFeatures:
+    """``None``/"" → in-process; ``redis://``/``rediss://``/``valkey://`` → shared in Redis/Valkey."""
+    if not url:
+        return InProcessFeatures()
+    return RedisFeatures(url)
+
+
+class InProcessFeatures:
+    """The state in this process: one replica; warm-up at start; idle entities evicted hourly (of
+    transaction time)."""
+
+    warm_up_needed = True
+    EVICT_EVERY_S = 3_600.0
+
+    def __init__(self) -> None:
+        self.state = FeatureState()
+        self.newest_seen: float | None = None
+        self._lock = threading.Lock()  # the batch loop and /history (a worker thread)
+        self._evicted_at: float | None = None
+
+    def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
+        rows = []
+        with self._lock:
+            for tx in txs:
+                rows.append(self.state.features(tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp))
+                self.state.observe(tx.transaction_id, tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp, trim=False)
+        return rows, list(txs)
+
+    def forget(self, observed: Any) -> None:
+        with self._lock:
+            for tx in reversed(observed):
+                self.state.forget(tx.transaction_id, tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp)
+
+    def keep(self, observed: Any) -> None:
+        with self._lock:
+            for tx in observed:
+                t = tx.timestamp.timestamp()
+                self.state.trim(tx.customer_id, tx.terminal_id, t)
+                self._seen(t)
+            self._evict_idle()
+
+    def load(self, entries: Iterable[tuple[Transaction, Label | None]]) -> None:
+        with self._lock:
+            for tx, label in entries:
+                self.state.observe(tx.transaction_id, tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp)
+                self._seen(tx.timestamp.timestamp())
+                if label is not None:
+                    self.state.label(label.transaction_id, int(label.is_fraud))
+            self._evict_idle()
+
+    def label(self, labels: Sequence[Label]) -> None:
+        with self._lock:
+            for label in labels:
+                self.state.label(label.transaction_id, int(label.is_fraud))
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def _seen(self, t: float) -> None:
+        if self.newest_seen is None or t > self.newest_seen:
+            self.newest_seen = t
+
+    def _evict_idle(self) -> None:
+        """Drop entities that no accepted transaction can see any more (the input rules accept
+        nothing older than newest_seen − HISTORY_KEEP_S), at most once per hour of transaction time."""
+        if self.newest_seen is None or (self._evicted_at is not None and self.newest_seen - self._evicted_at < self.EVICT_EVERY_S):
+            return
+        self._evicted_at = self.newest_seen
+        self.state.evict_idle(self.newest_seen - HISTORY_KEEP_S)
+
+
+# One script call per micro-batch (Redis runs a script atomically). KEYS[1] is the newest-time key,
+# then per transaction its customer, terminal and terminal-fraud sorted sets; ARGV[1] the keys'
+# time to live (ms), then per transaction 9 strings. Bounds come from Python as exact decimal
+# strings ("(" = exclusive): Lua's own number-to-string conversion keeps only 14 digits.
+# Per transaction it returns the customer's earlier entries (member "amount|id", score = time)
+# within the longest window, the terminal's transactions and frauds in each window, and whether the
+# two members were new (only new ones are removed when the batch is forgotten).
+_OBSERVE = """
+local ttl = ARGV[1]
+local newest = redis.call('GET', KEYS[1])
+local out = {}
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local ck, tk, fk = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local a = 2 + 9 * i
+  local id, member, t, clow = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local low7, low30, high, ctrim, ttrim = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local customer = redis.call('ZRANGEBYSCORE', ck, '(' .. clow, '(' .. t, 'WITHSCORES')
+  local row = {customer,
+    redis.call('ZCOUNT', tk, low7, '(' .. high), redis.call('ZCOUNT', fk, low7, '(' .. high),
+    redis.call('ZCOUNT', tk, low30, '(' .. high), redis.call('ZCOUNT', fk, low30, '(' .. high),
+    redis.call('ZADD', ck, t, member), redis.call('ZADD', tk, t, id)}
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim)
+  redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. ttrim)
+  redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. ttrim)
+  redis.call('PEXPIRE', ck, ttl)
+  redis.call('PEXPIRE', tk, ttl)
+  redis.call('PEXPIRE', fk, ttl)
+  if not newest or tonumber(t) > tonumber(newest) then newest = t end
+  out[i + 1] = row
+end
+if newest then redis.call('SET', KEYS[1], newest, 'PX', ttl) end
+return {newest or false, out}
+"""
+# A fraud label counts in its terminal's windows only while the transaction itself is there (as
+# the in-process state intersects labels with the terminal's transactions). KEYS: terminal, fraud
+# set per label; ARGV[1] ttl, then per label id, time, "1"/"0".
+_LABEL = """
+for i = 0, #KEYS / 2 - 1 do
+  local tk, fk = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local id, t, fraud = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  if fraud == '1' then
+    if redis.call('ZSCORE', tk, id) then
+      redis.call('ZADD', fk, t, id)
+      redis.call('PEXPIRE', fk, ARGV[1])
+    end
+  else
+    redis.call('ZREM', fk, id)
+  end
+end
+return 0
+"""
+
+
+class RedisFeatures:
+    """The state in Redis/Valkey, shared by every replica (module docstring). Keys under ``prefix``:
+    ``c:<customer>`` (customer transactions: member "amount|transaction_id", score = time),
+    ``t:<terminal>`` (terminal transactions: member transaction_id), ``f:<terminal>`` (its fraud
+    labels), ``newest``. One logical database, not Redis Cluster (a batch's keys span hash slots)."""
+
+    warm_up_needed = False
+    BATCH = 512  # transactions per script call when loading history: bounds the time Redis is busy
+
+    def __init__(self, url: str, prefix: str = "fraud:v1:", timeout_s: float = 2.0):
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        self.prefix = prefix
+        # Retries: the library's (3, exponential backoff) on connection errors and timeouts. A retried
+        # script is safe: ZADD of the same member is a no-op.
+        self.client = redis.Redis.from_url(
+            url.replace("valkey://", "redis://", 1).replace("valkeys://", "rediss://", 1),
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            health_check_interval=30,
+        )
+        self._observe = self.client.register_script(_OBSERVE)
+        self._label = self.client.register_script(_LABEL)
+        self._ttl_ms = str(int(HISTORY_KEEP_S * 1000))
+        self.newest_seen: float | None = None
+
+    def _call(self, what: str, action: Any) -> Any:
+        import redis
+
+        try:
+            return action()
+        except redis.RedisError as exc:  # the URL (and its password) is never part of the message
+            raise FeatureStoreUnavailable(f"the feature store is unavailable ({what}: {type(exc).__name__})") from None
+
+    def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
+        if not txs:
+            return [], []
+        keys, args = [self.prefix + "newest"], [self._ttl_ms]
+        for tx in txs:
+            t = tx.timestamp.timestamp()
+            (low7, high), (low30, _) = terminal_bounds(t)
+            keys += [f"{self.prefix}c:{tx.customer_id}", f"{self.prefix}t:{tx.terminal_id}", f"{self.prefix}f:{tx.terminal_id}"]
+            args += [
+                tx.transaction_id,
+                f"{tx.amount!r}|{tx.transaction_id}",
+                repr(t),
+                repr(t - max(CUSTOMER_WINDOWS) * DAY),
+                repr(low7),
+                repr(low30),
+                repr(high),
+                repr(t - CUSTOMER_KEEP_S),
+                repr(t - TERMINAL_KEEP_S),
+            ]
+        newest, results = self._call("observe", lambda: self._observe(keys=keys, args=args))
+        if newest is not None:
+            self.newest_seen = float(newest)
+        rows, added = [], []
+        for tx, (customer, n7, f7, n30, f30, new_customer, new_terminal) in zip(txs, results, strict=True):
+            members, times = customer[0::2], [float(score) for score in customer[1::2]]
+            amounts = [float(member.split("|", 1)[0]) for member in members]
+            rows.append(feature_row(tx.amount, tx.timestamp, times, amounts, len(times), [(n7, f7), (n30, f30)]))
+            added.append((tx, bool(new_customer), bool(new_terminal)))
+        return rows, added
+
+    def forget(self, observed: Any) -> None:
+        def remove() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                for tx, new_customer, new_terminal in observed:
+                    if new_customer:
+                        pipe.zrem(f"{self.prefix}c:{tx.customer_id}", f"{tx.amount!r}|{tx.transaction_id}")
+                    if new_terminal:
+                        pipe.zrem(f"{self.prefix}t:{tx.terminal_id}", tx.transaction_id)
+                pipe.execute()
+
+        if observed:
+            self._call("forget", remove)
+
+    def keep(self, observed: Any) -> None:
+        return None  # the script already trimmed; observations are final
+
+    def load(self, entries: Iterable[tuple[Transaction, Label | None]]) -> None:
+        batch: list[tuple[Transaction, Label | None]] = []
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) == self.BATCH:
+                self._load(batch)
+                batch = []
+        self._load(batch)
+
+    def _load(self, batch: list[tuple[Transaction, Label | None]]) -> None:
+        if batch:
+            self.observe([tx for tx, _ in batch])
+            self.label([label for _, label in batch if label is not None])
+
+    def label(self, labels: Sequence[Label]) -> None:
+        if not labels:
+            return
+        keys, args = [], [self._ttl_ms]
+        for label in labels:
+            keys += [f"{self.prefix}t:{label.terminal_id}", f"{self.prefix}f:{label.terminal_id}"]
+            args += [label.transaction_id, repr(float(label.tx_time)), "1" if label.is_fraud else "0"]
+        self._call("label", lambda: self._label(keys=keys, args=args))
+
+    def ping(self) -> None:
+        self._call("ping", self.client.ping)
+        if self.newest_seen is None:  # a restarted replica: the input rules' anchor from the shared state
+            newest = self._call("newest", lambda: self.client.get(self.prefix + "newest"))
+            self.newest_seen = float(newest) if newest is not None else None
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,169 @@
+"""The online feature state's two implementations (in-process, Redis on a real server): the same
+rows as the training table, atomic micro-batches shared by replicas, exact undo, expiry, eviction,
+and a clean error when Redis is gone."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from ecosystem_assets.fraud.features import FEATURES, HISTORY_DAYS, HISTORY_KEEP_S, feature_table
+from ecosystem_assets.serving.feature_store import (
+    FeatureStoreUnavailable,
+    InProcessFeatures,
+    Label,
+    RedisFeatures,
+    Transaction,
+)
+from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
+
+T0 = datetime(2026, 8, 1, 12, tzinfo=UTC)
+
+
+def open_store(kind: str, request) -> InProcessFeatures | RedisFeatures:
+    return InProcessFeatures() if kind == "in-process" else RedisFeatures(request.getfixturevalue("redis_url"))
+
+
+def stream(first, last) -> list[dict]:
+    table = frames(first, last).sort_values("timestamp", kind="stable")
+    records = table.to_dict("records")
+    for r in records:
+        r["timestamp"] = r["timestamp"].to_pydatetime()
+    return records
+
+
+def tx(r: dict) -> Transaction:
+    return Transaction(r["transaction_id"], r["customer_id"], r["terminal_id"], float(r["amount"]), r["timestamp"])
+
+
+def score_in_batches(store, records: list[dict], batch: int) -> np.ndarray:
+    """The service's path: a micro-batch observed, kept (committed), then its labels."""
+    rows = []
+    for i in range(0, len(records), batch):
+        part = records[i : i + batch]
+        features, observed = store.observe([tx(r) for r in part])
+        store.keep(observed)
+        store.label([Label(r["transaction_id"], r["terminal_id"], r["timestamp"].timestamp(), bool(r["is_fraud"])) for r in part])
+        rows += features
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+def test_online_rows_equal_the_training_table_exactly(kind, request):
+    records = stream(DRIFT - timedelta(days=HISTORY_DAYS + 3), DRIFT - timedelta(days=1))
+    store = open_store(kind, request)
+    online = score_in_batches(store, records, batch=64)
+    import pandas as pd
+
+    offline = feature_table(pd.DataFrame(records))[FEATURES].to_numpy()
+    np.testing.assert_array_equal(online, offline)
+    assert online[:, FEATURES.index("terminal_risk_30d")].max() > 0  # the labels were in play
+    assert store.newest_seen == records[-1]["timestamp"].timestamp()
+
+
+def test_two_replicas_on_one_redis_give_one_process_rows(request):
+    """One stream, each batch sent to either of two clients (two replicas), equals one client."""
+    records = stream(DRIFT - timedelta(days=12), DRIFT - timedelta(days=1))  # terminal windows reach 7 days back
+    url = request.getfixturevalue("redis_url")
+    single = score_in_batches(RedisFeatures(url, prefix="single:"), records, batch=16)
+    replicas = [RedisFeatures(url, prefix="shared:"), RedisFeatures(url, prefix="shared:")]
+    rows = []
+    for n, i in enumerate(range(0, len(records), 16)):
+        rows.append(score_in_batches(replicas[n % 2], records[i : i + 16], batch=16))
+    np.testing.assert_array_equal(np.concatenate(rows), single)
+    assert single[:, FEATURES.index("terminal_nb_tx_7d")].max() > 0 and single[:, FEATURES.index("customer_nb_tx_7d")].max() > 1
+
+
+def test_concurrent_batches_of_one_customer_lose_no_update(request):
+    url = request.getfixturevalue("redis_url")
+    replicas = [RedisFeatures(url), RedisFeatures(url)]
+    start = threading.Barrier(2, timeout=30)
+    counts: dict[int, list[float]] = {}
+
+    def replica(k: int) -> None:
+        start.wait()
+        seen = []
+        for i in range(200):  # same customer and terminal, interleaved times
+            t = T0 + timedelta(seconds=2 * i + k)
+            rows, observed = replicas[k].observe([Transaction(f"r{k}-{i}", "C1", "T1", 10.0, t)])
+            replicas[k].keep(observed)
+            seen.append(rows[0][FEATURES.index("customer_nb_tx_1d")])
+        counts[k] = seen
+
+    threads = [threading.Thread(target=replica, args=(k,)) for k in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert replicas[0].client.zcard("fraud:v1:c:C1") == 400 and replicas[0].client.zcard("fraud:v1:t:T1") == 400
+    # Every later transaction saw every earlier one that had landed: counts only grow.
+    assert all(b >= a for k in (0, 1) for a, b in zip(counts[k], counts[k][1:], strict=False))
+    rows, _ = replicas[0].observe([Transaction("late-probe", "C1", "T1", 10.0, T0 + timedelta(seconds=400))])
+    assert rows[0][FEATURES.index("customer_nb_tx_1d")] == 401  # all 400 earlier ones, and itself
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+def test_forget_undoes_only_what_the_batch_added(kind, request):
+    store = open_store(kind, request)
+    first = Transaction("x1", "C1", "T1", 10.0, T0)
+    store.keep(store.observe([first])[1])
+    # A retry of x1 and a new transaction, in a batch whose write failed: x1 stays, once.
+    _, observed = store.observe([first, Transaction("x2", "C1", "T1", 20.0, T0 + timedelta(hours=1))])
+    store.forget(observed)
+    rows, _ = store.observe([Transaction("probe", "C1", "T1", 30.0, T0 + timedelta(hours=2))])
+    row = dict(zip(FEATURES, rows[0], strict=True))
+    assert row["customer_nb_tx_1d"] == 2 and row["customer_mean_amount_1d"] == 20.0  # x1 and the probe
+
+
+def test_redis_keys_expire_after_the_history_window(request):
+    store = RedisFeatures(request.getfixturevalue("redis_url"))
+    store.keep(store.observe([Transaction("x1", "C1", "T1", 10.0, T0)])[1])
+    store.label([Label("x1", "T1", T0.timestamp(), True)])
+    for key in ("fraud:v1:c:C1", "fraud:v1:t:T1", "fraud:v1:f:T1", "fraud:v1:newest"):
+        ttl_ms = store.client.pttl(key)
+        assert HISTORY_KEEP_S * 1000 - 60_000 < ttl_ms <= HISTORY_KEEP_S * 1000, (key, ttl_ms)
+    # Old entries leave a key as newer transactions arrive (trimmed on transaction time).
+    later = T0 + timedelta(days=HISTORY_DAYS + 1)
+    store.observe([Transaction("x2", "C1", "T1", 10.0, later)])
+    assert store.client.zrange("fraud:v1:c:C1", 0, -1) == ["10.0|x2"]
+    assert store.client.zrange("fraud:v1:t:T1", 0, -1) == ["x2"] and not store.client.exists("fraud:v1:f:T1")
+
+
+def test_redis_labels_count_only_for_transactions_it_holds(request):
+    store = RedisFeatures(request.getfixturevalue("redis_url"))
+    store.keep(store.observe([Transaction("x1", "C1", "T1", 10.0, T0)])[1])
+    store.label([Label("x1", "T1", T0.timestamp(), True), Label("ghost", "T1", T0.timestamp(), True)])
+    assert store.client.zrange("fraud:v1:f:T1", 0, -1) == ["x1"]
+    store.label([Label("x1", "T1", T0.timestamp(), False)])  # a correction removes it
+    assert not store.client.exists("fraud:v1:f:T1")
+
+
+def test_in_process_state_evicts_idle_entities():
+    store = InProcessFeatures()
+    store.keep(store.observe([Transaction(f"x{i}", f"C{i}", f"T{i}", 10.0, T0) for i in range(100)])[1])
+    store.label([Label("x1", "T1", T0.timestamp(), True)])
+    assert len(store.state.customers) == 100 and store.state.frauds == {"x1"}
+    # 36 days later the old entities can still be seen by an accepted late transaction: kept.
+    store.keep(store.observe([Transaction("y", "CY", "TY", 10.0, T0 + timedelta(days=36))])[1])
+    assert len(store.state.customers) == 101
+    # Once nothing the input rules accept can see them, they go (labels with them).
+    store.keep(store.observe([Transaction("z", "CZ", "TZ", 10.0, T0 + timedelta(days=2 * HISTORY_DAYS + 1))])[1])
+    assert set(store.state.customers) == {"CY", "CZ"} and set(store.state.terminals) == {"TY", "TZ"}
+    assert not store.state.frauds
+
+
+def test_a_stopped_redis_is_a_clean_unavailable_error(tmp_path):
+    from ecosystem_assets_tests.servers.redis import redis_server
+
+    with redis_server(tmp_path / "redis") as url:
+        store = RedisFeatures(url, timeout_s=0.5)
+        store.keep(store.observe([Transaction("x1", "C1", "T1", 10.0, T0)])[1])
+    password = url.split(":")[2].split("@")[0]
+    with pytest.raises(FeatureStoreUnavailable) as raised:
+        store.observe([Transaction("x2", "C1", "T1", 10.0, T0)])
+    assert "feature store is unavailable" in str(raised.value) and password not in str(raised.value)
+    with pytest.raises(FeatureStoreUnavailable):
+        store.ping()

