@@ -545,8 +545,8 @@ def documented_names() -> set[str]:
         "DO_NOT_TRACK",  # Evidently's telemetry switch (DESIGN.md)
         "GX_ANALYTICS_ENABLED",  # Great Expectations' telemetry switch
         "HOME",  # POSIX; points at the writable /tmp where the root filesystem is read-only
-        # The fraud service's shared feature state (serving/feature_store.py, issue 11), written
-        # alongside this deployment; redundant here once Settings reads it.
+        # The fraud service's shared feature state: `serve` reads it with settings.secret (the URL
+        # holds the AUTH token), not as a Settings field.
         "FRAUD_FEATURE_STORE_URL",
     }
 
