@@ -8,7 +8,8 @@ implementations; both compute rows with `fraud.features.feature_row`, the traini
   per-entity sorted sets in Redis or Valkey, shared by every replica. A micro-batch reads and updates
   its entities in one server-side script, which Redis runs atomically: two replicas scoring the same
   customer at the same moment both land, in some order, and neither update is lost. Keys expire after
-  the history window without traffic; a restart needs no warm-up.
+  the history window without traffic; a restart needs no warm-up (an empty Redis is seeded from the
+  prediction log once).
 
 A batch is observed provisionally (a transaction sees the earlier ones of its batch) and forgotten
 if its write to the prediction log fails: the feature history holds what was committed.
@@ -72,7 +73,10 @@ class OnlineFeatures(Protocol):
     """What the scorer needs from the online feature state."""
 
     newest_seen: float | None  # newest transaction time observed (epoch s): the input rules' anchor
-    warm_up_needed: bool  # True: rebuild from the prediction log at start (state lives in the process)
+
+    @property
+    def warm_up_needed(self) -> bool:
+        """True: fill the state from the prediction log at start."""
 
     def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
         """Each transaction's feature row, in order, each seeing the earlier ones of the batch; all
@@ -229,7 +233,6 @@ class RedisFeatures:
     ``t:<terminal>`` (terminal transactions: member transaction_id), ``f:<terminal>`` (its fraud
     labels), ``newest``. One logical database, not Redis Cluster (a batch's keys span hash slots)."""
 
-    warm_up_needed = False
     BATCH = 512  # transactions per script call when loading history: bounds the time Redis is busy
 
     def __init__(self, url: str, prefix: str = "fraud:v1:", timeout_s: float = 2.0):
@@ -253,6 +256,12 @@ class RedisFeatures:
         self._label = self.client.register_script(_LABEL)
         self._ttl_ms = str(int(HISTORY_KEEP_S * 1000))
         self.newest_seen: float | None = None
+
+    @property
+    def warm_up_needed(self) -> bool:
+        """Only for an empty state (a new Redis, or 37 days without traffic): then it is seeded from
+        the prediction log once. Replicas seeding at the same time do no harm (members are sets)."""
+        return self._call("newest", lambda: self.client.get(self.prefix + "newest")) is None
 
     def _call(self, what: str, action: Any) -> Any:
         import redis

@@ -95,10 +95,15 @@ class Scorer:
         return None if newest is None else newest - HISTORY_KEEP_S
 
     def warm_up(self) -> int:
-        """Rebuild an in-process feature history from the store (what the windows can still see);
-        a shared one (Redis) needs nothing."""
-        if not self.features.warm_up_needed:
-            self.features.ping()
+        """Rebuild the feature history from the store (what the windows can still see): always for
+        an in-process one, only when empty for a shared one (Redis). A feature store that cannot be
+        reached at start leaves the service running and not ready (/readyz names it)."""
+        try:
+            if not self.features.warm_up_needed:
+                self.features.ping()  # a shared state's newest time: the input rules' anchor
+                return 0
+        except StoreUnavailable as exc:
+            log.warning("feature history not checked at start: %s", exc)
             return 0
         latest = self.store.latest_seen_time()
         if latest is None:

@@ -167,3 +167,25 @@ def test_a_stopped_redis_is_a_clean_unavailable_error(tmp_path):
     assert "feature store is unavailable" in str(raised.value) and password not in str(raised.value)
     with pytest.raises(FeatureStoreUnavailable):
         store.ping()
+
+
+def test_an_empty_redis_is_seeded_from_the_log_once(request, tmp_path):
+    """A new Redis (or one idle past the history window) is filled from the prediction log at
+    start; a restarted replica on a filled one reads nothing."""
+    from ecosystem_assets.serving.scoring import Scorer
+    from ecosystem_assets.serving.store import PredictionStore
+
+    records = stream(DRIFT - timedelta(days=3), DRIFT - timedelta(days=1))
+    store = PredictionStore(f"sqlite:///{tmp_path / 'log.db'}")
+    url = request.getfixturevalue("redis_url")
+    first = Scorer(store, watcher=None, features=RedisFeatures(url))  # type: ignore[arg-type]  # warm-up never asks for the model
+    assert first.load_history(records) == len(records)
+    restarted = Scorer(store, watcher=None, features=RedisFeatures(url))  # type: ignore[arg-type]
+    assert restarted.warm_up() == 0
+    assert restarted.oldest_accepted() == records[-1]["timestamp"].timestamp() - HISTORY_KEEP_S
+    probe = [tx(r) for r in stream(DRIFT, DRIFT)[:50]]
+    seeded_rows, _ = restarted.features.observe(probe)
+    restarted.features.client.flushdb()
+    fresh = Scorer(store, watcher=None, features=RedisFeatures(url))  # type: ignore[arg-type]
+    assert fresh.warm_up() == len(records)
+    assert fresh.features.observe(probe)[0] == seeded_rows
