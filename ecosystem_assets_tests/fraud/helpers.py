@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -56,3 +62,45 @@ def train_champion(tracking_uri: str, artifacts: Path, end: date, drift: bool = 
             extra_params={},
         )
     return outcome
+
+
+@contextmanager
+def serve_process(env: dict[str, str], home: Path, ready: str = "/readyz") -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`ecosystem-assets serve` from its console script on a free loopback port, with ``env`` over
+    this environment's (without its ECOSYSTEM_/FRAUD_/MLFLOW_TRACKING variables), until ``ready``
+    answers 200; yields (url, process, log file). Stopped with SIGINT (uvicorn's graceful shutdown)
+    unless the test ended it."""
+    import requests
+
+    from ecosystem_assets_tests.servers.ports import free_port
+    from ecosystem_assets_tests.waiting import wait_until
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
+    full.update(ECOSYSTEM_HOME=str(home), **env)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "serve.log"  # a file, not a pipe: an unread pipe fills with access logs and stalls the server
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[2],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def status() -> int:
+            assert process.poll() is None, log.read_text()[-3000:]  # died: fail now, with its log
+            return requests.get(f"{url}{ready}", timeout=5).status_code
+
+        wait_until(status, 120, f"{url}{ready} answers 200", every=0.3, done=lambda code: code == 200)
+        yield url, process, log
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,41 +11,18 @@ from pathlib import Path
 
 import requests
 
-from ecosystem_assets_tests.servers.ports import free_port
-from ecosystem_assets_tests.waiting import wait_until
+from ecosystem_assets_tests.fraud.helpers import serve_process
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
-    env.update(
-        ECOSYSTEM_HOME=str(tmp_path / "home"),
-        MLFLOW_TRACKING_URI=registry,
-        FRAUD_DB_URL=f"sqlite:///{tmp_path / 'service.db'}",
-        FRAUD_DRIFT_FROM="2026-09-01",
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"  # a file, not a pipe: an unread pipe fills with access logs and stalls the server
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-
-        def healthz() -> requests.Response:
-            assert server.poll() is None, log.read_text()[-3000:]  # died: fail now, with its log
-            return requests.get(f"{url}/healthz", timeout=2)
-
-        health = wait_until(healthz, 120, "the service answers /healthz with 200", every=0.3, done=lambda r: r.status_code == 200)
-        assert health.json() == {"status": "ok", "model_version": "1"}
+    env = {"MLFLOW_TRACKING_URI": registry, "FRAUD_DB_URL": f"sqlite:///{tmp_path / 'service.db'}", "FRAUD_DRIFT_FROM": "2026-09-01"}
+    with serve_process(env, tmp_path / "home", ready="/healthz") as (url, server, log):
+        assert requests.get(f"{url}/healthz", timeout=5).json() == {"status": "ok", "model_version": "1"}
+        replay_env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
+        replay_env.update(ECOSYSTEM_HOME=str(tmp_path / "home"), **env)
 
         started = time.monotonic()
         replay = subprocess.run(
@@ -66,7 +42,7 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
                 "4",
             ],
             cwd=REPO,
-            env=env,
+            env=replay_env,
             capture_output=True,
             text=True,
             timeout=300,
@@ -85,11 +61,6 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
         assert monitoring["model_version"] == "1" and monitoring["precision"] is not None
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert f'fraud_requests_total{{endpoint="/predict",status="200"}} {float(sent)}' in metrics
-    finally:
-        server.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    # serve_process stopped it with SIGINT: uvicorn's graceful shutdown
     assert server.returncode == 0, log.read_text()[-3000:]
     assert "Application shutdown complete" in log.read_text()

@@ -4,15 +4,14 @@ process gives, and killing a replica under load loses no acknowledged prediction
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,45 +19,19 @@ import sqlalchemy as sa
 
 from ecosystem_assets.fraud.replay import payload, send_history
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, predictions
-from ecosystem_assets_tests.fraud.helpers import DRIFT, frames
-from ecosystem_assets_tests.servers.ports import free_port
-from ecosystem_assets_tests.waiting import wait_until
+from ecosystem_assets_tests.fraud.helpers import DRIFT, frames, serve_process
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 LIVE = DRIFT - timedelta(days=3)
 
 
 @contextmanager
 def replica(registry: str, db_url: str, redis_url: str, home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """One `ecosystem-assets serve` process on loopback, ready (/readyz 200); yields (url, process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
-    env.update(ECOSYSTEM_HOME=str(home), MLFLOW_TRACKING_URI=registry, FRAUD_DB_URL=db_url, FRAUD_FEATURE_STORE_URL=redis_url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "serve.log"  # a file, not a pipe: an unread pipe fills with access logs and stalls the server
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-
-        def ready() -> int:
-            assert process.poll() is None, log.read_text()[-3000:]
-            return requests.get(f"{url}/readyz", timeout=5).status_code
-
-        wait_until(ready, 120, f"{url}/readyz answers 200", every=0.3, done=lambda status: status == 200)
+    """One `ecosystem-assets serve` process, ready (/readyz 200); yields (url, process)."""
+    env = {"MLFLOW_TRACKING_URI": registry, "FRAUD_DB_URL": db_url, "FRAUD_FEATURE_STORE_URL": redis_url}
+    with serve_process(env, home) as (url, process, log):
         yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-    assert "FRAUD_FEATURE_STORE_URL" not in log.read_text() and redis_url not in log.read_text()
+    password = urlsplit(redis_url).password
+    assert password and password not in log.read_text()
 
 
 def send(urls: list[str], rows: list[dict]) -> None:
