@@ -82,8 +82,10 @@ class OnlineFeatures(Protocol):
         """Each transaction's feature row, in order, each seeing the earlier ones of the batch; all
         observed provisionally. Returns the rows and a token for `forget` or `keep`."""
 
-    def forget(self, observed: Any) -> None:
-        """Undo `observe`: the batch was not stored."""
+    def forget(self, observed: Any, stored: Sequence[bool] = ()) -> None:
+        """Undo `observe`: the batch was not stored. ``stored[i]``: transaction i was not written
+        because the log already holds it with this very body (a retry, perhaps through another
+        replica at the same moment): its observation is the stored one's in a shared state."""
 
     def keep(self, observed: Any) -> None:
         """The batch was stored: its observations stay."""
@@ -128,7 +130,8 @@ class InProcessFeatures:
                 self.state.observe(tx.transaction_id, tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp, trim=False)
         return rows, list(txs)
 
-    def forget(self, observed: Any) -> None:
+    def forget(self, observed: Any, stored: Sequence[bool] = ()) -> None:
+        # Lists keep repeats: a retry's observation is a second copy, removed whether stored or not.
         with self._lock:
             for tx in reversed(observed):
                 self.state.forget(tx.transaction_id, tx.customer_id, tx.terminal_id, tx.amount, tx.timestamp)
@@ -180,7 +183,8 @@ class InProcessFeatures:
 # strings ("(" = exclusive): Lua's own number-to-string conversion keeps only 14 digits.
 # Per transaction it returns the customer's earlier entries (member "amount|id", score = time)
 # within the longest window, the terminal's transactions and frauds in each window, and whether the
-# two members were new (only new ones are removed when the batch is forgotten).
+# two members were new (only new ones are removed when the batch is forgotten). NX: a transaction
+# sent again with another time never moves the stored one.
 _OBSERVE = """
 local ttl = ARGV[1]
 local newest = redis.call('GET', KEYS[1])
@@ -194,7 +198,7 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
   local row = {customer,
     redis.call('ZCOUNT', tk, low7, '(' .. high), redis.call('ZCOUNT', fk, low7, '(' .. high),
     redis.call('ZCOUNT', tk, low30, '(' .. high), redis.call('ZCOUNT', fk, low30, '(' .. high),
-    redis.call('ZADD', ck, t, member), redis.call('ZADD', tk, t, id)}
+    redis.call('ZADD', ck, 'NX', t, member), redis.call('ZADD', tk, 'NX', t, id)}
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim)
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. ttrim)
   redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. ttrim)
@@ -301,10 +305,14 @@ class RedisFeatures:
             added.append((tx, bool(new_customer), bool(new_terminal)))
         return rows, added
 
-    def forget(self, observed: Any) -> None:
+    def forget(self, observed: Any, stored: Sequence[bool] = ()) -> None:
+        retries = set(i for i, is_stored in enumerate(stored) if is_stored)
+
         def remove() -> None:
             with self.client.pipeline(transaction=True) as pipe:
-                for tx, new_customer, new_terminal in observed:
+                for i, (tx, new_customer, new_terminal) in enumerate(observed):
+                    if i in retries:  # sets: the member is the stored transaction's own
+                        continue
                     if new_customer:
                         pipe.zrem(f"{self.prefix}c:{tx.customer_id}", f"{tx.amount!r}|{tx.transaction_id}")
                     if new_terminal:

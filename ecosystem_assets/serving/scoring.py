@@ -299,7 +299,8 @@ class Scorer:
                 if outcome is None:
                     self.features.keep(observed)
                 else:
-                    self.features.forget(observed)
+                    retry = isinstance(outcome, dict) and all(outcome[k] == item.row[k] for k in _BODY)
+                    self.features.forget(observed, stored=[retry])
                 row_outcomes.append(outcome)
         _, label_outcomes = self.store.write_each([], labels, wait=wait)
         return self._results(batch, row_outcomes, label_outcomes)

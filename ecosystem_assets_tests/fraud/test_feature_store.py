@@ -189,3 +189,21 @@ def test_an_empty_redis_is_seeded_from_the_log_once(request, tmp_path):
     fresh = Scorer(store, watcher=None, features=RedisFeatures(url))  # type: ignore[arg-type]
     assert fresh.warm_up() == len(records)
     assert fresh.features.observe(probe)[0] == seeded_rows
+
+
+def test_a_retry_on_two_replicas_at_once_keeps_the_stored_observation(request):
+    """Replica a observes x1 first, replica b observes the same x1 and commits it; a's write then
+    meets the stored row (a retry with the same body): a's undo must leave b's transaction in."""
+    url = request.getfixturevalue("redis_url")
+    a, b = RedisFeatures(url), RedisFeatures(url)
+    x1 = Transaction("x1", "C1", "T1", 10.0, T0)
+    _, observed_a = a.observe([x1])
+    _, observed_b = b.observe([x1])
+    b.keep(observed_b)
+    a.forget(observed_a, stored=[True])
+    assert a.client.zrange("fraud:v1:c:C1", 0, -1, withscores=True) == [("10.0|x1", T0.timestamp())]
+    # The same id sent again with another time (a 409 body) never moves the stored one.
+    _, moved = a.observe([Transaction("x1", "C1", "T1", 10.0, T0 + timedelta(hours=5))])
+    a.forget(moved)
+    assert a.client.zrange("fraud:v1:c:C1", 0, -1, withscores=True) == [("10.0|x1", T0.timestamp())]
+    assert a.client.zrange("fraud:v1:t:T1", 0, -1, withscores=True) == [("x1", T0.timestamp())]
