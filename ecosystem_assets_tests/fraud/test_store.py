@@ -43,7 +43,9 @@ def test_batches_labels_and_window_metrics(store):
     outcomes = store.write_batch(
         [row("d", 10 * day + 180, False, version="2")], [("a", True), ("b", False), ("c", True), ("a", True), ("zzz", True), ("b", True)]
     )
-    assert outcomes[:4] == [("recorded", "tx-a"), ("recorded", "tx-b"), ("recorded", "tx-c"), ("unchanged", "tx-a")]
+    # (status, transaction, terminal, time): where the label lands in the online feature state
+    a, b, c = ("tx-a", "T1", 10 * day), ("tx-b", "T1", 10 * day + 60), ("tx-c", "T1", 10 * day + 120)
+    assert outcomes[:4] == [("recorded", *a), ("recorded", *b), ("recorded", *c), ("unchanged", *a)]
     assert isinstance(outcomes[4], UnknownPrediction) and isinstance(outcomes[5], ConflictingFeedback)
     assert logged(store) == (5, 3)
 
@@ -111,5 +113,5 @@ def test_a_failed_batch_commits_nothing_and_the_store_goes_on(store):
     with pytest.raises(store.engine.dialect.dbapi.IntegrityError):  # the driver's own error (DBAPI)
         store.write_batch([row("b", 101.0, False), row("a", 102.0, False)], [("a", True)])
     assert logged(store) == (1, 0)  # neither "b" nor the label: one transaction
-    assert store.write_batch([row("c", 103.0, False)], [("a", False)]) == [("recorded", "tx-a")]
+    assert store.write_batch([row("c", 103.0, False)], [("a", False)]) == [("recorded", "tx-a", "T1", 100.0)]
     assert logged(store) == (2, 1)
