@@ -16,14 +16,14 @@ slice, about 10 µs a transaction, no pandas on the serving path.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from math import fsum
 from typing import Any
 
 DAY = 86_400.0
-CUSTOMER_WINDOWS = (1, 7, 30)
+CUSTOMER_WINDOWS = (1, 7, 30)  # shortest first: the Redis store reads the last (longest) one whole
 TERMINAL_WINDOWS = (7, 30)
 LABEL_DELAY_DAYS = 7
 FEATURES = (
@@ -63,6 +63,12 @@ def _remove(histories: dict[str, tuple[list[float], list]], key: str, t: float, 
         del histories[key]
 
 
+def customer_lows(t: float) -> list[float]:
+    """The customer windows of a transaction at ``t`` (CUSTOMER_WINDOWS order): each holds the
+    customer's transactions strictly after its low and strictly before ``t``."""
+    return [t - window * DAY for window in CUSTOMER_WINDOWS]
+
+
 def terminal_bounds(t: float) -> list[tuple[float, float]]:
     """The terminal windows of a transaction at ``t``, as [low, high): they end LABEL_DELAY_DAYS
     before it (labels of the last 7 days are not known yet)."""
@@ -71,21 +77,19 @@ def terminal_bounds(t: float) -> list[tuple[float, float]]:
 
 
 def feature_row(
-    amount: float, timestamp: datetime, times: list[float], amounts: list[float], end: int, terminal: list[tuple[int, int]]
+    amount: float, timestamp: datetime, customer: Sequence[Sequence[float]], terminal: Sequence[tuple[int, int]]
 ) -> list[float]:
-    """The feature row, in FEATURES order, from what the windows need: the customer's (times,
-    amounts) in time order, of which the first ``end`` are strictly earlier than the transaction,
-    and per terminal window (transactions, frauds). The training table and every online feature
-    store (serving/feature_store.py) compute rows here.
+    """The feature row, in FEATURES order, from what the windows hold: per customer window the
+    amounts of the customer's earlier transactions in it, per terminal window (transactions,
+    frauds). The training table and every online feature store (serving/feature_store.py) compute
+    rows here.
 
     Means are `math.fsum`, exact whatever the order: two stores may order transactions of the
     same instant differently (a list by arrival, a Redis sorted set by member)."""
-    t = timestamp.timestamp()
     row = [amount]
-    for window in CUSTOMER_WINDOWS:
-        start = bisect_right(times, t - window * DAY, 0, end)  # younger than the window
-        count = end - start + 1  # the current transaction counts
-        row += [float(count), fsum([amount, *amounts[start:end]]) / count]
+    for amounts in customer:
+        count = len(amounts) + 1  # the current transaction counts
+        row += [float(count), fsum([amount, *amounts]) / count]
     for count, frauds in terminal:
         row += [float(count), frauds / count if count else 0.0]
     row += [float(timestamp.hour < 6 or timestamp.hour >= 22), float(timestamp.weekday() >= 5)]
@@ -113,7 +117,9 @@ class FeatureState:
         times, amounts = self.customers.get(customer_id, _EMPTY)
         # Strictly earlier only: transactions at the same instant must not depend on which the
         # service happened to receive first (offline order is arbitrary there too).
-        return feature_row(float(amount), timestamp, times, amounts, bisect_left(times, t), terminal)
+        end = bisect_left(times, t)
+        customer = [amounts[bisect_right(times, low, 0, end) : end] for low in customer_lows(t)]
+        return feature_row(float(amount), timestamp, customer, terminal)
 
     def observe(
         self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime, trim: bool = True

@@ -26,10 +26,11 @@ from typing import Any, Protocol
 from ecosystem_assets.fraud.features import (
     CUSTOMER_KEEP_S,
     CUSTOMER_WINDOWS,
-    DAY,
     HISTORY_KEEP_S,
     TERMINAL_KEEP_S,
+    TERMINAL_WINDOWS,
     FeatureState,
+    customer_lows,
     feature_row,
     terminal_bounds,
 )
@@ -178,27 +179,34 @@ class InProcessFeatures:
 
 
 # One script call per micro-batch (Redis runs a script atomically). KEYS[1] is the newest-time key,
-# then per transaction its customer, terminal and terminal-fraud sorted sets; ARGV[1] the keys'
-# time to live (ms), then per transaction 9 strings. Bounds come from Python as exact decimal
-# strings ("(" = exclusive): Lua's own number-to-string conversion keeps only 14 digits.
-# Per transaction it returns the customer's earlier entries (member "amount|id", score = time)
-# within the longest window, the terminal's transactions and frauds in each window, and whether the
-# two members were new (only new ones are removed when the batch is forgotten). NX: a transaction
-# sent again with another time never moves the stored one.
+# then per transaction its customer, terminal and terminal-fraud sorted sets. ARGV: the keys' time
+# to live (ms), the numbers of customer and terminal windows, then per transaction its id, customer
+# member ("amount|id"), time, the customer and terminal trim bounds, the terminal windows' end, the
+# customer windows' lows (longest last) and the terminal windows' lows. Bounds come from Python as
+# exact decimal strings ("(" = exclusive): Lua's own number-to-string conversion keeps 14 digits.
+# Per transaction it returns the counts of the shorter customer windows, the longest one's members
+# in time order (the shorter windows are its tail), per terminal window its transactions and
+# frauds, and whether the two members were new (only those are removed when a batch is forgotten;
+# NX: a transaction sent again with another time never moves the stored one).
 _OBSERVE = """
-local ttl = ARGV[1]
+local ttl, nc, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local per = 6 + nc + nt
 local newest = redis.call('GET', KEYS[1])
 local out = {}
 for i = 0, (#KEYS - 1) / 3 - 1 do
   local ck, tk, fk = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local a = 2 + 9 * i
-  local id, member, t, clow = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local low7, low30, high, ctrim, ttrim = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local customer = redis.call('ZRANGEBYSCORE', ck, '(' .. clow, '(' .. t, 'WITHSCORES')
-  local row = {customer,
-    redis.call('ZCOUNT', tk, low7, '(' .. high), redis.call('ZCOUNT', fk, low7, '(' .. high),
-    redis.call('ZCOUNT', tk, low30, '(' .. high), redis.call('ZCOUNT', fk, low30, '(' .. high),
-    redis.call('ZADD', ck, 'NX', t, member), redis.call('ZADD', tk, 'NX', t, id)}
+  local a = 4 + per * i
+  local id, member, t, ctrim, ttrim, high = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local row = {}
+  for w = 1, nc - 1 do row[w] = redis.call('ZCOUNT', ck, '(' .. ARGV[a + 5 + w], '(' .. t) end
+  row[nc] = redis.call('ZRANGEBYSCORE', ck, '(' .. ARGV[a + 5 + nc], '(' .. t)
+  for w = 1, nt do
+    local low = ARGV[a + 5 + nc + w]
+    row[nc + 2 * w - 1] = redis.call('ZCOUNT', tk, low, '(' .. high)
+    row[nc + 2 * w] = redis.call('ZCOUNT', fk, low, '(' .. high)
+  end
+  row[nc + 2 * nt + 1] = redis.call('ZADD', ck, 'NX', t, member)
+  row[nc + 2 * nt + 2] = redis.call('ZADD', tk, 'NX', t, id)
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim)
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. ttrim)
   redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. ttrim)
@@ -278,31 +286,33 @@ class RedisFeatures:
     def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
         if not txs:
             return [], []
-        keys, args = [self.prefix + "newest"], [self._ttl_ms]
+        nc, nt = len(CUSTOMER_WINDOWS), len(TERMINAL_WINDOWS)
+        keys, args = [self.prefix + "newest"], [self._ttl_ms, str(nc), str(nt)]
         for tx in txs:
             t = tx.timestamp.timestamp()
-            (low7, high), (low30, _) = terminal_bounds(t)
+            terminal = terminal_bounds(t)
             keys += [f"{self.prefix}c:{tx.customer_id}", f"{self.prefix}t:{tx.terminal_id}", f"{self.prefix}f:{tx.terminal_id}"]
             args += [
                 tx.transaction_id,
                 f"{tx.amount!r}|{tx.transaction_id}",
                 repr(t),
-                repr(t - max(CUSTOMER_WINDOWS) * DAY),
-                repr(low7),
-                repr(low30),
-                repr(high),
                 repr(t - CUSTOMER_KEEP_S),
                 repr(t - TERMINAL_KEEP_S),
+                repr(terminal[0][1]),  # every terminal window ends at the same time
+                *map(repr, customer_lows(t)),
+                *(repr(low) for low, _ in terminal),
             ]
         newest, results = self._call("observe", lambda: self._observe(keys=keys, args=args))
         if newest is not None:
             self.newest_seen = float(newest)
         rows, added = [], []
-        for tx, (customer, n7, f7, n30, f30, new_customer, new_terminal) in zip(txs, results, strict=True):
-            members, times = customer[0::2], [float(score) for score in customer[1::2]]
-            amounts = [float(member.split("|", 1)[0]) for member in members]
-            rows.append(feature_row(tx.amount, tx.timestamp, times, amounts, len(times), [(n7, f7), (n30, f30)]))
-            added.append((tx, bool(new_customer), bool(new_terminal)))
+        for tx, result in zip(txs, results, strict=True):
+            counts, members = result[: nc - 1], result[nc - 1]
+            longest = [float(member.partition("|")[0]) for member in members]
+            customer = [longest[len(longest) - count :] for count in counts] + [longest]
+            terminal_counts = [(result[nc + 2 * w], result[nc + 2 * w + 1]) for w in range(nt)]
+            rows.append(feature_row(tx.amount, tx.timestamp, customer, terminal_counts))
+            added.append((tx, bool(result[-2]), bool(result[-1])))
         return rows, added
 
     def forget(self, observed: Any, stored: Sequence[bool] = ()) -> None:
