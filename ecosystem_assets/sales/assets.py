@@ -6,6 +6,10 @@ materialization its run made, else the latest one (`lineage.upstream_partitions`
 same day at once therefore never read each other's files, and the email attaches exactly the
 summary its run's lineage points to.
 
+The gate runs *before* the day's raw Parquet is written (write-audit-publish inside `raw_sales`): a
+fetch that fails it records no raw_sales materialization, so the last good raw file stays the one
+every reader picks, and its rows go to a quarantine copy named with the run id instead.
+
 The asset bodies are module-level functions; only the daily partitions (in the report's time zone,
 from the settings) are applied when the definitions are built (`sales_assets`). pandas-based modules
 are imported inside the functions: the code location must load fast.
@@ -50,8 +54,44 @@ def _partition(context: dg.AssetExecutionContext) -> tuple[date, datetime, datet
 
 
 def _read(context: dg.AssetExecutionContext, upstream_asset: str) -> lineage.Upstream:
-    """This partition's materialization of ``upstream_asset`` that this step reads (this run's, else the latest)."""
-    return lineage.upstream_partitions(context, upstream_asset, [context.partition_key])[context.partition_key]
+    """This partition's materialization of ``upstream_asset`` that this step reads (this run's, else the latest);
+    a partition never materialized fails naming the asset and partition to materialize first."""
+    day = context.partition_key
+    try:
+        return lineage.upstream_partitions(context, upstream_asset, [day])[day]
+    except lineage.MissingUpstream:
+        raise dg.Failure(
+            description=f"{upstream_asset} has no materialization for {day}: materialize {upstream_asset} for {day} first"
+        ) from None
+
+
+def _read_bytes(storage: ArtifactStorage, source: lineage.Upstream) -> bytes:
+    """The file ``source`` recorded; one deleted since fails naming what to re-materialize, not a storage trace."""
+    from ecosystem_assets.storage import StorageError
+
+    asset, day = source.asset_key.to_user_string(), source.partition
+    try:
+        return storage.store.read_bytes(source.storage_key)
+    except StorageError as exc:
+        raise dg.Failure(
+            description=f"{asset} for {day} (run {source.run_id}) recorded {storage.store.uri(source.storage_key)}, "
+            f"which cannot be read ({exc}): materialize {asset} for {day} again first"
+        ) from None
+
+
+def _quarantined(gate: Any, uri: str, key: str, fetched: dict[str, Any]) -> dg.AssetCheckEvaluation:
+    """The failed gate as a check evaluation with no target materialization: the orders it judged were
+    never published, and an `AssetCheckResult` would attach it to the previous (good) materialization."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("raw_sales"),
+        check_name=QUALITY_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        blocking=True,
+        description=gate.summary(),
+        metadata={**gate.metadata(), **fetched, "quarantine_key": key, "quarantine_path": dg.MetadataValue.path(uri)},
+        target_materialization_data=None,
+    )
 
 
 @_sales_asset(
@@ -70,8 +110,10 @@ def raw_sales(context: dg.AssetExecutionContext, sales_api: SalesApiResource, st
     """Every order of the partition's day from the sales API (or the demo feed), as Parquet.
 
     Pages are fetched until ``next_page`` is null; records repeated identically across pages
-    (pagination overlap) are dropped and counted. The day's orders are then gated; a failing
-    gate stops the summary and the email, and the offending rows are shown on the check.
+    (pagination overlap) are dropped and counted. The day's orders are gated before anything is
+    written: orders that fail are not materialized (the last good raw file stays current) but
+    quarantined at ``sales/quarantine/<day>/<run id>.parquet``, and the failed check shows the
+    failed expectations, counts, offending rows and that key. A failing gate stops the summary and the email.
     """
     from ecosystem_assets.sales.orders import drop_identical_duplicates, orders_frame
     from ecosystem_assets.storage import write_parquet
@@ -82,20 +124,26 @@ def raw_sales(context: dg.AssetExecutionContext, sales_api: SalesApiResource, st
     except (SalesApiError, SalesApiUnavailable) as exc:
         raise dg.Failure(description=str(exc)) from None
     frame, duplicates = drop_identical_duplicates(orders_frame(records))
+    fetched: dict[str, Any] = {
+        "source": sales_api.source,
+        "orders": dg.MetadataValue.int(len(frame)),
+        "pages": dg.MetadataValue.int(pages),
+        "duplicates_dropped": dg.MetadataValue.int(duplicates),
+        "preview": dg.MetadataValue.md(frame.head(10).to_markdown(index=False)),
+    }
     gate = validate_orders(frame, start, end)
+    if not gate.success:
+        key = f"sales/quarantine/{day.isoformat()}/{context.run.run_id}.parquet"
+        uri = write_parquet(storage.store, key, frame)
+        yield _quarantined(gate, uri, key, fetched)
+        raise dg.Failure(
+            description=f"raw_sales for {day} not published: {gate.summary()}. The fetched orders are quarantined at "
+            f"{uri}; the day's last good raw data stays the one downstream assets read.",
+            metadata={"quarantine_key": key},
+        )
     key = lineage.run_key("sales/raw", context.run.run_id, f"{day.isoformat()}.parquet")
     uri = write_parquet(storage.store, key, frame)
-    yield dg.MaterializeResult(
-        metadata={
-            lineage.STORAGE_KEY: key,
-            "path": dg.MetadataValue.path(uri),
-            "source": sales_api.source,
-            "orders": dg.MetadataValue.int(len(frame)),
-            "pages": dg.MetadataValue.int(pages),
-            "duplicates_dropped": dg.MetadataValue.int(duplicates),
-            "preview": dg.MetadataValue.md(frame.head(10).to_markdown(index=False)),
-        }
-    )
+    yield dg.MaterializeResult(metadata={lineage.STORAGE_KEY: key, "path": dg.MetadataValue.path(uri), **fetched})
     yield gate.check_result(check_name=QUALITY_CHECK, asset_key="raw_sales")
 
 
@@ -151,7 +199,7 @@ def sales_report_email(context: dg.AssetExecutionContext, storage: ArtifactStora
 
     day, _, _ = _partition(context)
     summary = _read(context, "sales_summary_csv")
-    csv_bytes = storage.store.read_bytes(summary.storage_key)
+    csv_bytes = _read_bytes(storage, summary)
     cents = report.cents_from_summary_csv(csv_bytes)
     subject = f"Sales summary for {day.isoformat()}"
     try:

@@ -96,15 +96,16 @@ def test_bad_rows_never_reach_the_csv_or_the_email(live_api, ecosystem_env, dags
     assert "expect_column_values_to_be_between on 'quantity': 1 rows" in failed
     assert "expect_column_values_to_be_unique on 'order_id': 2 rows" in failed
     assert live_api.orders[DAY][42]["order_id"] in check.metadata["offending_rows"].value
-    assert materialized(result) == {"raw_sales"}
+    assert materialized(result) == set()  # raw_sales is published only after the gate passes
+    assert check.metadata["quarantine_key"].value == f"sales/quarantine/{DAY}/{result.run_id}.parquet"
     storage = Path(ecosystem_env["ECOSYSTEM_HOME"]) / "storage" / "sales"
     assert not (storage / "summary").exists()
     assert outbox(ecosystem_env) == []
 
-    # Materializing the summary on its own does not bypass the gate either.
+    # Materializing the summary on its own does not bypass the gate either: nothing was published to read.
     alone = run_assets(definitions(), dagster_instance, DAY, "sales_summary_csv")
     assert not alone.success
-    assert "not publishing the summary for 2026-11-26" in failure_message(alone)
+    assert "raw_sales has no materialization for 2026-11-26: materialize raw_sales for 2026-11-26 first" in failure_message(alone)
     assert not (storage / "summary").exists()
 
 

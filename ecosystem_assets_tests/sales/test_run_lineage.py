@@ -48,7 +48,7 @@ class Interleave:
     goes on until both have written. Every read therefore happens after both writes: had the runs
     shared a key (a fixed per-day file, as before), the first run would read the second run's data."""
 
-    def __init__(self, manager: Any, *prefixes: str) -> None:
+    def __init__(self, manager: Any, *prefixes: str | tuple[str, ...]) -> None:  # a tuple: one group of prefixes
         self.prefixes = prefixes
         self.first_written = {p: manager.Event() for p in prefixes}
         self.both_written = {p: manager.Barrier(2, timeout=WAIT_S) for p in prefixes}
@@ -112,7 +112,7 @@ def run_in_process(instance_ref: Any, api_url: str, storage_url: str, role: str,
     return Outcome(result.run_id, result.success, failure_message(result), metadata, checks)
 
 
-def run_both_at_once(instance: dg.DagsterInstance, first_url: str, second_url: str, storage_url: str, *prefixes: str):
+def run_both_at_once(instance: dg.DagsterInstance, first_url: str, second_url: str, storage_url: str, *prefixes: str | tuple[str, ...]):
     spawn = multiprocessing.get_context("spawn")  # not fork: the test process runs server threads
     with spawn.Manager() as manager, ProcessPoolExecutor(2, mp_context=spawn) as pool:
         interleave = Interleave(manager, *prefixes)
@@ -133,13 +133,15 @@ def csv_rows(env, key: str) -> list[list[str]]:
 
 
 def test_two_runs_of_a_day_at_once_each_gate_and_summarise_their_own_orders(sales_api, second_api, ecosystem_env, dagster_instance):
-    """The second run's feed breaks the gate; its raw file is written after the first run's and before
-    the first run's summary reads raw_sales. The first run must still summarise its own clean orders."""
+    """The second run's feed breaks the gate; its quarantine copy is written after the first run's raw file
+    and before the first run's summary reads raw_sales. The first run must still summarise its own clean orders."""
     good = sales_api.orders[DAY] = make_orders(DAY, 321)
     bad = second_api.orders[DAY] = make_orders(DAY, 150)
     bad[17]["quantity"] = 0
 
-    ok, refused = run_both_at_once(dagster_instance, sales_api.url, second_api.url, str(local_file(ecosystem_env, "")), "sales/raw/")
+    ok, refused = run_both_at_once(
+        dagster_instance, sales_api.url, second_api.url, str(local_file(ecosystem_env, "")), ("sales/raw/", "sales/quarantine/")
+    )
 
     assert ok.success, ok.failure
     [(passed, check)] = ok.checks
@@ -148,13 +150,13 @@ def test_two_runs_of_a_day_at_once_each_gate_and_summarise_their_own_orders(sale
     summary = ok.metadata["sales_summary_csv"]
     assert summary["orders"] == 321 and summary["input/raw_sales"][0]["run_id"] == ok.run_id
 
-    assert not refused.success and set(refused.metadata) == {"raw_sales"}
+    assert not refused.success and refused.metadata == {}  # the refused orders are never published
     [(passed, check)] = refused.checks
     assert not passed and check["rows"] == 150 and bad[17]["order_id"] in check["offending_rows"]
-    # Both raw files exist, each under its own run's key.
-    assert refused.key("raw_sales") == f"sales/raw/{refused.run_id}/{DAY}.parquet"
+    # The good raw file under its run's key; the refused orders in quarantine under theirs.
     assert ok.key("raw_sales") == f"sales/raw/{ok.run_id}/{DAY}.parquet"
-    assert local_file(ecosystem_env, refused.key("raw_sales")).exists() and local_file(ecosystem_env, ok.key("raw_sales")).exists()
+    assert check["quarantine_key"] == f"sales/quarantine/{DAY}/{refused.run_id}.parquet"
+    assert local_file(ecosystem_env, check["quarantine_key"]).exists() and local_file(ecosystem_env, ok.key("raw_sales")).exists()
 
 
 def test_two_clean_runs_at_once_each_email_their_own_summary(sales_api, second_api, ecosystem_env, dagster_instance):
