@@ -76,11 +76,23 @@ def _is_set(value: Any) -> bool:
     return bool(value.strip()) if isinstance(value, str) else bool(value)
 
 
+def _header_secret_is_set(value: Any, info: ValidationInfo) -> bool:
+    """`_is_set` for a secret sent as an HTTP header: the stripped value must be a valid header value,
+    else the code location refuses to load, naming the variable but never quoting the value."""
+    from ecosystem_assets.sales.redact import header_value_problem
+
+    problem = header_value_problem(value.strip()) if isinstance(value, str) else None
+    if problem:
+        raise SettingsError(f"{_variable(info)} {problem}: it is sent as an HTTP header value (Authorization: Bearer …)")
+    return _is_set(value)
+
+
 NonNegative = Annotated[float, BeforeValidator(_number(float, 0.0))]
 ByteLimit = Annotated[int, BeforeValidator(_number(int, 256))]
 Count = Annotated[int, BeforeValidator(_number(int, 1))]
 NonNegativeInt = Annotated[int, BeforeValidator(_number(int, 0))]
 SecretIsSet = Annotated[bool, BeforeValidator(_is_set)]
+HeaderSecretIsSet = Annotated[bool, BeforeValidator(_header_secret_is_set)]
 
 
 class _Environment(EnvSettingsSource):
@@ -106,7 +118,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".ecosystem"), validation_alias="ECOSYSTEM_HOME", validate_default=True)
     storage_url: str = Field("", validation_alias="ECOSYSTEM_STORAGE_URL", validate_default=True)  # "" → <home>/storage
     sales_api_url: str | None = Field(None, validation_alias="SALES_API_URL")
-    sales_api_token_set: SecretIsSet = Field(False, validation_alias="SALES_API_TOKEN")
+    sales_api_token_set: HeaderSecretIsSet = Field(False, validation_alias="SALES_API_TOKEN")
     report_timezone: str = Field("UTC", validation_alias="REPORT_TIMEZONE")
     report_sender: str = Field("reports@localhost", validation_alias="REPORT_SENDER")
     report_recipients: tuple[str, ...] = Field(("sales-team@localhost",), validation_alias="REPORT_RECIPIENTS")

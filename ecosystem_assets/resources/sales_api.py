@@ -2,19 +2,22 @@
 
 Transient faults (connection errors, timeouts, 429 honouring ``Retry-After``, 5xx) are retried
 with exponential backoff (the policy: `retries.sales_api`); any other 4xx and malformed bodies fail at once. Errors name the status,
-the URL and the page, never the bearer token (it travels in a header, never in the URL).
+the URL and the page, never the bearer token: it is stripped and checked as a header value before
+the first request, and every text that leaves the client (errors, retry warnings) goes through
+`redact.scrub` first, since an API may echo the Authorization header in a 401 body or the token in a 500.
 """
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
 
 from ecosystem_assets import retries
+from ecosystem_assets.sales.redact import header_value_problem, scrub
 
 MAX_PAGES = 10_000  # a feed that never says next_page=null is a bug, not an endless day
 
@@ -40,7 +43,7 @@ class SalesApiResource(dg.ConfigurableResource):
 
     @property
     def source(self) -> str:
-        return self.base_url or "demo feed"
+        return _without_userinfo(self.base_url) if self.base_url else "demo feed"
 
     def fetch_orders(self, day: date, log: Any = None) -> tuple[list[dict[str, Any]], int]:
         """All orders of ``day`` (in page order, duplicates kept) and the number of pages read."""
@@ -48,14 +51,37 @@ class SalesApiResource(dg.ConfigurableResource):
             from ecosystem_assets.sales import demo_feed
 
             return demo_feed.orders_for_day(day, self.timezone), 1
+        try:
+            return self._fetch_pages(day, log)
+        except (SalesApiError, SalesApiUnavailable) as exc:
+            raise type(exc)(self._scrub(str(exc))) from None  # the last line of defence; texts are scrubbed where built too
+        except Exception as exc:  # noqa: BLE001 — requests, urllib3, http.client: any text may quote the token
+            raise SalesApiError(self._scrub(f"sales API request failed: {type(exc).__name__}: {exc}")) from None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token, the URL's password or any Authorization header value."""
+        password = urlsplit(self.base_url).password if self.base_url else None
+        return scrub(text, self.token, password)
+
+    def _headers(self) -> dict[str, str]:
+        """The request headers; the token stripped (a secret mounted from a file ends in a newline) and
+        refused, without showing it, when it cannot be a header value (requests would quote it whole)."""
+        headers = {"Accept": "application/json"}
+        token = (self.token or "").strip()
+        if token:
+            problem = header_value_problem(token)
+            if problem:
+                raise SalesApiError(f"SALES_API_TOKEN {problem}: it cannot be sent as an HTTP header; fix the secret")
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _fetch_pages(self, day: date, log: Any) -> tuple[list[dict[str, Any]], int]:
         import requests
 
         orders: list[dict[str, Any]] = []
         page = 1
         with requests.Session() as session:
-            if self.token:
-                session.headers["Authorization"] = f"Bearer {self.token}"
-            session.headers["Accept"] = "application/json"
+            session.headers.update(self._headers())
             while True:
                 body = self._get_page(session, day, page, log)
                 orders.extend(body["orders"])
@@ -71,45 +97,62 @@ class SalesApiResource(dg.ConfigurableResource):
     def _get_page(self, session: Any, day: date, page: int, log: Any) -> dict[str, Any]:
         import requests
 
-        url = f"{self.base_url}/orders?{urlencode({'date': day.isoformat(), 'page': page})}"
+        query = urlencode({"date": day.isoformat(), "page": page})
+        url, shown = f"{self.base_url}/orders?{query}", f"{self.source}/orders?{query}"  # `shown`: no credentials
 
         def attempt(_: int) -> dict[str, Any]:
             try:
                 response = session.get(url, timeout=self.timeout_s)
             except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
                 raise retries.Transient(f"{type(exc).__name__} after {self.timeout_s:g}s timeout") from None
-            except requests.ConnectionError as exc:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 raise retries.Transient(type(exc).__name__) from None
             status = response.status_code
             if status == 200:
-                return self._parse(response, url, page)
+                return self._parse(response, shown, page)
             if status == 429:
                 raise retries.Transient("HTTP 429", retries.retry_after_seconds(response.headers.get("Retry-After")))
             if status >= 500:
-                raise retries.Transient(f"HTTP {status}")
-            raise SalesApiError(f"sales API returned HTTP {status} for {url} (page {page}): {response.text[:200]!r}")
+                raise retries.Transient(f"HTTP {status}: {self._snippet(response.text, 120)}")
+            raise SalesApiError(f"sales API returned HTTP {status} for {shown} (page {page}): {self._snippet(response.text, 200)}")
 
         def warn(failed: int, wait: float, problem: retries.Transient) -> None:
             if log is not None:
-                log.warning(f"sales API {problem.problem} for {url} (page {page}); retry {failed}/{self.max_retries} in {wait:.1f}s")
+                log.warning(
+                    self._scrub(f"sales API {problem.problem} for {shown} (page {page}); retry {failed}/{self.max_retries} in {wait:.1f}s")
+                )
 
         try:
             return retries.sales_api(self.max_retries, self.backoff_s, self.max_backoff_s).call(attempt, warn)
         except retries.GaveUp as exc:
             raise SalesApiUnavailable(
-                f"sales API still failing after {exc.attempts} attempts for {url} (page {page}): last error {exc.last.problem}"
+                f"sales API still failing after {exc.attempts} attempts for {shown} (page {page}): last error {exc.last.problem}"
             ) from None
 
-    @staticmethod
-    def _parse(response: Any, url: str, page: int) -> dict[str, Any]:
+    def _snippet(self, text: str, length: int) -> str:
+        """The start of a response body for an error message: scrubbed *before* it is cut (a cut token escapes the patterns)."""
+        return repr(self._scrub(text)[:length])
+
+    def _parse(self, response: Any, url: str, page: int) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
             raise SalesApiError(
-                f"sales API returned HTTP {response.status_code} with malformed JSON for {url} (page {page}): {response.text[:120]!r}"
+                f"sales API returned HTTP {response.status_code} with malformed JSON for {url} (page {page}): "
+                f"{self._snippet(response.text, 120)}"
             ) from None
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             raise SalesApiError(f"sales API returned HTTP {response.status_code} for {url} (page {page}) without an 'orders' list")
         if not all(isinstance(order, dict) for order in body["orders"]):
             raise SalesApiError(f"sales API page {page} ({url}) has orders that are not JSON objects")
         return body
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``: how the API is named in metadata and errors."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))

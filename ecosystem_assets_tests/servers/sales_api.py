@@ -31,10 +31,11 @@ class Request:
 
 
 class FakeSalesApi:
-    def __init__(self, page_size: int = 100, overlap: int = 0, token: str | None = None):
+    def __init__(self, page_size: int = 100, overlap: int = 0, token: str | None = None, echo_auth: bool = False):
         self.page_size = page_size
         self.overlap = overlap  # each page repeats the last `overlap` orders of the previous one
         self.token = token
+        self.echo_auth = echo_auth  # a 401 body repeats the Authorization header received (careless APIs do)
         self.orders: dict[str, list[dict[str, Any]]] = {}
         self.faults: deque[Fault] = deque()
         self.requests: list[Request] = []
@@ -63,7 +64,8 @@ class FakeSalesApi:
         if fault and fault.hang_s:
             time.sleep(fault.hang_s)
         if self.token and handler.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._send(handler, 401, b'{"error": "unauthorized"}', {})
+            echoed = {"received": {"Authorization": handler.headers.get("Authorization")}} if self.echo_auth else {}
+            return self._send(handler, 401, json.dumps({"error": "unauthorized", **echoed}).encode(), {})
         if parsed.path != "/orders" or "date" not in query:
             return self._send(handler, 404, b'{"error": "not found"}', {})
         status, headers, body = 200, {}, None
