@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/fraud_service.py
 	$(BIN)/python bench/fraud_loop.py
+	$(BIN)/python bench/monitoring.py
 	$(BIN)/python bench/vision_input.py
 
 clean:
