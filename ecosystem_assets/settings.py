@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     storage_url: str = Field("", validation_alias="ECOSYSTEM_STORAGE_URL", validate_default=True)  # "" → <home>/storage
     sales_api_url: str | None = Field(None, validation_alias="SALES_API_URL")
     sales_api_token_set: HeaderSecretIsSet = Field(False, validation_alias="SALES_API_TOKEN")
+    sales_api_deadline_s: Annotated[float, BeforeValidator(_number(float, 1.0))] = Field(120.0, validation_alias="SALES_API_DEADLINE_S")
     report_timezone: str = Field("UTC", validation_alias="REPORT_TIMEZONE")
     report_sender: str = Field("reports@localhost", validation_alias="REPORT_SENDER")
     report_recipients: tuple[str, ...] = Field(("sales-team@localhost",), validation_alias="REPORT_RECIPIENTS")

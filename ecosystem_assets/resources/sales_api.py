@@ -9,6 +9,8 @@ the first request, and every text that leaves the client (errors, retry warnings
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -36,7 +38,8 @@ class SalesApiResource(dg.ConfigurableResource):
     base_url: str | None = Field(default=None, description="Base URL; unset → built-in demo feed.")
     token: str | None = Field(default=None, description="Bearer token (wire with dg.EnvVar).")
     timezone: str = Field(default="UTC", description="Zone the demo feed's days are in.")
-    timeout_s: float = 30.0
+    timeout_s: float = Field(default=30.0, description="Connect timeout, and the longest wait for any one read.")
+    deadline_s: float = Field(default=120.0, description="Total time one request may take, body included; an overrun is retried.")
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
@@ -101,20 +104,22 @@ class SalesApiResource(dg.ConfigurableResource):
         url, shown = f"{self.base_url}/orders?{query}", f"{self.source}/orders?{query}"  # `shown`: no credentials
 
         def attempt(_: int) -> dict[str, Any]:
+            started = time.monotonic()
+            wait = min(self.timeout_s, self.deadline_s)
             try:
-                response = session.get(url, timeout=self.timeout_s)
+                with session.get(url, timeout=(wait, wait), stream=True) as response:
+                    status, text = response.status_code, self._read_body(response, started)
             except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
                 raise retries.Transient(f"{type(exc).__name__} after {self.timeout_s:g}s timeout") from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 raise retries.Transient(type(exc).__name__) from None
-            status = response.status_code
             if status == 200:
-                return self._parse(response, shown, page)
+                return self._parse(status, text, shown, page)
             if status == 429:
                 raise retries.Transient("HTTP 429", retries.retry_after_seconds(response.headers.get("Retry-After")))
             if status >= 500:
-                raise retries.Transient(f"HTTP {status}: {self._snippet(response.text, 120)}")
-            raise SalesApiError(f"sales API returned HTTP {status} for {shown} (page {page}): {self._snippet(response.text, 200)}")
+                raise retries.Transient(f"HTTP {status}: {self._snippet(text, 120)}")
+            raise SalesApiError(f"sales API returned HTTP {status} for {shown} (page {page}): {self._snippet(text, 200)}")
 
         def warn(failed: int, wait: float, problem: retries.Transient) -> None:
             if log is not None:
@@ -122,27 +127,69 @@ class SalesApiResource(dg.ConfigurableResource):
                     self._scrub(f"sales API {problem.problem} for {shown} (page {page}); retry {failed}/{self.max_retries} in {wait:.1f}s")
                 )
 
+        started = time.monotonic()
         try:
             return retries.sales_api(self.max_retries, self.backoff_s, self.max_backoff_s).call(attempt, warn)
         except retries.GaveUp as exc:
             raise SalesApiUnavailable(
-                f"sales API still failing after {exc.attempts} attempts for {shown} (page {page}): last error {exc.last.problem}"
+                f"sales API still failing after {exc.attempts} attempts in {time.monotonic() - started:.1f}s for {shown} "
+                f"(page {page}): last error {exc.last.problem}"
             ) from None
+
+    def _read_body(self, response: Any, started: float) -> str:
+        """The response body as text, cut off ``deadline_s`` after ``started`` (a `retries.Transient`: an
+        overrun uses up one attempt of the retry budget, like a timeout).
+
+        Why by hand: requests' and urllib3's read timeout bounds each socket read, so a server that trickles
+        a byte every few seconds never trips it, and neither library has a total timeout (urllib3's
+        ``Timeout.total`` only shortens the read timeout by the connect time). Reading with ``read1`` (what
+        has arrived, up to 64 KiB) while the socket gets only the time left before each read ends the
+        request at the deadline whatever the pace, without a watchdog thread. Headers are read before this,
+        under the per-read timeout capped at the deadline.
+        """
+        from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            left = started + self.deadline_s - time.monotonic()
+            if left <= 0:
+                raise self._overrun(started, received)
+            sock = getattr(response.raw.connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(min(self.timeout_s, left))
+            try:
+                chunk = response.raw.read1(65536, decode_content=True)
+            except ReadTimeoutError:
+                if time.monotonic() - started >= self.deadline_s:
+                    raise self._overrun(started, received) from None
+                raise retries.Transient(f"ReadTimeout after {self.timeout_s:g}s timeout") from None
+            except HTTPError as exc:  # the connection broke mid-body
+                raise retries.Transient(type(exc).__name__) from None
+            if not chunk:
+                return b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
+            chunks.append(chunk)
+            received += len(chunk)
+
+    def _overrun(self, started: float, received: int) -> retries.Transient:
+        elapsed = time.monotonic() - started
+        return retries.Transient(
+            f"deadline of {self.deadline_s:g}s exceeded after {elapsed:.1f}s ({received:,} bytes of the body received)"
+        )
 
     def _snippet(self, text: str, length: int) -> str:
         """The start of a response body for an error message: scrubbed *before* it is cut (a cut token escapes the patterns)."""
         return repr(self._scrub(text)[:length])
 
-    def _parse(self, response: Any, url: str, page: int) -> dict[str, Any]:
+    def _parse(self, status: int, text: str, url: str, page: int) -> dict[str, Any]:
         try:
-            body = response.json()
+            body = json.loads(text)
         except ValueError:
             raise SalesApiError(
-                f"sales API returned HTTP {response.status_code} with malformed JSON for {url} (page {page}): "
-                f"{self._snippet(response.text, 120)}"
+                f"sales API returned HTTP {status} with malformed JSON for {url} (page {page}): {self._snippet(text, 120)}"
             ) from None
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
-            raise SalesApiError(f"sales API returned HTTP {response.status_code} for {url} (page {page}) without an 'orders' list")
+            raise SalesApiError(f"sales API returned HTTP {status} for {url} (page {page}) without an 'orders' list")
         if not all(isinstance(order, dict) for order in body["orders"]):
             raise SalesApiError(f"sales API page {page} ({url}) has orders that are not JSON objects")
         return body

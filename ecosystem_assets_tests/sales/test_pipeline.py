@@ -7,6 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets_tests.sales.orders_data import expected_rows, make_orders
 from ecosystem_assets_tests.sales.pipeline import (
     attachment,
@@ -21,6 +22,7 @@ from ecosystem_assets_tests.sales.pipeline import (
     run_daily,
     storage_key,
 )
+from ecosystem_assets_tests.servers.sales_api import Fault
 
 DAY = "2026-11-26"
 
@@ -128,3 +130,14 @@ def test_api_401_fails_the_run_with_status_url_and_page(live_api, ecosystem_env,
     assert "HTTP 401" in message and "page 1" in message and f"{live_api.url}/orders?date={DAY}&page=1" in message
     assert "wrong-token-value-31337" not in message
     assert materialized(result) == set()
+
+
+def test_a_trickling_api_fails_the_run_at_the_deadline(live_api, ecosystem_env, dagster_instance):
+    """A server sending one byte every 0.25 s: each attempt is cut at the 1.5 s deadline, then the run fails."""
+    live_api.faults.extend([Fault(trickle_s=0.25)] * 2)
+    resource = SalesApiResource(base_url=live_api.url, timezone="Europe/Berlin", deadline_s=1.5, max_retries=1, backoff_s=0.01)
+    result = run_daily(definitions(sales_api=resource), dagster_instance, DAY)
+    assert not result.success and materialized(result) == set()
+    message = failure_message(result)
+    assert "after 2 attempts in " in message and f"{live_api.url}/orders?date={DAY}&page=1 (page 1)" in message
+    assert "last error deadline of 1.5s exceeded after 1." in message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
 
 from ecosystem_assets.resources.sales_api import SalesApiError, SalesApiResource, SalesApiUnavailable
+from ecosystem_assets.settings import Settings, SettingsError
 from ecosystem_assets_tests.sales.orders_data import make_orders
 from ecosystem_assets_tests.servers.sales_api import Fault
 
@@ -102,3 +104,37 @@ def test_demo_feed_without_url_is_deterministic():
     assert first == second and 100 <= len(first) <= 5000
     assert {o["region"] for o in first} >= {"North", "South", "East", "West"}
     assert all(o["ordered_at"].startswith("2026-11-26T") and o["ordered_at"].endswith("+01:00") for o in first)
+
+
+def test_a_trickling_body_is_cut_off_at_the_deadline_and_retried(api):
+    """One byte every 0.25 s never trips the 5 s read timeout; the 1.5 s deadline ends the attempt."""
+    api.faults.append(Fault(trickle_s=0.25))
+    orders, _ = client(api, timeout_s=5, deadline_s=1.5).fetch_orders(DAY)
+    assert len(orders) == 250
+    cut_after = api.requests[1].at - api.requests[0].at  # the retry arrives once the first attempt was cut
+    assert 1.5 <= cut_after < 1.5 + 1.0  # at the deadline, not when the ~10 KB body would have ended (~40 min)
+
+
+def test_a_server_trickling_every_attempt_fails_with_url_page_and_elapsed_time(api):
+    api.faults.extend([Fault(trickle_s=0.25)] * 2)
+    with pytest.raises(SalesApiUnavailable) as err:
+        client(api, timeout_s=5, deadline_s=1.5, max_retries=1).fetch_orders(DAY)
+    message = str(err.value)
+    assert "after 2 attempts in " in message and f"for {api.url}/orders?date=2026-11-26&page=1 (page 1)" in message
+    assert re.search(r"last error deadline of 1\.5s exceeded after 1\.[5-9]s \(\d+ bytes of the body received\)", message), message
+    assert len(api.requests) == 2  # the overrun used up the retry budget
+
+
+def test_errors_name_the_url_without_its_credentials(api):
+    with_password = api.url.replace("http://", "http://reader:pw-secret-4242@")
+    with pytest.raises(SalesApiError) as err:  # no token: the API refuses the URL's Basic credentials
+        client(api, base_url=with_password, token=None).fetch_orders(DAY)
+    message = str(err.value)
+    assert f"HTTP 401 for {api.url}/orders?date=2026-11-26&page=1" in message and "pw-secret-4242" not in message
+
+
+def test_deadline_setting():
+    assert Settings.from_env({}).sales_api_deadline_s == 120
+    assert Settings.from_env({"SALES_API_DEADLINE_S": "7.5"}).sales_api_deadline_s == 7.5
+    with pytest.raises(SettingsError, match=r"SALES_API_DEADLINE_S='0' must be at least 1"):
+        Settings.from_env({"SALES_API_DEADLINE_S": "0"})

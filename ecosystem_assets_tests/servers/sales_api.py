@@ -20,6 +20,7 @@ class Fault:
     body: bytes | None = None  # None → the real page's JSON
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # sleep before answering (past the client's timeout)
+    trickle_s: float = 0.0  # send the body one byte every trickle_s seconds (never trips a per-read timeout)
 
 
 @dataclass
@@ -73,10 +74,10 @@ class FakeSalesApi:
             status, headers, body = fault.status, fault.headers, fault.body
         if body is None:
             body = json.dumps(self.page(query["date"], int(query.get("page", "1")))).encode()
-        self._send(handler, status, body, headers)
+        self._send(handler, status, body, headers, fault.trickle_s if fault else 0.0)
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str], trickle_s: float = 0.0) -> None:
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json")
@@ -84,9 +85,14 @@ class FakeSalesApi:
             for key, value in headers.items():
                 handler.send_header(key, value)
             handler.end_headers()
-            handler.wfile.write(body)
+            if not trickle_s:
+                handler.wfile.write(body)
+            for i in range(len(body) if trickle_s else 0):  # the server's pace, not the test's synchronisation
+                handler.wfile.write(body[i : i + 1])
+                handler.wfile.flush()
+                time.sleep(trickle_s)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
+            pass  # the client gave up (timeout and deadline tests)
 
     def start(self) -> FakeSalesApi:
         api = self
