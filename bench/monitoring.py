@@ -310,7 +310,7 @@ class Probe:
             ("observation: log summary (2 SQL aggregates)", PredictionStore, "log_summary"),
             ("store opens (engine, schema check)", PredictionStore, "__init__"),
             ("GET /monitoring (precision/recall in SQL)", FraudServiceResource, "monitoring"),
-            ("live features query (read_sql)", PredictionStore, "live_features"),
+            ("live features query (driver cursor)", PredictionStore, "live_features"),
             ("reference read", storage, "read_parquet"),
             ("drift: detect_drift", drift, "detect_drift"),
             ("Evidently HTML report (sample)", drift, "evidently_report_html"),

@@ -399,16 +399,18 @@ def fraud_monitoring_metrics(
         **window,
     }
 
-    live = fraud_service.store().live_features(config.window_hours, end_s)
-    live = live[live["model_version"] == version]
-    drift_meta = {"live_rows": len(live), "min_drift_rows": config.min_drift_rows, "model_version": version or "none", **window}
+    # The summary counted the serving version's rows in the window: a million-row read only to judge.
+    live_rows = summary["predictions"] if version else 0
+    drift_meta = {"live_rows": live_rows, "min_drift_rows": config.min_drift_rows, "model_version": version or "none", **window}
     if version is None:
         drifted = Verdict.not_judged("no serving model")
-    elif len(live) < config.min_drift_rows:
-        drifted = Verdict.not_judged(f"only {len(live)} live rows of v{version} in the window (< {config.min_drift_rows})")
+    elif live_rows < config.min_drift_rows:
+        drifted = Verdict.not_judged(f"only {live_rows} live rows of v{version} in the window (< {config.min_drift_rows})")
     elif not storage.store.exists(reference_key(version)):
         drifted = Verdict.not_judged(f"no training reference for v{version} yet ({reference_key(version)})")
     else:
+        live = fraud_service.store().live_features(config.window_hours, end_s, model_version=version)
+        drift_meta["live_rows"] = len(live)
         reference = read_parquet(storage.store, reference_key(version))
         drift = detect_drift(reference, live, FEATURES)
         html, _ = evidently_report_html(reference, live, FEATURES)

@@ -301,38 +301,49 @@ class PredictionStore:
 
     def window_metrics(self, window_hours: float, end: float, model_version: str | None = None) -> WindowMetrics:
         """Precision and recall over labelled predictions with end − ``window_hours`` ≤ transaction
-        time < ``end`` (epoch seconds: the evaluation time). Rows from ``end`` on are outside, however
-        many there are: a far-future row or today's traffic must not move a replayed day's window.
-        Half-open like a daily partition: a day's window holds its transactions at 00:00:00."""
+        time < ``end`` (epoch seconds: the evaluation time), of ``model_version`` or of all versions.
+        Rows from ``end`` on are outside, however many there are: a far-future row or today's traffic
+        must not move a replayed day's window. Half-open like a daily partition: a day's window holds
+        its transactions at 00:00:00."""
+        overall, serving = self.window_summary(window_hours, end, model_version)
+        return overall if model_version is None else serving
+
+    def window_summary(self, window_hours: float, end: float, model_version: str | None) -> tuple[WindowMetrics, WindowMetrics]:
+        """(all versions, ``model_version``) over the window of `window_metrics`, in one pass: a
+        query grouped by version (a million rows' join with their labels is the cost)."""
         start = end - window_hours * 3600
-        conditions = [predictions.c.tx_time >= start, predictions.c.tx_time < end]
-        if model_version is not None:
-            conditions.append(predictions.c.model_version == model_version)
         p, f = predictions.c, feedback.c
         query = (
             sa.select(
-                sa.func.count().label("predictions"),
-                sa.func.count(f.is_fraud).label("labelled"),
-                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud.is_not(None)), 1), else_=0)).label("flagged_labelled"),
-                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud), 1), else_=0)).label("true_positives"),
-                sa.func.sum(sa.case((f.is_fraud, 1), else_=0)).label("frauds"),
+                p.model_version,
+                sa.func.count(),
+                sa.func.count(f.is_fraud),
+                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud.is_not(None)), 1), else_=0)),
+                sa.func.sum(sa.case((sa.and_(p.is_fraud, f.is_fraud), 1), else_=0)),
+                sa.func.sum(sa.case((f.is_fraud, 1), else_=0)),
             )
             .select_from(predictions.outerjoin(feedback))
-            .where(*conditions)
+            .where(p.tx_time >= start, p.tx_time < end)
+            .group_by(p.model_version)
         )
         with self.engine.connect() as conn:
-            r = conn.execute(query).one()
-        tp, flagged, frauds = int(r.true_positives or 0), int(r.flagged_labelled or 0), int(r.frauds or 0)
-        return WindowMetrics(
-            precision=tp / flagged if flagged else None,
-            recall=tp / frauds if frauds else None,
-            labelled=int(r.labelled),
-            predictions=int(r.predictions),
-            flagged_labelled=flagged,
-            frauds_labelled=frauds,
-            window_start=start,
-            window_end=end,
-        )
+            groups = {version: [int(v or 0) for v in counts] for version, *counts in conn.execute(query)}
+        total = [sum(column) for column in zip(*groups.values(), strict=True)] if groups else [0] * 5
+
+        def metrics(counts: list[int]) -> WindowMetrics:
+            predictions_, labelled, flagged, tp, frauds = counts
+            return WindowMetrics(
+                precision=tp / flagged if flagged else None,
+                recall=tp / frauds if frauds else None,
+                labelled=labelled,
+                predictions=predictions_,
+                flagged_labelled=flagged,
+                frauds_labelled=frauds,
+                window_start=start,
+                window_end=end,
+            )
+
+        return metrics(total), metrics(groups.get(model_version, [0] * 5) if model_version is not None else total)
 
     def add_history(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert labelled past transactions; already known ids are skipped. Returns the new rows."""
@@ -371,21 +382,29 @@ class PredictionStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def live_features(self, window_hours: float, end: float) -> Any:  # -> pd.DataFrame
-        """Features (and labels where known) of the traffic with end − ``window_hours`` ≤ transaction
-        time < ``end`` (epoch seconds), for drift: the same window as `window_metrics`."""
+    def live_features(self, window_hours: float, end: float, model_version: str | None = None) -> Any:  # -> pd.DataFrame
+        """Features (FEATURES columns) of the traffic of ``model_version`` (all versions when None)
+        with end − ``window_hours`` ≤ transaction time < ``end`` (epoch seconds), for drift: the
+        window of `window_metrics`. Read through the driver's cursor straight into a float array:
+        pandas.read_sql over SQLAlchemy rows took 3× as long for a million rows."""
+        import numpy as np
         import pandas as pd
 
-        p, f = predictions.c, feedback.c
-        query = (
-            sa.select(
-                *[p[c].label(name) for c, name in zip(FEATURE_COLUMNS, FEATURES, strict=True)], f.is_fraud.label("label"), p.model_version
-            )
-            .select_from(predictions.outerjoin(feedback))
-            .where(p.tx_time >= end - window_hours * 3600, p.tx_time < end)
-        )
-        with self.engine.connect() as conn:
-            return pd.read_sql(query, conn)
+        p = predictions.c
+        conditions = [p.tx_time >= sa.bindparam("start"), p.tx_time < sa.bindparam("end")]
+        if model_version is not None:
+            conditions.append(p.model_version == sa.bindparam("version"))
+        statement = _DriverStatement(sa.select(*[p[c] for c in FEATURE_COLUMNS]).where(*conditions), self.engine.dialect)
+        values = {"start": end - window_hours * 3600, "end": end, "version": model_version}
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(statement.sql, statement.params(values))
+            rows = cursor.fetchall()
+            cursor.close()
+        finally:
+            connection.close()
+        return pd.DataFrame(np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES)), columns=FEATURES)
 
     def log_summary(self) -> LogSummary:
         """How much the prediction log holds: predictions, labels, the newest prediction (its

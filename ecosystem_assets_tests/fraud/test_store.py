@@ -56,9 +56,12 @@ def test_batches_labels_and_window_metrics(store):
     assert store.window_metrics(24, end).predictions == 4 and store.window_metrics(24 * 5, end).predictions == 5
 
     live = store.live_features(24, end)
-    assert list(live.columns[: len(FEATURES)]) == FEATURES and len(live) == 4
+    assert list(live.columns) == FEATURES and len(live) == 4
     assert live["amount"].tolist() == [0.0] * 4  # the feature column, not the raw amount
-    assert sorted(live["label"].dropna().astype(int).tolist()) == [0, 1, 1]
+    assert len(store.live_features(24, end, model_version="1")) == 3 and len(store.live_features(24, end, model_version="2")) == 1
+    assert store.live_features(24, end, model_version="9").shape == (0, len(FEATURES))
+    overall, v2 = store.window_summary(24, end, "2")
+    assert (overall.predictions, v2.predictions, v2.labelled) == (4, 1, 0) and v2.precision is None
 
 
 def test_the_window_ends_at_the_evaluation_time_not_at_the_newest_row(store):
