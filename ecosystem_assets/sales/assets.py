@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 
 from ecosystem_assets import lineage
+from ecosystem_assets.quality import QualityReport
 from ecosystem_assets.resources.mail import MailDeliveryError, MailerResource
 from ecosystem_assets.resources.sales_api import SalesApiError, SalesApiResource, SalesApiUnavailable
 from ecosystem_assets.resources.storage import ArtifactStorage
@@ -79,7 +80,7 @@ def _read_bytes(storage: ArtifactStorage, source: lineage.Upstream) -> bytes:
         ) from None
 
 
-def _quarantined(gate: Any, uri: str, key: str, fetched: dict[str, Any]) -> dg.AssetCheckEvaluation:
+def _quarantined(gate: QualityReport, uri: str, key: str, fetched: dict[str, Any]) -> dg.AssetCheckEvaluation:
     """The failed gate as a check evaluation with no target materialization: the orders it judged were
     never published, and an `AssetCheckResult` would attach it to the previous (good) materialization."""
     return dg.AssetCheckEvaluation(
