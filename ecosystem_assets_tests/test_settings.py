@@ -126,3 +126,10 @@ def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({name: value})
     assert str(err.value) == message
+
+
+def test_the_sales_api_deadline_reaches_the_resource():
+    from ecosystem_assets.resources.wiring import build_resources
+
+    resources = build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME, "SALES_API_DEADLINE_S": "7.5"}))
+    assert resources["sales_api"].deadline_s == 7.5

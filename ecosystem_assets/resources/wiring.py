@@ -24,6 +24,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             base_url=settings.sales_api_url,
             token=dg.EnvVar("SALES_API_TOKEN") if settings.sales_api_token_set else None,
             timezone=settings.report_timezone,
+            deadline_s=settings.sales_api_deadline_s,
         ),
         "mailer": MailerResource(
             sender=settings.report_sender,
