@@ -290,25 +290,32 @@ def redis_pid() -> int | None:
 
 def train_champion(tracking_uri: str, artifacts: Path, raw) -> str:
     """Train on the last 14 days of ``raw`` (37 days of history before) and register the champion."""
+    from ecosystem_assets.fraud.features import feature_table
+
+    table = feature_table(raw)
+    table = table[table["timestamp"] >= str(TRAIN_END - timedelta(days=TRAINING_DAYS - 1))].reset_index(drop=True)
+    version, _ = register_champion(tracking_uri, artifacts, table)
+    return version
+
+
+def register_champion(tracking_uri: str, artifacts: Path, table):
+    """Register the champion trained on the feature ``table`` by the project's promotion code, in a
+    fresh registry; (version, training reference). bench/monitoring.py uses it too."""
     import logging
     import warnings
 
     import mlflow
     from mlflow import MlflowClient
 
-    from ecosystem_assets.fraud.features import feature_table
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # setup chatter (database creation, pickle format notice)
     warnings.filterwarnings("ignore", message="X has feature names")
     from ecosystem_assets.fraud.training import train_and_promote
     from ecosystem_assets.resources.mlflow import MlflowTracking
 
-    table = feature_table(raw)
-    table = table[table["timestamp"] >= str(TRAIN_END - timedelta(days=TRAINING_DAYS - 1))].reset_index(drop=True)
     experiment_id = MlflowTracking(tracking_uri=tracking_uri, artifact_location=str(artifacts)).ensure_experiment("fraud-detector")
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id):
-        outcome, _ = train_and_promote(
+        outcome, reference = train_and_promote(
             table,
             mlflow,
             MlflowClient(tracking_uri),
@@ -320,7 +327,7 @@ def train_champion(tracking_uri: str, artifacts: Path, raw) -> str:
             extra_params={},
         )
     assert outcome.promoted, outcome.reason
-    return outcome.version
+    return outcome.version, reference
 
 
 def signature_columns(tracking_uri: str, version: str) -> list[str]:

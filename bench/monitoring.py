@@ -112,37 +112,6 @@ def build_data(pool_days: int):
     return training, pool
 
 
-def train_champion(tracking_uri: str, artifacts: Path, training):
-    """Register the champion trained on ``training`` (the project's promotion code); (version, reference)."""
-    import logging
-    import warnings
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    logging.getLogger("mlflow").setLevel(logging.ERROR)  # setup chatter (database creation, pickle format notice)
-    warnings.filterwarnings("ignore", message="X has feature names")
-    from ecosystem_assets.fraud.training import train_and_promote
-    from ecosystem_assets.resources.mlflow import MlflowTracking
-
-    experiment_id = MlflowTracking(tracking_uri=tracking_uri, artifact_location=str(artifacts)).ensure_experiment("fraud-detector")
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id):
-        outcome, reference = train_and_promote(
-            training,
-            mlflow,
-            MlflowClient(tracking_uri),
-            calibration_days=2,
-            holdout_days=2,
-            target_precision=0.9,
-            seed=0,
-            params={},
-            extra_params={},
-        )
-    assert outcome.promoted, outcome.reason
-    return outcome.version, reference
-
-
 def live_rows(pool, rows: int, tracking_uri: str):
     """``rows`` predictions of the champion inside the window, time-ordered, with their labels:
     the `predictions` table's columns plus `label`."""
@@ -515,7 +484,9 @@ def main() -> int:
         clean_environment(root, tracking_uri)
         training, pool = build_data(args.pool_days)
         started = time.perf_counter()
-        version, reference = train_champion(tracking_uri, root / "artifacts", training)
+        from fraud_service import register_champion  # bench/ is the script's folder, first on sys.path
+
+        version, reference = register_champion(tracking_uri, root / "artifacts", training)
         write_parquet(ArtifactStorage(url=str(root / "home" / "storage")).store, reference_key(version), reference)
         frame, champion = live_rows(pool, args.rows, tracking_uri)
         print(

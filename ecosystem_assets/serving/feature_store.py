@@ -273,7 +273,20 @@ class RedisFeatures:
     def warm_up_needed(self) -> bool:
         """Only for an empty state (a new Redis, or 37 days without traffic): then it is seeded from
         the prediction log once. Replicas seeding at the same time do no harm (members are sets)."""
-        return self._call("newest", lambda: self.client.get(self.prefix + "newest")) is None
+        return self._newest() is None
+
+    def _newest(self) -> float | None:
+        """The newest transaction time any replica observed (the shared input rules' anchor)."""
+        newest = self._call("newest", lambda: self.client.get(self.prefix + "newest"))
+        return None if newest is None else float(newest)
+
+    def _customer(self, tx: Transaction) -> tuple[str, str]:
+        """The customer's key and this transaction's member in it."""
+        return f"{self.prefix}c:{tx.customer_id}", f"{tx.amount!r}|{tx.transaction_id}"
+
+    def _terminal(self, terminal_id: str) -> list[str]:
+        """The terminal's transaction key and fraud-label key."""
+        return [f"{self.prefix}t:{terminal_id}", f"{self.prefix}f:{terminal_id}"]
 
     def _call(self, what: str, action: Any) -> Any:
         import redis
@@ -291,10 +304,11 @@ class RedisFeatures:
         for tx in txs:
             t = tx.timestamp.timestamp()
             terminal = terminal_bounds(t)
-            keys += [f"{self.prefix}c:{tx.customer_id}", f"{self.prefix}t:{tx.terminal_id}", f"{self.prefix}f:{tx.terminal_id}"]
+            customer_key, member = self._customer(tx)
+            keys += [customer_key, *self._terminal(tx.terminal_id)]
             args += [
                 tx.transaction_id,
-                f"{tx.amount!r}|{tx.transaction_id}",
+                member,
                 repr(t),
                 repr(t - CUSTOMER_KEEP_S),
                 repr(t - TERMINAL_KEEP_S),
@@ -324,9 +338,9 @@ class RedisFeatures:
                     if i in retries:  # sets: the member is the stored transaction's own
                         continue
                     if new_customer:
-                        pipe.zrem(f"{self.prefix}c:{tx.customer_id}", f"{tx.amount!r}|{tx.transaction_id}")
+                        pipe.zrem(*self._customer(tx))
                     if new_terminal:
-                        pipe.zrem(f"{self.prefix}t:{tx.terminal_id}", tx.transaction_id)
+                        pipe.zrem(self._terminal(tx.terminal_id)[0], tx.transaction_id)
                 pipe.execute()
 
         if observed:
@@ -354,15 +368,14 @@ class RedisFeatures:
             return
         keys, args = [], [self._ttl_ms]
         for label in labels:
-            keys += [f"{self.prefix}t:{label.terminal_id}", f"{self.prefix}f:{label.terminal_id}"]
+            keys += self._terminal(label.terminal_id)
             args += [label.transaction_id, repr(float(label.tx_time)), "1" if label.is_fraud else "0"]
         self._call("label", lambda: self._label(keys=keys, args=args))
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
         if self.newest_seen is None:  # a restarted replica: the input rules' anchor from the shared state
-            newest = self._call("newest", lambda: self.client.get(self.prefix + "newest"))
-            self.newest_seen = float(newest) if newest is not None else None
+            self.newest_seen = self._newest()
 
     def close(self) -> None:
         self.client.close()

@@ -45,8 +45,7 @@ def monitoring_summary(store: PredictionStore, model_version: str | None, window
     before ``end`` (epoch seconds; default now), plus the same over all versions: right after a swap
     the window still holds the old model's predictions, which say nothing about the new one."""
     end = time.time() if end is None else end
-    overall, serving = store.window_summary(window_hours, end, model_version)
-    serving = serving if model_version else overall
+    overall, serving = store.window_summary(window_hours, end, model_version)  # serving = overall without a version
     return {
         "window_hours": window_hours,
         "model_version": model_version,
