@@ -107,6 +107,13 @@ def smtp(max_attempts: int, delay_s: float) -> Policy:
     return Policy(max_attempts, wait_incrementing(start=delay_s, increment=delay_s))
 
 
+def polling(wait_s: float, interval_s: float) -> Policy:
+    """Waiting for another process to finish something: look every ``interval_s`` for ``wait_s`` in all."""
+    from tenacity import wait_fixed
+
+    return Policy(max(1, int(wait_s / interval_s)) + 1, wait_fixed(interval_s))
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """An HTTP ``Retry-After`` header (seconds or an HTTP date) as seconds from now; None if absent or unreadable."""
     if not value:

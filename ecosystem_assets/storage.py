@@ -2,7 +2,9 @@
 
 Keys are '/'-separated relative paths (``sales/summary/2026-11-26.csv``). Writes are atomic: a
 reader sees the old object or the new one, never a half-written file (local: temp file in the same
-folder + ``os.replace``; S3: a single PUT is atomic by nature).
+folder + ``os.replace``; S3: a single PUT is atomic by nature). ``create_bytes`` writes only when
+the key is absent, atomically against other writers (local: a hard link, which fails if the name
+exists; S3: a conditional PUT, ``If-None-Match: *``): the basis of records that must exist once.
 
 Plain Python, usable outside Dagster (the training script and the fraud service use it too).
 """
@@ -48,6 +50,8 @@ class Store(Protocol):
     url: str
 
     def write_bytes(self, key: str, data: bytes) -> str: ...
+    def create_bytes(self, key: str, data: bytes) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def read_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
@@ -87,6 +91,27 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(target)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` unless it exists; False when it did (nothing written). The content is
+        complete before the name appears: a temp file, fsynced, then hard-linked to the name."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def read_bytes(self, key: str) -> bytes:
         path = self.path(key)
@@ -151,6 +176,24 @@ class S3Store:
     def write_bytes(self, key: str, data: bytes) -> str:
         self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
         return self.uri(key)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): S3 stores it only if no object has the key."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            # 412: the key exists; 409: another conditional PUT of the key is under way (it wins).
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise s3_error("conditional put", self.uri(key), exc) from None
+        except BotoCoreError as exc:
+            raise s3_error("conditional put", self.uri(key), exc) from None
+        return True
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
     def read_bytes(self, key: str) -> bytes:
         response = self._call("get", key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))

@@ -60,14 +60,17 @@ def _writer(url: str, size: int) -> None:
 
 def _reader(url: str, size: int) -> None:
     """Child process: reads big.bin until its stdin closes; one line per read: the version's letter, or
-    "BAD <length> <first byte> <last byte>" for anything but a whole version."""
+    "BAD <length> <first byte> <last byte>" for anything but a whole version, then "@<monotonic time
+    the read began>" (one clock for all processes: CLOCK_MONOTONIC)."""
     store = open_store(url)
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     while not stop.is_set():
+        began = time.monotonic()
         data = store.read_bytes("big.bin")
         whole = len(data) == size and data[:1] in [VERSIONS[i : i + 1] for i in range(len(VERSIONS))] and data == data[:1] * size
-        print(data[:1].decode() if whole else f"BAD {len(data)} {data[:1]!r} {data[-1:]!r}", flush=True)
+        read = data[:1].decode() if whole else f"BAD {len(data)} {data[:1]!r} {data[-1:]!r}"
+        print(f"{read} @{began}", flush=True)
 
 
 def _child(role: str, url: str, size: int) -> subprocess.Popen:
@@ -126,14 +129,16 @@ def test_a_writer_killed_mid_write_never_exposes_a_partial_object(kind, size, tm
                 break
         else:
             pytest.fail("twenty kills all landed between writes")
-        seen_at_kill = len(seen)
-        while len(seen) < seen_at_kill + 3:  # the reader goes on reading after the kill
+        killed_at, after_kill = time.monotonic(), 0
+        while after_kill < 3:  # the reader goes on reading after the kill: three reads begun after it
             seen.append(_next(reads, "reader"))
+            after_kill += float(seen[-1].rpartition("@")[2]) > killed_at
     finally:
         reader.stdin.close()
         reader.wait(timeout=120)
     while (line := reads.get(timeout=120)) is not None:
         seen.append(line)
+    seen = [line.rpartition(" @")[0] for line in seen]
 
     assert [line for line in seen if line.startswith("BAD")] == []
     last_whole = VERSIONS[KILL_AT % len(VERSIONS) : KILL_AT % len(VERSIONS) + 1]

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from ecosystem_assets import lineage
 from ecosystem_assets.quality import QualityReport
@@ -189,31 +190,77 @@ def sales_summary_csv(context: dg.AssetExecutionContext, storage: ArtifactStorag
     )
 
 
+class SalesReportEmailConfig(dg.Config):
+    resend: bool = Field(
+        default=False,
+        description="Send the day's email although it was sent already (or a run died while sending it). "
+        "The materialization says so (resend: true, with the message it repeats).",
+    )
+
+
+def _run_has_ended(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    def ended(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is None or run.is_finished  # a run this instance does not know cannot finish a send
+
+    return ended
+
+
 @_sales_asset(deps=["sales_summary_csv"], kinds={"email"})
-def sales_report_email(context: dg.AssetExecutionContext, storage: ArtifactStorage, mailer: MailerResource) -> dg.MaterializeResult:
+def sales_report_email(
+    context: dg.AssetExecutionContext, config: SalesReportEmailConfig, storage: ArtifactStorage, mailer: MailerResource
+) -> dg.MaterializeResult:
     """The morning email to the sales team: totals, top five products, the summary CSV attached.
 
-    Attaches the sales_summary_csv materialization of this run (else the latest one), so
-    re-materializing this asset alone re-sends the published report.
+    Sent once per day: the run that creates the day's sent-record (``sales/sent/<day>.json``,
+    create-if-absent) sends; any other run of the day records who sent it, and sends nothing
+    (`sales.delivery`). ``resend: true`` sends again on purpose. Attaches the sales_summary_csv
+    materialization of this run (else the latest one).
     """
-    from ecosystem_assets.sales import report
+    from ecosystem_assets.sales import delivery, report
 
     day, _, _ = _partition(context)
     summary = _read(context, "sales_summary_csv")
     csv_bytes = _read_bytes(storage, summary)
     cents = report.cents_from_summary_csv(csv_bytes)
+    store, run_id = storage.store, context.run.run_id
+    record_uri = dg.MetadataValue.path(store.uri(delivery.record_key(day.isoformat())))
+    try:
+        claim = delivery.claim(store, day.isoformat(), run_id, resend=config.resend, run_has_ended=_run_has_ended(context.instance))
+    except delivery.DeliveryRecordError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if claim.mine is None:
+        assert claim.previous is not None  # the sent record
+        context.log.info(f"the email for {day} was sent by run {claim.previous.run_id}; not sending it again")
+        return dg.MaterializeResult(
+            metadata={
+                "sent": False,
+                "sent_by_run": claim.previous.run_id,
+                "message_id": claim.previous.message_id or "",
+                "sent_at": claim.previous.sent_at or "",
+                "sent_record": record_uri,
+                **lineage.lineage_metadata(summary),
+            }
+        )
     subject = f"Sales summary for {day.isoformat()}"
     try:
         sent = mailer.send(
             subject, report.email_body(day.isoformat(), cents), f"sales-summary-{day.isoformat()}.csv", csv_bytes, log=context.log
         )
     except MailDeliveryError as exc:
+        delivery.release(store, day.isoformat(), run_id)
         raise dg.Failure(
-            description=f"{exc}. The summary CSV is kept at {storage.store.uri(summary.storage_key)}; "
+            description=f"{exc}. The summary CSV is kept at {store.uri(summary.storage_key)}; "
             "re-materialize sales_report_email to send it again."
         ) from None
+    delivery.record_sent(store, claim.mine, sent.message_id, sent.sent_at, sent.transport)
+    resent: dict[str, Any] = {"resend": config.resend}
+    if claim.previous is not None:  # the message this one repeats
+        resent["resent_message_id"] = claim.previous.message_id or ""
     return dg.MaterializeResult(
         metadata={
+            "sent": True,
+            **resent,
             "message_id": sent.message_id,
             "recipients": ", ".join(sent.recipients),
             "sender": sent.sender,
@@ -222,6 +269,7 @@ def sales_report_email(context: dg.AssetExecutionContext, storage: ArtifactStora
             "transport": sent.transport,
             "attempts": dg.MetadataValue.int(sent.attempts),
             "attachment_bytes": dg.MetadataValue.int(len(csv_bytes)),
+            "sent_record": record_uri,
             **lineage.lineage_metadata(summary),
         }
     )

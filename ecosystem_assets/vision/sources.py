@@ -31,6 +31,12 @@ class PrefixStore:
     def write_bytes(self, key: str, data: bytes) -> str:
         return self.base.write_bytes(self.full(key), data)
 
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        return self.base.create_bytes(self.full(key), data)
+
+    def delete(self, key: str) -> None:
+        self.base.delete(self.full(key))
+
     def read_bytes(self, key: str) -> bytes:
         return self.base.read_bytes(self.full(key))
 

@@ -39,6 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 VALUES = DEPLOY / "helm" / "values.yaml"
+LOCAL_INSTANCE = DEPLOY / "dagster.local.yaml"
 INSTANCE = DEPLOY / "dagster.k8s.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 SCHEMA = Path(__file__).parent / "data" / "dagster-chart-values.schema.json"
@@ -672,15 +674,46 @@ def test_instance_check_catches_typos(tmp_path: Path, pg_env: None):
     assert any("job_namspace" in e for e in errors) and any("limt" in e for e in errors)
 
 
-def test_run_queue_limits_one_gpu_training_and_one_fraud_retrain():
+def test_run_queue_limits_one_gpu_training_one_fraud_retrain_and_one_run_per_partition():
     instance_limits = yaml.safe_load(INSTANCE.read_text())["run_coordinator"]["config"]["tag_concurrency_limits"]
     queued = values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queued["tagConcurrencyLimits"] == instance_limits
-    limits = {(limit["key"], limit["value"]): limit["limit"] for limit in instance_limits}
-    assert limits == {("ecosystem/run-queue", "gpu-training"): 1, ("ecosystem/run-queue", "fraud-retrain"): 1}
+    assert yaml.safe_load(LOCAL_INSTANCE.read_text())["run_queue"]["tag_concurrency_limits"] == instance_limits
+    limits = {(limit["key"], str(limit["value"])): limit["limit"] for limit in instance_limits}
+    assert limits == {
+        ("ecosystem/run-queue", "gpu-training"): 1,
+        ("ecosystem/run-queue", "fraud-retrain"): 1,
+        ("dagster/partition", "{'applyLimitPerUniqueValue': True}"): 1,
+    }
     assert job_tags("vision_training_job")["ecosystem/run-queue"] == "gpu-training"
     assert job_tags("fraud_retrain_job")["ecosystem/run-queue"] == "fraud-retrain"
     assert queued["maxConcurrentRuns"] == yaml.safe_load(INSTANCE.read_text())["run_coordinator"]["config"]["max_concurrent_runs"]
+
+
+def test_the_laptop_queue_holds_a_second_run_of_a_day_but_not_another_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The instance `make dev` runs on, loaded from deploy/dagster.local.yaml, and Dagster's own
+    limit counter (what its queue daemon asks before launching a run)."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    from ecosystem_assets.project import build_definitions
+    from ecosystem_assets.sales.schedules import DAILY_JOB
+    from ecosystem_assets.settings import Settings
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(LOCAL_INSTANCE.read_text())
+    monkeypatch.setenv("ECOSYSTEM_HOME", str(tmp_path / "ecosystem"))
+    job = build_definitions(Settings.from_env()).resolve_job_def(DAILY_JOB)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+
+        def run_of(day: str) -> Any:  # the tags Dagster gives a run of the day's partition
+            return instance.create_run_for_job(job, tags=job.get_tags_for_partition_key(day, None))
+
+        running = run_of("2026-11-26")
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        counter = TagConcurrencyLimitsCounter(limits, [running])
+        assert counter.is_blocked(run_of("2026-11-26")) and not counter.is_blocked(run_of("2026-11-27"))
 
 
 # --- Helm values -------------------------------------------------------------------------------

@@ -19,15 +19,31 @@ def definitions(**resource_overrides: Any) -> dg.Definitions:
     return build_definitions(Settings.from_env(), resource_overrides)
 
 
-def run_daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(DAILY_JOB).execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+def run_daily(
+    defs: dg.Definitions, instance: dg.DagsterInstance, day: str, run_config: dict[str, Any] | None = None
+) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(DAILY_JOB)
+    return job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=run_config)
 
 
-def run_assets(defs: dg.Definitions, instance: dg.DagsterInstance, day: str, *assets: str) -> dg.ExecuteInProcessResult:
+def run_assets(
+    defs: dg.Definitions, instance: dg.DagsterInstance, day: str, *assets: str, run_config: dict[str, Any] | None = None
+) -> dg.ExecuteInProcessResult:
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
-        partition_key=day, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey(a) for a in assets]
+        partition_key=day,
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        run_config=run_config,
     )
+
+
+RESEND = {"ops": {"sales_report_email": {"config": {"resend": True}}}}  # run config: send the day's email again
+
+
+def outbox(env: dict[str, str]) -> list[Path]:
+    return sorted((Path(env["ECOSYSTEM_HOME"]) / "outbox").glob("*.eml"))
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:

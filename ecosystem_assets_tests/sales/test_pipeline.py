@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
@@ -16,6 +17,7 @@ from ecosystem_assets_tests.sales.pipeline import (
     local_file,
     materialization,
     materialized,
+    outbox,
     parse_eml,
     plain_body,
     run_assets,
@@ -36,10 +38,6 @@ def live_api(sales_api, ecosystem_env, monkeypatch):
     monkeypatch.setenv("REPORT_TIMEZONE", "Europe/Berlin")
     monkeypatch.setenv("REPORT_RECIPIENTS", "ana@example.com, bo@example.com")
     return sales_api
-
-
-def outbox(env) -> list[Path]:
-    return sorted((Path(env["ECOSYSTEM_HOME"]) / "outbox").glob("*.eml"))
 
 
 def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_instance):
@@ -79,7 +77,11 @@ def test_report_on_s3_storage(live_api, ecosystem_env, dagster_instance, s3_buck
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
     summary = f"reports/sales/summary/{result.run_id}/{DAY}.csv"
-    assert keys == [f"reports/sales/raw/{result.run_id}/{DAY}.parquet", summary]
+    record = f"reports/sales/sent/{DAY}.json"  # the day's sent-record, created with a conditional PUT
+    assert keys == [f"reports/sales/raw/{result.run_id}/{DAY}.parquet", record, summary]
+    sent = json.loads(s3.get_object(Bucket=s3_bucket, Key=record)["Body"].read())
+    assert (sent["status"], sent["run_id"]) == ("sent", result.run_id)
+    assert sent["message_id"] == materialization(result, "sales_report_email")["message_id"]
     csv_bytes = s3.get_object(Bucket=s3_bucket, Key=summary)["Body"].read()
     assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
     assert materialization(result, "sales_summary_csv")["path"] == f"s3://{s3_bucket}/{summary}"

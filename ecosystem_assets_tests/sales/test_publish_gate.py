@@ -46,7 +46,12 @@ def test_a_bad_refetch_leaves_the_last_good_raw_file_and_csv(sales_api, ecosyste
     assert raw_file.read_bytes() == raw_bytes and csv_file.read_bytes() == csv_bytes
     storage = local_file(ecosystem_env, "sales")
     assert sorted(p.relative_to(storage).as_posix() for p in storage.rglob("*.*")) == sorted(
-        [f"raw/{good.run_id}/{DAY}.parquet", f"summary/{good.run_id}/{DAY}.csv", f"quarantine/{DAY}/{bad.run_id}.parquet"]
+        [
+            f"raw/{good.run_id}/{DAY}.parquet",
+            f"summary/{good.run_id}/{DAY}.csv",
+            f"sent/{DAY}.json",  # the good run's email
+            f"quarantine/{DAY}/{bad.run_id}.parquet",
+        ]
     )
     assert f"raw_sales for {DAY} not published" in failure_message(bad)
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -26,12 +25,14 @@ from ecosystem_assets.resources.storage import ArtifactStorage
 from ecosystem_assets.storage import Store, open_store
 from ecosystem_assets_tests.sales.orders_data import expected_rows, make_orders
 from ecosystem_assets_tests.sales.pipeline import (
+    RESEND,
     attachment,
     definitions,
     failure_message,
     local_file,
     materialization,
     materialized,
+    outbox,
     parse_eml,
     run_assets,
     run_daily,
@@ -159,9 +160,10 @@ def test_two_runs_of_a_day_at_once_each_gate_and_summarise_their_own_orders(sale
     assert local_file(ecosystem_env, check["quarantine_key"]).exists() and local_file(ecosystem_env, ok.key("raw_sales")).exists()
 
 
-def test_two_clean_runs_at_once_each_email_their_own_summary(sales_api, second_api, ecosystem_env, dagster_instance):
+def test_two_clean_runs_at_once_each_summarise_their_own_orders_and_one_emails(sales_api, second_api, ecosystem_env, dagster_instance):
     """Both feeds pass; raw files and summaries are each written first-run-then-second-run before
-    either run reads them. Each summary and each email are built from its own run's files."""
+    either run reads them. Each summary is built from its own run's files; the day's one email
+    attaches the summary of the run that sent it, and the other run names that run."""
     sales_api.orders[DAY] = make_orders(DAY, 321)
     second_api.orders[DAY] = make_orders(DAY, 57)
 
@@ -174,11 +176,14 @@ def test_two_clean_runs_at_once_each_email_their_own_summary(sales_api, second_a
         [(passed, check)] = run.checks
         assert passed and check["rows"] == len(api.orders[DAY])
         assert csv_rows(ecosystem_env, run.key("sales_summary_csv")) == expected_rows(api.orders[DAY])
-        email = run.metadata["sales_report_email"]
-        assert email["input/sales_summary_csv"][0]["run_id"] == run.run_id
-        attached = attachment(sent(ecosystem_env, email["message_id"]))[1]
-        assert attached == local_file(ecosystem_env, run.key("sales_summary_csv")).read_bytes()
-    assert len(outbox(ecosystem_env)) == 2
+    [sender] = [run for run in runs if run.metadata["sales_report_email"]["sent"]]
+    [other] = [run for run in runs if run is not sender]
+    email = sender.metadata["sales_report_email"]
+    assert email["input/sales_summary_csv"][0]["run_id"] == sender.run_id
+    attached = attachment(sent(ecosystem_env, email["message_id"]))[1]
+    assert attached == local_file(ecosystem_env, sender.key("sales_summary_csv")).read_bytes()
+    assert other.metadata["sales_report_email"]["sent_by_run"] == sender.run_id
+    assert len(outbox(ecosystem_env)) == 1
 
 
 def test_downstream_alone_reads_the_latest_upstream(sales_api, ecosystem_env, dagster_instance, monkeypatch):
@@ -200,16 +205,12 @@ def test_downstream_alone_reads_the_latest_upstream(sales_api, ecosystem_env, da
     assert materialization(full, "sales_summary_csv")["orders"] == 321
     assert sum(int(r[2]) for r in csv_rows(ecosystem_env, storage_key(full, "sales_summary_csv"))) == 321
 
-    email_only = run_assets(definitions(), dagster_instance, DAY, "sales_report_email")
+    email_only = run_assets(definitions(), dagster_instance, DAY, "sales_report_email", run_config=RESEND)
     assert email_only.success, failure_message(email_only)
     email = materialization(email_only, "sales_report_email")
     assert email["input/sales_summary_csv"][0]["run_id"] == summary_only.run_id
     attached = attachment(sent(ecosystem_env, email["message_id"]))[1]
     assert attached == local_file(ecosystem_env, storage_key(summary_only, "sales_summary_csv")).read_bytes()
-
-
-def outbox(env) -> list[Path]:
-    return sorted((Path(env["ECOSYSTEM_HOME"]) / "outbox").glob("*.eml"))
 
 
 def sent(env, message_id: str):

@@ -14,7 +14,7 @@ from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets.sales.redact import REDACTED, scrub
 from ecosystem_assets.settings import Settings, SettingsError
 from ecosystem_assets_tests.sales.orders_data import make_orders
-from ecosystem_assets_tests.sales.pipeline import definitions, failure_message, run_daily
+from ecosystem_assets_tests.sales.pipeline import RESEND, definitions, failure_message, run_daily
 from ecosystem_assets_tests.servers.sales_api import Fault
 
 DAY = "2026-11-26"
@@ -57,7 +57,7 @@ def test_secrets_stay_out_of_runs_logs_and_files(
     sales_api.token = TOKEN
     wrong = smtp_server("none", credentials=("mailer", "not-the-password"))
     monkeypatch.setenv("SMTP_PORT", str(wrong.port))
-    assert not run_daily(definitions(), dagster_instance, DAY).success
+    assert not run_daily(definitions(), dagster_instance, DAY, run_config=RESEND).success  # the day was sent: resend
 
     events = "\n".join(repr(e) for run in dagster_instance.get_runs() for e in dagster_instance.all_logs(run.run_id))
     assert "STEP_FAILURE" in events and "HTTP 401" in events and "SMTPAuthenticationError" in events
