@@ -12,6 +12,7 @@ value raises `SettingsError` naming the variable, with the messages the README d
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
@@ -123,6 +124,8 @@ class Settings(BaseSettings):
     report_timezone: str = Field("UTC", validation_alias="REPORT_TIMEZONE")
     report_sender: str = Field("reports@localhost", validation_alias="REPORT_SENDER")
     report_recipients: tuple[str, ...] = Field(("sales-team@localhost",), validation_alias="REPORT_RECIPIENTS")
+    report_sender_name: str = Field("Sales reports", validation_alias="REPORT_SENDER_NAME")  # the From header's display name
+    report_currency: str = Field("USD", validation_alias="REPORT_CURRENCY")  # ISO 4217 code of the report's amounts
     smtp_host: str | None = Field(None, validation_alias="SMTP_HOST")
     smtp_port: int = Field(587, validation_alias="SMTP_PORT")
     smtp_user: str | None = Field(None, validation_alias="SMTP_USER")
@@ -214,6 +217,30 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(f"REPORT_TIMEZONE={value!r} is not an IANA time zone") from None
+        return value
+
+    @field_validator("report_currency")
+    @classmethod
+    def _iso_4217(cls, value: str) -> str:
+        """An ISO 4217 code Babel knows (its CLDR data: the currencies it can name and format)."""
+        code = value.upper()
+        if code == "USD":  # the default (validated too): no need to load Babel while the code location loads
+            return code
+        from babel.numbers import list_currencies
+
+        if not (len(code) == 3 and code.isascii() and code.isalpha() and code in list_currencies()):
+            raise SettingsError(f"REPORT_CURRENCY={value!r} is not an ISO 4217 currency code (e.g. USD, EUR, GBP)")
+        return code
+
+    @field_validator("report_sender_name")
+    @classmethod
+    def _display_name(cls, value: str) -> str:
+        """Quotes, commas and non-ASCII are fine (the mailer encodes them, RFC 5322/2047); control characters
+        (CR/LF above all: header injection) are refused."""
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+            raise SettingsError(f"REPORT_SENDER_NAME={value!r} contains a line break or another control character")
+        if len(value) > 100:
+            raise SettingsError(f"REPORT_SENDER_NAME is {len(value)} characters long; at most 100")
         return value
 
     @field_validator("report_recipients", mode="before")

@@ -22,6 +22,7 @@ def test_readme_defaults():
     assert (settings.sales_api_url, settings.smtp_host, settings.image_dataset_url, settings.fraud_service_url) == (None,) * 4
     assert (settings.report_timezone, settings.sales_start_date) == ("UTC", "2025-01-01")
     assert (settings.report_sender, settings.report_recipients) == ("reports@localhost", ("sales-team@localhost",))
+    assert (settings.report_sender_name, settings.report_currency) == ("Sales reports", "USD")
     assert (settings.smtp_port, settings.smtp_security, settings.smtp_user, settings.smtp_ca_file) == (587, "starttls", None, None)
     assert (settings.fraud_precision_threshold, settings.fraud_monitoring_cron, settings.fraud_retrain_cooldown_hours) == (
         0.80,
@@ -42,6 +43,8 @@ def test_every_variable_is_read_and_normalised():
         "SALES_START_DATE": "2026-01-01",
         "REPORT_SENDER": "r@shop.example",
         "REPORT_RECIPIENTS": " ana@x.example , ,bo@x.example ",
+        "REPORT_SENDER_NAME": "Ventes Nord",
+        "REPORT_CURRENCY": "eur",
         "SMTP_HOST": "mail.example",
         "SMTP_PORT": "465",
         "SMTP_USER": "mailer",
@@ -69,6 +72,7 @@ def test_every_variable_is_read_and_normalised():
         "2026-01-01",
     )
     assert (s.report_sender, s.report_recipients) == ("r@shop.example", ("ana@x.example", "bo@x.example"))
+    assert (s.report_sender_name, s.report_currency) == ("Ventes Nord", "EUR")
     assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_security, s.smtp_ca_file) == ("mail.example", 465, "mailer", "ssl", "/ca.pem")
     assert (s.image_dataset_url, s.mlflow_tracking_uri, s.mlflow_artifact_location) == ("s3://imgs", "http://mlflow:5000", None)
     assert (s.fraud_service_url, s.fraud_db_url, s.fraud_drift_from, s.fraud_transactions_url) == (
@@ -120,6 +124,20 @@ def test_settings_are_frozen():
         ("FRAUD_MAX_HISTORY_BYTES", "100", "FRAUD_MAX_HISTORY_BYTES='100' must be at least 256"),
         ("FRAUD_DRIFT_FROM", "2026-13-01", "FRAUD_DRIFT_FROM='2026-13-01' is not a YYYY-MM-DD date"),
         ("SMTP_PORT", "-25", "SMTP_PORT='-25' is not a port number"),
+        ("REPORT_CURRENCY", "ZZZ", "REPORT_CURRENCY='ZZZ' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
+        ("REPORT_CURRENCY", "$", "REPORT_CURRENCY='$' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
+        ("REPORT_CURRENCY", "dollars", "REPORT_CURRENCY='dollars' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
+        (
+            "REPORT_SENDER_NAME",
+            "Sales\nBcc: x@evil.example",
+            "REPORT_SENDER_NAME='Sales\\nBcc: x@evil.example' contains a line break or another control character",
+        ),
+        ("REPORT_SENDER_NAME", "Sales\r\nX: y", "REPORT_SENDER_NAME='Sales\\r\\nX: y' contains a line break or another control character"),
+        (
+            "REPORT_SENDER_NAME",
+            "Sales\u2028reports",
+            "REPORT_SENDER_NAME='Sales\\u2028reports' contains a line break or another control character",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):
@@ -133,3 +151,24 @@ def test_the_sales_api_deadline_reaches_the_resource():
 
     resources = build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME, "SALES_API_DEADLINE_S": "7.5"}))
     assert resources["sales_api"].deadline_s == 7.5
+
+
+@pytest.mark.parametrize("name", ['Ventes "Nord", Équipe', "Отчёты о продажах", "O'Brien & Co. <sales>"])
+def test_sender_names_are_encoded_in_the_from_header(name, tmp_path):
+    """Quotes, commas, angle brackets and non-ASCII reach the From header intact, as one display name."""
+    from email import message_from_bytes, policy
+
+    from ecosystem_assets.resources.wiring import build_resources
+
+    mailer = build_resources(Settings.from_env({"ECOSYSTEM_HOME": str(tmp_path), "REPORT_SENDER_NAME": name}))["mailer"]
+    sent = mailer.send("Subject", "Body", "a.csv", b"x\n")
+    message = message_from_bytes(Path(sent.transport).read_bytes(), policy=policy.default)
+    [address] = message["From"].addresses
+    assert (address.display_name, address.addr_spec) == (name, "reports@localhost")
+    assert len(message.get_all("From")) == 1 and message.get_all("Bcc") is None
+
+
+def test_the_report_currency_reaches_the_resource():
+    from ecosystem_assets.resources.wiring import build_resources
+
+    assert build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME, "REPORT_CURRENCY": "chf"}))["report_format"].currency == "CHF"

@@ -1,15 +1,28 @@
 """Mail delivery with yagmail: SMTP (none / STARTTLS / implicit TLS) or `.eml` files in an outbox.
 
-The message is built once by yagmail and either sent or written as a complete RFC 5322 file, so
-the outbox shows exactly what SMTP would have delivered. Delivery is retried (`retries.smtp`); the
+The message is built once with the standard library's `email.message.EmailMessage` (yagmail's
+composer cannot nest an HTML part with its inline images inside multipart/alternative) and either
+sent through yagmail's SMTP connection or written as a complete RFC 5322 file, so the outbox shows
+exactly what SMTP would have delivered:
+
+    multipart/mixed
+    ├── multipart/alternative
+    │   ├── text/plain
+    │   └── multipart/related          (text/html alone when there are no inline images)
+    │       ├── text/html
+    │       └── image/png …            (Content-ID, referenced as cid: from the HTML)
+    └── the attachment
+
+The From header carries the display name (``Sales reports <reports@localhost>``), encoded by the
+email package (quotes, commas, non-ASCII); a name with a line break is refused. Delivery is retried (`retries.smtp`); the
 final error names the server and the SMTP reply but never the password (it is scrubbed from every
 message we raise).
 """
 
 from __future__ import annotations
 
-import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import make_msgid
@@ -49,6 +62,7 @@ class MailerResource(dg.ConfigurableResource):
     """Sends the report by SMTP when ``smtp_host`` is set, else writes ``.eml`` files to ``outbox_dir``."""
 
     sender: str = "reports@localhost"
+    sender_name: str = Field(default="Sales reports", description="The From header's display name (REPORT_SENDER_NAME).")
     recipients: str = Field(default="sales-team@localhost", description="Comma-separated addresses.")
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -68,21 +82,37 @@ class MailerResource(dg.ConfigurableResource):
     def _scrub(self, text: str) -> str:
         return text.replace(self.smtp_password, "***") if self.smtp_password else text
 
-    def _compose(self, subject: str, body: str, attachment: Path, message_id: str) -> tuple[list[str], str]:
-        import yagmail
+    def _compose(
+        self,
+        subject: str,
+        body: str,
+        attachment_name: str,
+        attachment: bytes,
+        message_id: str,
+        html: str | None,
+        images: Sequence[tuple[str, bytes]],
+    ) -> str:
+        """The complete message as text (ASCII: every part is quoted-printable or base64)."""
+        import mimetypes
+        from email.headerregistry import Address
+        from email.message import EmailMessage
+        from email.utils import formatdate
 
-        # A client that never connects: yagmail only builds the MIME message here.
-        composer = yagmail.SMTP(user={self.sender: self.sender}, smtp_skip_login=True, soft_email_validation=False)
-        return composer.prepare_send(
-            # One content item per line: yagmail turns "\n" inside an item into "<br>" even in the
-            # text/plain part, but joins items with real newlines.
-            to=list(self.recipient_list),
-            subject=subject,
-            contents=body.splitlines() or [""],
-            attachments=[str(attachment)],
-            message_id=message_id,
-            prettify_html=False,  # premailer keeps only the first item of a multi-item body
-        )
+        message = EmailMessage()
+        message["Subject"] = subject
+        message["From"] = Address(display_name=self.sender_name, addr_spec=self.sender)
+        message["To"] = ", ".join(self.recipient_list)
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = message_id
+        message.set_content(body, cte="quoted-printable")
+        if html is not None:
+            message.add_alternative(html, subtype="html", cte="quoted-printable")
+            html_part = next(part for part in message.iter_parts() if part.get_content_type() == "text/html")
+            for cid, png in images:
+                html_part.add_related(png, "image", "png", cid=f"<{cid}>", disposition="inline")
+        maintype, _, subtype = (mimetypes.guess_type(attachment_name)[0] or "application/octet-stream").partition("/")
+        message.add_attachment(attachment, maintype=maintype, subtype=subtype, filename=attachment_name)
+        return message.as_string()
 
     def _tls_context(self) -> ssl.SSLContext:
         import ssl
@@ -116,17 +146,30 @@ class MailerResource(dg.ConfigurableResource):
         if refused:
             raise MailDeliveryError(f"SMTP server refused recipients: {', '.join(sorted(refused))}")
 
-    def send(self, subject: str, body: str, attachment_name: str, attachment: bytes, log: Any = None) -> SentEmail:
-        """Send (or write to the outbox) one message with one attachment; retry transient failures."""
+    def send(
+        self,
+        subject: str,
+        body: str,
+        attachment_name: str,
+        attachment: bytes,
+        log: Any = None,
+        *,
+        html: str | None = None,
+        images: Sequence[tuple[str, bytes]] = (),
+    ) -> SentEmail:
+        """Send (or write to the outbox) one message: ``body`` as text/plain, ``html`` as the alternative
+        with its inline ``images`` ((Content-ID without brackets, PNG bytes), shown as ``cid:``), one
+        attachment; retry transient failures."""
         domain = self.sender.rsplit("@", 1)[-1] or "localhost"
         message_id = make_msgid(domain=domain)
         recipients = list(self.recipient_list)
         if not recipients:
             raise MailDeliveryError("no recipients configured (REPORT_RECIPIENTS)")
-        with tempfile.TemporaryDirectory(prefix="mail-") as tmp:
-            path = Path(tmp) / attachment_name
-            path.write_bytes(attachment)
-            envelope, message = self._compose(subject, body, path, message_id)
+        try:
+            message = self._compose(subject, body, attachment_name, attachment, message_id, html, images)
+        except ValueError as exc:  # e.g. a display name or subject the email package refuses (line breaks)
+            raise MailConfigurationError(f"cannot compose {subject!r}: {exc}") from None
+        envelope = recipients
         sent_at = datetime.now(UTC).isoformat(timespec="seconds")
         if not self.smtp_host:
             name = f"{Path(attachment_name).stem}-{uuid.uuid4().hex[:8]}.eml"

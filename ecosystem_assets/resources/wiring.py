@@ -9,6 +9,7 @@ import dagster as dg
 from ecosystem_assets.resources.fraud import FraudServiceResource, TransactionSource
 from ecosystem_assets.resources.mail import MailerResource
 from ecosystem_assets.resources.mlflow import MlflowTracking
+from ecosystem_assets.resources.report_format import ReportFormat
 from ecosystem_assets.resources.sales_api import SalesApiResource
 from ecosystem_assets.resources.storage import ArtifactStorage
 from ecosystem_assets.resources.training import TrainingBackend
@@ -28,6 +29,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ),
         "mailer": MailerResource(
             sender=settings.report_sender,
+            sender_name=settings.report_sender_name,
             recipients=",".join(settings.report_recipients),
             smtp_host=settings.smtp_host,
             smtp_port=settings.smtp_port,
@@ -37,6 +39,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             smtp_ca_file=settings.smtp_ca_file,
             outbox_dir=str(settings.outbox_dir),
         ),
+        "report_format": ReportFormat(currency=settings.report_currency),
         "image_source": ImageSource(url=settings.image_dataset_url),
         "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(

@@ -26,6 +26,7 @@ from pydantic import Field
 from ecosystem_assets import lineage
 from ecosystem_assets.quality import QualityReport
 from ecosystem_assets.resources.mail import MailDeliveryError, MailerResource
+from ecosystem_assets.resources.report_format import ReportFormat
 from ecosystem_assets.resources.sales_api import SalesApiError, SalesApiResource, SalesApiUnavailable
 from ecosystem_assets.resources.storage import ArtifactStorage
 from ecosystem_assets.sales.checks import validate_orders
@@ -149,20 +150,42 @@ def raw_sales(context: dg.AssetExecutionContext, sales_api: SalesApiResource, st
     yield gate.check_result(check_name=QUALITY_CHECK, asset_key="raw_sales")
 
 
-@_sales_asset(deps=["raw_sales"], kinds={"duckdb", "csv"})
-def sales_summary_csv(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
+RECONCILIATION_CHECK = "summary_matches_raw_orders"
+
+
+@_sales_asset(
+    deps=["raw_sales"],
+    kinds={"duckdb", "csv"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            RECONCILIATION_CHECK,
+            asset="sales_summary_csv",
+            # Blocking: the email states these totals. A summary that does not add up to the orders it
+            # was built from is a wrong report, and the sales team must not get it; the CSV stays
+            # inspectable beside the check's metadata (both sides' totals).
+            blocking=True,
+            description="The published CSV's totals (orders, units, revenue to the cent), read back from storage, "
+            "equal those of the gated raw orders it was built from, recomputed independently with pandas over the "
+            "raw Parquet (not the DuckDB query). Blocks the email.",
+        )
+    ],
+)
+def sales_summary_csv(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> Iterator[Any]:
     """The day's summary by region and product (orders, units, revenue), as CSV for the sales team.
 
     Summarises the raw_sales materialization of this run (else the latest one). The gate is run
     again on those orders before writing: even when this asset is materialized on its own, a day
-    that fails the gate is never published.
+    that fails the gate is never published. Records the day's totals (``orders``, ``units``,
+    ``revenue_cents`` exact, ``revenue`` as a number the UI plots across partitions): the email's
+    comparisons and chart read them back from here.
     """
     from ecosystem_assets.sales import report
     from ecosystem_assets.storage import read_parquet
 
     day, start, end = _partition(context)
     raw = _read(context, "raw_sales")
-    gate = validate_orders(read_parquet(storage.store, raw.storage_key), start, end)
+    orders = read_parquet(storage.store, raw.storage_key)
+    gate = validate_orders(orders, start, end)
     if not gate.success:
         raise dg.Failure(
             description=f"not publishing the summary for {day} (raw_sales of run {raw.run_id}): {gate.summary()}",
@@ -176,17 +199,44 @@ def sales_summary_csv(context: dg.AssetExecutionContext, storage: ArtifactStorag
     key = lineage.run_key("sales/summary", context.run.run_id, f"{day.isoformat()}.csv")
     uri = storage.store.write_bytes(key, report.summary_csv_bytes(table))
     totals = report.day_totals(cents)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             lineage.STORAGE_KEY: key,
             "path": dg.MetadataValue.path(uri),
             "rows": dg.MetadataValue.int(len(table)),
             "orders": dg.MetadataValue.int(totals.orders),
             "units": dg.MetadataValue.int(totals.units),
-            "revenue": totals.revenue,
+            "revenue_cents": dg.MetadataValue.int(totals.revenue_cents),
+            "revenue": dg.MetadataValue.float(round(totals.revenue_cents / 100, 2)),
             "preview": dg.MetadataValue.md(table.head(20).to_markdown(index=False) if len(table) else "_no orders_"),
             **lineage.lineage_metadata(raw),
         }
+    )
+    # The CSV as published (read back from storage) against the raw orders, summed by pandas.
+    yield _reconciliation(report.totals_of_summary_csv(storage.store.read_bytes(key)), report.raw_totals(orders))
+
+
+def _reconciliation(published: Any, raw: Any) -> dg.AssetCheckResult:
+    """Compare the published CSV's totals with the raw orders' (`report.DayTotals` both)."""
+    fields = ("orders", "units", "revenue_cents")
+    differ = [f for f in fields if getattr(published, f) != getattr(raw, f)]
+    metadata: dict[str, Any] = {}
+    for side, totals in (("csv", published), ("raw", raw)):
+        metadata.update({f"{side}_{f}": dg.MetadataValue.int(getattr(totals, f)) for f in fields})
+        metadata[f"{side}_revenue"] = totals.revenue
+    description = (
+        "the CSV's orders, units and revenue equal the raw orders' to the cent"
+        if not differ
+        else "the CSV does not add up to the raw orders it was built from: "
+        + "; ".join(f"{f} {getattr(published, f)} in the CSV vs {getattr(raw, f)} in the raw orders" for f in differ)
+    )
+    return dg.AssetCheckResult(
+        check_name=RECONCILIATION_CHECK,
+        asset_key="sales_summary_csv",
+        passed=not differ,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
     )
 
 
@@ -206,11 +256,44 @@ def _run_has_ended(instance: dg.DagsterInstance) -> Callable[[str], bool]:
     return ended
 
 
+def _history(instance: dg.DagsterInstance, day: date) -> dict[date, Any]:
+    """The totals of the days before ``day`` the email shows (`history.earlier_days`): the metadata of the
+    latest sales_summary_csv materialization of each of those partitions in the instance. A day never
+    summarised, or whose materialization records no totals, is absent."""
+    from ecosystem_assets.sales.history import earlier_days, totals_from_metadata
+
+    key = dg.AssetKey("sales_summary_csv")
+    wanted = {d.isoformat(): d for d in earlier_days(day)}
+    latest = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(wanted))
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(key, storage_ids=list(latest.values())), limit=len(latest)).records
+    found: dict[date, Any] = {}
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is None or materialization.partition not in wanted:
+            continue
+        totals = totals_from_metadata({k: v.value for k, v in materialization.metadata.items()})
+        if totals is not None:
+            found[wanted[materialization.partition]] = totals
+    return found
+
+
 @_sales_asset(deps=["sales_summary_csv"], kinds={"email"})
 def sales_report_email(
-    context: dg.AssetExecutionContext, config: SalesReportEmailConfig, storage: ArtifactStorage, mailer: MailerResource
+    context: dg.AssetExecutionContext,
+    config: SalesReportEmailConfig,
+    storage: ArtifactStorage,
+    mailer: MailerResource,
+    report_format: ReportFormat,
 ) -> dg.MaterializeResult:
-    """The morning email to the sales team: totals, top five products, the summary CSV attached.
+    """The morning email to the sales team: an HTML email (with a plain-text part) of the day's totals,
+    their change against the previous day and the same weekday a week earlier, totals by region, the
+    top five products and a chart of the last 14 days' revenue; the summary CSV attached.
+
+    The earlier days come from Dagster: the latest sales_summary_csv materialization of each earlier
+    partition (its recorded totals). Days without one show as "no report for that day"; with none at
+    all, the chart is left out. Amounts are in REPORT_CURRENCY.
 
     Sent once per day: the run that creates the day's sent-record (``sales/sent/<day>.json``,
     create-if-absent) sends; any other run of the day records who sent it, and sends nothing
@@ -218,6 +301,7 @@ def sales_report_email(
     materialization of this run (else the latest one).
     """
     from ecosystem_assets.sales import delivery, report
+    from ecosystem_assets.sales.email_report import build_report_email
 
     day, _, _ = _partition(context)
     summary = _read(context, "sales_summary_csv")
@@ -242,10 +326,12 @@ def sales_report_email(
                 **lineage.lineage_metadata(summary),
             }
         )
-    subject = f"Sales summary for {day.isoformat()}"
+    attachment_name = f"sales-summary-{day.isoformat()}.csv"
+    history = _history(context.instance, day)
+    email = build_report_email(day, cents, history, report_format.currency, attachment_name)
     try:
         sent = mailer.send(
-            subject, report.email_body(day.isoformat(), cents), f"sales-summary-{day.isoformat()}.csv", csv_bytes, log=context.log
+            email.subject, email.text, attachment_name, csv_bytes, log=context.log, html=email.html, images=email.inline_images
         )
     except MailDeliveryError as exc:
         delivery.release(store, day.isoformat(), run_id)
@@ -269,6 +355,8 @@ def sales_report_email(
             "transport": sent.transport,
             "attempts": dg.MetadataValue.int(sent.attempts),
             "attachment_bytes": dg.MetadataValue.int(len(csv_bytes)),
+            "history_days": dg.MetadataValue.int(len(history)),  # earlier days with totals (comparisons, chart)
+            "chart": bool(email.images),
             "sent_record": record_uri,
             **lineage.lineage_metadata(summary),
         }

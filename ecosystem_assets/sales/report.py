@@ -6,9 +6,11 @@ cents are rendered as decimal strings (``1234.50``) only at the very end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
+
+from ecosystem_assets.sales.history import DayTotals, cents_to_text
+
+__all__ = ["DayTotals", "cents_to_text"]  # re-exported: the totals type and the CSV's decimal text
 
 SUMMARY_COLUMNS = ["region", "product", "orders", "units", "revenue"]
 
@@ -22,12 +24,6 @@ GROUP BY region, product
 ORDER BY revenue_cents DESC, region, product
 """
 _EMPTY = {"region": "string", "product": "string", "orders": "int64", "units": "int64", "revenue_cents": "int64"}
-
-
-def cents_to_text(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    whole, frac = divmod(abs(int(cents)), 100)
-    return f"{sign}{whole}.{frac:02d}"
 
 
 def summarize_parquet(path: str) -> pd.DataFrame:
@@ -51,17 +47,6 @@ def summary_csv_bytes(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-@dataclass(frozen=True)
-class DayTotals:
-    orders: int
-    units: int
-    revenue_cents: int
-
-    @property
-    def revenue(self) -> str:
-        return cents_to_text(self.revenue_cents)
-
-
 def day_totals(cents: pd.DataFrame) -> DayTotals:
     return DayTotals(int(cents["orders"].sum()), int(cents["units"].sum()), int(cents["revenue_cents"].sum()))
 
@@ -78,24 +63,24 @@ def top_products(cents: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     return by_product[["product", "orders", "units", "revenue"]].reset_index(drop=True)
 
 
-def email_body(day: str, cents: pd.DataFrame) -> str:
-    """Plain-text body: the day's totals and top five products, or a plain 'no orders' line."""
-    if cents.empty:
-        return f"No orders were recorded on {day}. The attached summary is empty (header only).\n"
-    totals = day_totals(cents)
-    lines = [
-        f"Sales summary for {day}",
-        "",
-        f"Orders:  {totals.orders:,}",
-        f"Units:   {totals.units:,}",
-        f"Revenue: {totals.revenue}",
-        "",
-        "Top products by revenue:",
-    ]
-    for rank, row in enumerate(top_products(cents).itertuples(index=False), start=1):
-        lines.append(f"  {rank}. {row.product}: {row.revenue} ({row.units:,} units, {row.orders:,} orders)")
-    lines += ["", "The full summary by region and product is attached as CSV."]
-    return "\n".join(lines) + "\n"
+def region_totals(cents: pd.DataFrame) -> pd.DataFrame:
+    """Orders, units and revenue_cents per region, by revenue desc, then region."""
+    by_region = cents.groupby("region", as_index=False)[["orders", "units", "revenue_cents"]].sum()
+    return by_region.sort_values(["revenue_cents", "region"], ascending=[False, True]).reset_index(drop=True)
+
+
+def raw_totals(orders: pd.DataFrame) -> DayTotals:
+    """The day's totals straight from the raw orders, with pandas (the reconciliation's independent side):
+    each line's revenue is quantity × the unit price in cents, rounded half away from zero as DuckDB's
+    ``round`` does (pandas' own ``round`` rounds half to even)."""
+    import numpy as np
+
+    if orders.empty:
+        return DayTotals(0, 0, 0)
+    quantity = orders["quantity"].astype("int64")
+    price = orders["unit_price"].astype("float64").to_numpy() * 100
+    line_cents = pd.Series(np.sign(price) * np.floor(np.abs(price) + 0.5), index=orders.index).astype("int64") * quantity
+    return DayTotals(len(orders), int(quantity.sum()), int(line_cents.sum()))
 
 
 def cents_from_summary_csv(data: bytes) -> pd.DataFrame:
@@ -109,3 +94,8 @@ def cents_from_summary_csv(data: bytes) -> pd.DataFrame:
     cents = table[["region", "product", "orders", "units"]].copy()
     cents["revenue_cents"] = [int(Decimal(v) * 100) for v in table["revenue"]]
     return cents.astype({"orders": "int64", "units": "int64", "revenue_cents": "int64"})
+
+
+def totals_of_summary_csv(data: bytes) -> DayTotals:
+    """The totals of a published summary CSV, read back exactly (the reconciliation's other side)."""
+    return day_totals(cents_from_summary_csv(data))

@@ -46,8 +46,8 @@ def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_ins
     raw = materialization(result, "raw_sales")
     assert raw["orders"] == 321 and raw["pages"] == 4 and raw["duplicates_dropped"] == 9
 
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "orders_pass_quality_gate" and check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["orders_pass_quality_gate"].passed and checks["summary_matches_raw_orders"].passed
 
     # Files at run-scoped keys, recorded in the materializations; each reader names what it read.
     assert storage_key(result, "raw_sales") == f"sales/raw/{result.run_id}/{DAY}.parquet"

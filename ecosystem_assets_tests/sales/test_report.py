@@ -6,10 +6,13 @@ The orders go through the production path: typed by `orders_frame`, written with
 
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
 import pytest
 
 from ecosystem_assets.sales import report
+from ecosystem_assets.sales.email_report import build_report_email, money
 from ecosystem_assets.sales.orders import orders_frame
 from ecosystem_assets.storage import LocalStore, write_parquet
 from ecosystem_assets_tests.sales.orders_data import expected_rows, make_orders
@@ -64,16 +67,17 @@ def test_ties_sort_by_region_then_product(summarize):
 def test_empty_day_gives_header_only_csv_and_no_orders_body(summarize):
     cents = summarize([])
     assert report.summary_csv_bytes(report.summary_table(cents)) == b"region,product,orders,units,revenue\n"
-    assert "No orders" in report.email_body("2026-12-25", cents)
+    email = build_report_email(date(2026, 12, 25), cents, {}, "USD", "sales-summary-2026-12-25.csv")
+    assert "No orders" in email.text and "No orders" in email.html and email.images == ()
 
 
 def test_email_body_lists_totals_and_top_five_products(summarize):
     orders = make_orders("2026-11-26", 400)
     cents = summarize(orders)
-    body = report.email_body("2026-11-26", cents)
+    body = build_report_email(date(2026, 11, 26), cents, {}, "USD", "sales-summary-2026-11-26.csv").text
     by_product = pd.DataFrame(orders).assign(rev=lambda d: d.quantity * d.unit_price).groupby("product").rev.sum()
     top = by_product.sort_values(ascending=False).index[:5]
     lines = [line for line in body.splitlines() if line.strip()[:2] in {f"{i}." for i in range(1, 6)}]
     assert [line.split(". ", 1)[1].split(":")[0] for line in lines] == list(top)
     assert f"Orders:  {len(orders):,}" in body
-    assert f"Revenue: {report.day_totals(cents).revenue}" in body
+    assert f"Revenue: {money(report.day_totals(cents).revenue_cents, 'USD')}" in body

@@ -94,7 +94,8 @@ class Outcome:
     success: bool
     failure: str
     metadata: dict[str, dict[str, Any]]  # asset → its materialization's metadata values
-    checks: list[tuple[bool, dict[str, Any]]]  # (passed, metadata values) per check evaluation
+    checks: list[tuple[bool, dict[str, Any]]]  # (passed, metadata values) per evaluation of the quality gate
+    reconciled: list[bool]  # per evaluation of summary_matches_raw_orders
 
     def key(self, asset: str) -> str:
         return self.metadata[asset][STORAGE_KEY]
@@ -109,8 +110,10 @@ def run_in_process(instance_ref: Any, api_url: str, storage_url: str, role: str,
         e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
         for e in result.get_asset_materialization_events()
     }
-    checks = [(c.passed, {k: v.value for k, v in c.metadata.items()}) for c in result.get_asset_check_evaluations()]
-    return Outcome(result.run_id, result.success, failure_message(result), metadata, checks)
+    evaluations = result.get_asset_check_evaluations()
+    checks = [(c.passed, {k: v.value for k, v in c.metadata.items()}) for c in evaluations if c.check_name == "orders_pass_quality_gate"]
+    reconciled = [c.passed for c in evaluations if c.check_name == "summary_matches_raw_orders"]
+    return Outcome(result.run_id, result.success, failure_message(result), metadata, checks, reconciled)
 
 
 def run_both_at_once(instance: dg.DagsterInstance, first_url: str, second_url: str, storage_url: str, *prefixes: str | tuple[str, ...]):
@@ -174,7 +177,7 @@ def test_two_clean_runs_at_once_each_summarise_their_own_orders_and_one_emails(s
     for run, api in zip(runs, (sales_api, second_api), strict=True):
         assert run.success, run.failure
         [(passed, check)] = run.checks
-        assert passed and check["rows"] == len(api.orders[DAY])
+        assert passed and check["rows"] == len(api.orders[DAY]) and run.reconciled == [True]  # each CSV adds up to its own orders
         assert csv_rows(ecosystem_env, run.key("sales_summary_csv")) == expected_rows(api.orders[DAY])
     [sender] = [run for run in runs if run.metadata["sales_report_email"]["sent"]]
     [other] = [run for run in runs if run is not sender]
