@@ -273,7 +273,10 @@ class RedisFeatures:
     def warm_up_needed(self) -> bool:
         """Only for an empty state (a new Redis, or 37 days without traffic): then it is seeded from
         the prediction log once. Replicas seeding at the same time do no harm (members are sets)."""
-        return self._newest() is None
+        newest = self._newest()
+        if self.newest_seen is None:  # the input rules' anchor, read once (ping need not read it again)
+            self.newest_seen = newest
+        return newest is None
 
     def _newest(self) -> float | None:
         """The newest transaction time any replica observed (the shared input rules' anchor)."""

@@ -54,6 +54,11 @@ def _answer(row: dict[str, Any]) -> dict[str, Any]:
 _BODY = ("customer_id", "terminal_id", "amount", "tx_time", "tx_offset_min")
 
 
+def _same_body(stored: dict[str, Any], row: dict[str, Any]) -> bool:
+    """The stored prediction's transaction has this request's body: the request is a retry."""
+    return all(stored[k] == row[k] for k in _BODY)
+
+
 class Scorer:
     """Features from the online history, probability from the champion, one row in the log.
 
@@ -299,7 +304,7 @@ class Scorer:
                 if outcome is None:
                     self.features.keep(observed)
                 else:
-                    retry = isinstance(outcome, dict) and all(outcome[k] == item.row[k] for k in _BODY)
+                    retry = isinstance(outcome, dict) and _same_body(outcome, item.row)
                     self.features.forget(observed, stored=[retry])
                 row_outcomes.append(outcome)
         _, label_outcomes = self.store.write_each([], labels, wait=wait)
@@ -316,7 +321,7 @@ class Scorer:
                 if outcome is None:
                     results.append(_answer(item.row))
                 elif isinstance(outcome, dict):  # the transaction_id was stored before: a retry?
-                    same = all(outcome[k] == item.row[k] for k in _BODY)
+                    same = _same_body(outcome, item.row)
                     results.append(
                         _answer(outcome)
                         if same
