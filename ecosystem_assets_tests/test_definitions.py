@@ -13,7 +13,7 @@ import pytest
 from ecosystem_assets.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ["torch", "mlflow", "great_expectations", "evidently", "sklearn", "boto3", "botocore", "pandas", "duckdb"]
+HEAVY = ["torch", "mlflow", "great_expectations", "evidently", "sklearn", "boto3", "botocore", "pandas", "duckdb", "matplotlib", "babel"]
 
 
 def test_loads_without_heavy_libraries():

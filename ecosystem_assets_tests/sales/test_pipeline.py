@@ -64,7 +64,7 @@ def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_ins
     [eml] = outbox(ecosystem_env)
     message = parse_eml(eml)
     assert message["Subject"] == f"Sales summary for {DAY}"
-    assert message["To"] == "ana@example.com,bo@example.com"
+    assert message["To"] == "ana@example.com, bo@example.com"  # an RFC 5322 address list
     assert message["Message-ID"] == materialization(result, "sales_report_email")["message_id"]
     assert attachment(message) == (f"sales-summary-{DAY}.csv", csv_bytes)
     assert "Orders:  321" in plain_body(message)
