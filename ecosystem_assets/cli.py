@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,35 @@ def _outputs(result: Any, asset: str) -> dict:
     return {}
 
 
+def _email_line(email: dict) -> str:
+    """What became of the day's email: sent now (where to), or sent before by another run (then not again)."""
+    if email.get("sent") is False:
+        return f"already sent by run {email.get('sent_by_run')} at {email.get('sent_at') or '?'}; not sent again"
+    extras = f"{email.get('history_days', 0)} earlier days compared" + (", revenue chart" if email.get("chart") else "")
+    return f"{email.get('subject')} ({extras}) → {email.get('transport')}"
+
+
+def _summarise_earlier_days(defs: Any, instance: Any, day: date, start: str) -> list[str]:
+    """Summarise the days before ``day`` that the email looks back at (no email for them), skipping days
+    this instance already summarised and days before SALES_START_DATE; the days run."""
+    import dagster as dg
+
+    from ecosystem_assets.sales.history import earlier_days
+
+    key = dg.AssetKey("sales_summary_csv")
+    wanted = [d.isoformat() for d in earlier_days(day) if d >= date.fromisoformat(start)]
+    done = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(wanted))
+    job = defs.resolve_implicit_global_asset_job_def()
+    todo = [d for d in wanted if d not in done]
+    for earlier in todo:
+        result = job.execute_in_process(
+            partition_key=earlier, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("raw_sales"), key]
+        )
+        if not result.success:
+            raise SystemExit(f"FAILED: the summary of {earlier} (run {result.run_id}) did not succeed; `make dev` shows its event log.")
+    return todo
+
+
 def _run(defs: Any, job: str, instance: Any, **kwargs: Any) -> Any:
     result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
     if not result.success:
@@ -47,6 +76,7 @@ def demo(partition: str | None) -> int:
 
     from ecosystem_assets.definitions import defs
     from ecosystem_assets.fraud.definitions import MONITORING_JOB, RETRAIN_JOB
+    from ecosystem_assets.sales.email_report import money
     from ecosystem_assets.sales.schedules import DAILY_JOB
     from ecosystem_assets.settings import Settings
 
@@ -54,11 +84,15 @@ def demo(partition: str | None) -> int:
     instance = _instance()
     day = partition or _yesterday(settings.report_timezone)
     print(f"1/3 Sales report for {day} ({settings.report_timezone}); storage: {settings.storage_url}")
+    summarised = _summarise_earlier_days(defs, instance, date.fromisoformat(day), settings.sales_start_date)
+    if summarised:
+        print(f"  earlier days  {len(summarised)} summarised ({summarised[0]}..{summarised[-1]}) for the comparisons and the chart")
     result = _run(defs, DAILY_JOB, instance, partition_key=day)
     raw, csv, email = (_outputs(result, a) for a in ("raw_sales", "sales_summary_csv", "sales_report_email"))
     print(f"  raw orders    {raw.get('orders')} orders → {raw.get('path')}")
-    print(f"  summary CSV   {csv.get('rows')} rows, revenue {csv.get('revenue')} → {csv.get('path')}")
-    print(f"  email         {email.get('subject')} → {email.get('transport')}")
+    revenue = money(csv["revenue_cents"], settings.report_currency) if isinstance(csv.get("revenue_cents"), int) else csv.get("revenue")
+    print(f"  summary CSV   {csv.get('rows')} rows, revenue {revenue} → {csv.get('path')}")
+    print(f"  email         {_email_line(email)}")
 
     print("2/3 Image classifier: dataset → DDP training under torchrun → evaluation and promotion")
     result = _run(defs, "vision_training_job", instance)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -44,7 +45,7 @@ def test_dagster_asset_materialize_against_live_api(sales_api, tmp_path):
 
 def test_demo_produces_yesterdays_csv_and_email_offline(tmp_path):
     env = user_env(tmp_path, REPORT_TIMEZONE="Asia/Tokyo")
-    proc = subprocess.run([str(BIN / "ecosystem-assets"), "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(BIN / "ecosystem-assets"), "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, proc.stderr[-3000:]
     yesterday = (datetime.now(ZoneInfo("Asia/Tokyo")).date() - timedelta(days=1)).isoformat()
     home = Path(env["ECOSYSTEM_HOME"])
@@ -53,3 +54,19 @@ def test_demo_produces_yesterdays_csv_and_email_offline(tmp_path):
     [eml] = (home / "outbox").glob(f"sales-summary-{yesterday}-*.eml")
     assert str(csv) in proc.stdout and str(eml) in proc.stdout
     assert (home / "dagster" / "history" / "runs.db").exists()  # the run shows up in `make dev`
+    # The 13 days before yesterday were summarised (no emails for them): yesterday's email compares and charts.
+    assert "earlier days  13 summarised" in proc.stdout and "(13 earlier days compared, revenue chart)" in proc.stdout
+    assert len(list((home / "storage" / "sales" / "summary").glob("*/*.csv"))) == 14 and len(list((home / "outbox").glob("*.eml"))) == 1
+    message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert [p.get_content_type() for p in message.walk()].count("image/png") == 1
+    text = message.get_body(("plain",)).get_content()
+    assert "Compared with the same weekday a week earlier" in text and "no report for that day" not in text
+
+
+def test_demo_email_line_says_when_the_email_was_sent_before():
+    from ecosystem_assets.cli import _email_line
+
+    sent = {"sent": True, "subject": "Sales summary for 2026-11-26", "transport": "/o/x.eml", "history_days": 13, "chart": True}
+    assert _email_line(sent) == "Sales summary for 2026-11-26 (13 earlier days compared, revenue chart) → /o/x.eml"
+    before = {"sent": False, "sent_by_run": "abc", "sent_at": "2026-11-27T00:01:02+00:00", "message_id": "<m@x>"}
+    assert _email_line(before) == "already sent by run abc at 2026-11-27T00:01:02+00:00; not sent again"
