@@ -77,8 +77,10 @@ class LocalStore:
     def uri(self, key: str) -> str:
         return str(self.path(key))
 
-    def write_bytes(self, key: str, data: bytes) -> str:
-        target = self.path(key)
+    @contextlib.contextmanager
+    def _temp_file(self, target: Path, data: bytes) -> Iterator[str]:
+        """``data`` in a temp file beside ``target``, fsynced, for the caller to publish; removed after
+        (a published temp file has been renamed, or linked, by then)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
@@ -86,28 +88,25 @@ class LocalStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
+            yield tmp
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        target = self.path(key)
+        with self._temp_file(target, data) as tmp:
+            os.replace(tmp, target)
         return str(target)
 
     def create_bytes(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` unless it exists; False when it did (nothing written). The content is
         complete before the name appears: a temp file, fsynced, then hard-linked to the name."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, target)
-        except FileExistsError:
-            return False
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with self._temp_file(target, data) as tmp:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return False
         return True
 
     def delete(self, key: str) -> None:
