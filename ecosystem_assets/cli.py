@@ -139,7 +139,7 @@ def demo(partition: str | None) -> int:
     return 0
 
 
-def serve(host: str, port: int, poll_s: float) -> int:
+def serve(host: str, port: int, poll_s: float, access_log: bool = False) -> int:
     """Run the fraud service on FRAUD_DB_URL and MLFLOW_TRACKING_URI, with the bearer tokens
     FRAUD_PREDICT_TOKEN and FRAUD_FEEDBACK_TOKEN (without them only on a loopback address), and the
     online feature state in FRAUD_FEATURE_STORE_URL (Redis/Valkey, shared by replicas) or in-process."""
@@ -168,8 +168,22 @@ def serve(host: str, port: int, poll_s: float) -> int:
         max_history_bytes=settings.fraud_max_history_bytes,
         feature_store_url=secret("FRAUD_FEATURE_STORE_URL"),  # may hold a password: a secret, not a setting
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    _service_logs()
+    # No access log unless asked: one line per request is 133k lines per replayed month (the
+    # request counts and latencies are in /metrics).
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
     return 0
+
+
+def _service_logs() -> None:
+    """The service's own INFO lines (a champion swap, the warm-up) on stderr, as uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("ecosystem_assets")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _check_outcome(evaluation: Any) -> str:
@@ -251,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default="127.0.0.1", help="a non-loopback host needs both tokens set")
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
+    serve_cmd.add_argument("--access-log", action="store_true", help="log one line per request (off by default)")
     replay_cmd = commands.add_parser("replay", help="replay simulated days through the fraud service")
     replay_cmd.add_argument("--service", default="http://127.0.0.1:8000")
     replay_cmd.add_argument("--first", help="first day YYYY-MM-DD (default: DAYS days ago)")
@@ -270,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo(args.partition)
     if args.command == "serve":
-        return serve(args.host, args.port, args.poll)
+        return serve(args.host, args.port, args.poll, args.access_log)
     if args.command == "replay":
         return replay(
             args.service.rstrip("/"), args.first, args.days, args.history_days, args.workers, not args.no_dagster, args.day_seconds

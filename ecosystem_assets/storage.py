@@ -20,6 +20,16 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 
+def _umask() -> int:
+    # Read once, at import (os.umask can only be read by setting it: not from worker threads).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 class StorageError(RuntimeError):
     """Storage is unreachable, misconfigured or refused the request; the message says which."""
 
@@ -84,6 +94,7 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make published files private
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

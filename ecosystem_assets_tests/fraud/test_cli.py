@@ -64,3 +64,6 @@ def test_serve_and_replay_from_the_console_scripts(registry: str, tmp_path: Path
     # serve_process stopped it with SIGINT: uvicorn's graceful shutdown
     assert server.returncode == 0, log.read_text()[-3000:]
     assert "Application shutdown complete" in log.read_text()
+    # The champion it loaded is logged once; thousands of requests are not (no access log by default).
+    assert log.read_text().count("serving fraud-detector version 1 (was none)") == 1
+    assert "POST /predict" not in log.read_text()
