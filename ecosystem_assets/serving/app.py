@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from ecosystem_assets.serving import api_models
 from ecosystem_assets.serving.api_models import (
@@ -108,7 +109,9 @@ def create_app(
         features.close()
         store.engine.dispose()
 
-    app = FastAPI(title="fraud-detector service", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package, not a CDN:
+    # they work where the service runs without internet (a private cluster, a laptop offline).
+    app = FastAPIOffline(title="fraud-detector service", lifespan=lifespan)
     app.state.scorer, app.state.watcher, app.state.store = scorer, watcher, store
 
     @app.exception_handler(InvalidBody)

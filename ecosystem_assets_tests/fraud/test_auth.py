@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,6 +105,13 @@ def test_each_endpoint_needs_its_scope_token(secured, caplog):
     assert logged(secured.app.state.store) == (2, 1)  # only the authorised requests were stored
     for path in ("/healthz", "/metrics", "/openapi.json"):  # probes and Prometheus need no token
         assert requests.get(f"{url}{path}", timeout=30).status_code == 200
+    # /docs works offline: Swagger UI's script and styles come from the service itself, and are served.
+    docs = requests.get(f"{url}/docs", timeout=30)
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    assets = re.findall(r"""(?:src|href)=["']?(/[^"' >]+)""", docs.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        assert requests.get(f"{url}{asset}", timeout=30).status_code == 200, asset
     paths = requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
     body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["properties"]["transaction"]["required"]) == set(TX)  # bodies are documented for clients
