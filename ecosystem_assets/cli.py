@@ -235,18 +235,30 @@ def replay(
         frame = source.days(day, day)[day]
         print("  " + replay_day(service, day.isoformat(), frame, workers=workers, **tokens).line(), flush=True)
         if with_dagster:
+            # Tagged, so the UI's run list tells the replay's runs from scheduled and manual ones.
+            tags = {REPLAY_TAG: day.isoformat()}
             assets_job.execute_in_process(
-                asset_selection=[dg.AssetKey("fraud_transactions")], partition_key=day.isoformat(), instance=instance, raise_on_error=False
+                asset_selection=[dg.AssetKey("fraud_transactions")],
+                partition_key=day.isoformat(),
+                instance=instance,
+                raise_on_error=False,
+                tags=tags,
             )
             # The window ends where the simulated day does, not at whatever newest row the store holds.
             end = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo("UTC")).isoformat()
             result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-                instance=instance, raise_on_error=False, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}}
+                instance=instance,
+                raise_on_error=False,
+                run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": end}}}},
+                tags=tags,
             )
             checks = ", ".join(f"{e.check_name} {_check_outcome(e)}" for e in result.get_asset_check_evaluations())
             print(f"    monitoring: {checks}", flush=True)
         time.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
     return 0
+
+
+REPLAY_TAG = "ecosystem/replay_day"  # on the Dagster runs `replay` starts: the simulated day
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,11 @@ def training_end(instance: dg.DagsterInstance, window_end: str | None, training_
     return end, ""
 
 
+def _duration(hours: float) -> str:
+    """``6`` → "6 h", ``0.02`` → "1.2 min": a short cooldown (make dev) reads in minutes."""
+    return f"{hours:g} h" if hours >= 1 else f"{hours * 60:.3g} min"
+
+
 def build_retrain_sensor(job: Any, cooldown_hours: float, interval_s: int = 30) -> dg.SensorDefinition:
     training_days = FeaturesConfig().training_days
 
@@ -82,7 +87,7 @@ def build_retrain_sensor(job: Any, cooldown_hours: float, interval_s: int = 30) 
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Retrains fraud_features → fraud_model when {PRECISION_CHECK} or {DRIFT_CHECK} fails "
-        f"(not when it judged nothing; cooldown {cooldown_hours:g} h).",
+        f"(not when it judged nothing; cooldown {_duration(cooldown_hours)}).",
     )
     def fraud_retrain_sensor(context: dg.SensorEvaluationContext) -> Any:
         instance = context.instance
@@ -107,7 +112,7 @@ def build_retrain_sensor(job: Any, cooldown_hours: float, interval_s: int = 30) 
             if age_h < cooldown_hours:
                 return dg.SkipReason(
                     f"{', '.join(failed)} failed, but the last retrain (run {last[0].dagster_run.run_id}) started "
-                    f"{age_h * 60:.0f} min ago; cooldown is {cooldown_hours:g} h"
+                    f"{age_h * 60:.0f} min ago; cooldown is {_duration(cooldown_hours)}"
                 )
         end_day, why = training_end(instance, _meta(newest, WINDOW_END), training_days)
         if end_day is None:

@@ -105,7 +105,8 @@ def accuracy_check_result(accuracy: float, threshold: float, promotion: str) -> 
         asset_key="cnn_evaluation",
         passed=accuracy >= threshold,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=f"test accuracy {accuracy:.4f} vs threshold {threshold:.2f}; {promotion}",
+        # The promotion decision is in the metadata: it may restate these numbers, so not repeated here.
+        description=f"test accuracy {accuracy:.4f} {'≥' if accuracy >= threshold else '<'} the threshold {threshold:.2f}",
         metadata={"test_accuracy": float(accuracy), "threshold": float(threshold), "promotion": promotion},
     )
 

@@ -139,3 +139,10 @@ def test_a_failed_retrain_is_not_relaunched_until_a_new_day_lands(defs, dagster_
     evaluate(dagster_instance, at(DAY + timedelta(days=2), 1))
     [retry] = tick(defs, dagster_instance, cursor=held.cursor or first.cursor).run_requests
     assert retry.run_config["ops"]["fraud_features"]["config"]["end_date"] == str(DAY + timedelta(days=1))
+
+
+@pytest.mark.parametrize(("hours", "shown"), [(6, "cooldown 6 h"), (0.02, "cooldown 1.2 min"), (0.5, "cooldown 30 min")])
+def test_the_sensor_states_its_cooldown_in_readable_units(ecosystem_env, monkeypatch, hours, shown):
+    monkeypatch.setenv("FRAUD_RETRAIN_COOLDOWN_HOURS", str(hours))
+    sensor = build_definitions(Settings.from_env()).resolve_sensor_def("fraud_retrain_sensor")
+    assert shown in (sensor.description or "")

@@ -71,3 +71,13 @@ def test_confusion_matrix_png_is_a_heat_map():
     # The busiest cell (true no → no, 3) is the darkest blue; the empty one (true no → yes) stays white-ish.
     busiest, empty = image.getpixel((60 + 36 + 2, 60 + 36 + 2)), image.getpixel((60 + 2, 60 + 36 + 2))
     assert busiest[:2] == (0, 0) and busiest[2] == 255 and min(empty) > 240
+
+
+def test_accuracy_check_states_the_gate_once_and_keeps_the_decision_in_metadata():
+    from ecosystem_assets.vision.checks import accuracy_check_result
+
+    decision = decide(True, 0.9416342412451362, 0.9, None, None, "1")
+    result = accuracy_check_result(0.9416342412451362, 0.9, decision.reason)
+    assert result.description == "test accuracy 0.9416 ≥ the threshold 0.90"
+    assert result.metadata["promotion"].value == decision.reason
+    assert accuracy_check_result(0.5, 0.9, "x").description == "test accuracy 0.5000 < the threshold 0.90"
