@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     fraud_max_predict_bytes: ByteLimit = Field(16_384, validation_alias="FRAUD_MAX_PREDICT_BYTES")
     fraud_max_history_bytes: ByteLimit = Field(16 * 1024 * 1024, validation_alias="FRAUD_MAX_HISTORY_BYTES")
     fraud_start_date: ClassVar[str] = "2025-06-01"  # the simulator's first day; not configurable
+    # Per-run artifacts (Evidently drift reports): the newest RUNS always kept, older ones for DAYS.
+    artifact_retention_days: NonNegative = Field(14.0, validation_alias="ARTIFACT_RETENTION_DAYS")
+    artifact_retention_runs: NonNegativeInt = Field(48, validation_alias="ARTIFACT_RETENTION_RUNS")
     # Where cnn_model trains: `local` (torchrun in the run's own process tree) or `pytorchjob` (a
     # Kubeflow PyTorchJob of TRAINING_NODES pods; needs TRAINING_IMAGE and S3 storage).
     training_backend: Annotated[Literal["local", "pytorchjob"], BeforeValidator(_one_of(TRAINING_BACKENDS))] = Field(

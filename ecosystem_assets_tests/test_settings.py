@@ -31,6 +31,7 @@ def test_readme_defaults():
     )
     assert (settings.fraud_max_amount, settings.fraud_max_clock_skew_s) == (1_000_000, 300)
     assert (settings.fraud_max_predict_bytes, settings.fraud_max_history_bytes) == (16_384, 16_777_216)
+    assert (settings.artifact_retention_days, settings.artifact_retention_runs) == (14.0, 48)
     assert not (settings.sales_api_token_set or settings.smtp_password_set or settings.fraud_predict_token_set)
 
 
@@ -63,6 +64,8 @@ def test_every_variable_is_read_and_normalised():
         "FRAUD_MAX_CLOCK_SKEW_S": "60",
         "FRAUD_MAX_PREDICT_BYTES": "4096",
         "FRAUD_MAX_HISTORY_BYTES": "1048576",
+        "ARTIFACT_RETENTION_DAYS": "2.5",
+        "ARTIFACT_RETENTION_RUNS": "0",
     }
     s = Settings.from_env(env)
     assert (s.storage_url, s.sales_api_url, s.report_timezone, s.sales_start_date) == (
@@ -83,6 +86,7 @@ def test_every_variable_is_read_and_normalised():
     )
     assert (s.fraud_precision_threshold, s.fraud_monitoring_cron, s.fraud_retrain_cooldown_hours) == (0.9, "*/5 * * * *", 0.02)
     assert (s.fraud_max_amount, s.fraud_max_clock_skew_s, s.fraud_max_predict_bytes, s.fraud_max_history_bytes) == (5000, 60, 4096, 1048576)
+    assert (s.artifact_retention_days, s.artifact_retention_runs) == (2.5, 0)
 
 
 def test_blank_variables_count_as_unset():

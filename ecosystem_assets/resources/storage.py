@@ -21,6 +21,9 @@ class ArtifactStorage(dg.ConfigurableResource):
     url: str
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    # Per-run artifacts (`retention.prune`): the newest keep_runs always stay, older ones keep_days.
+    keep_days: float = 14.0
+    keep_runs: int = 48
 
     def _s3_client(self) -> Any:
         return s3_client(self.s3_endpoint_url, self.s3_region)

@@ -20,7 +20,9 @@ from ecosystem_assets.settings import Settings
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Secrets are passed as `dg.EnvVar`, so their values are read at run time and never shown."""
     return {
-        "storage": ArtifactStorage(url=settings.storage_url),  # boto3 itself honours AWS_ENDPOINT_URL
+        "storage": ArtifactStorage(  # boto3 itself honours AWS_ENDPOINT_URL
+            url=settings.storage_url, keep_days=settings.artifact_retention_days, keep_runs=settings.artifact_retention_runs
+        ),
         "sales_api": SalesApiResource(
             base_url=settings.sales_api_url,
             token=dg.EnvVar("SALES_API_TOKEN") if settings.sales_api_token_set else None,
