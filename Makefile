@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(abspath $(ECOSYSTEM_HOME))/dagster
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo dev serve replay test lint infra-check bench clean
+.PHONY: setup demo dev mlflow serve replay test lint infra-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,18 @@ setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 demo: setup
 	$(BIN)/ecosystem-assets demo
 
+# The code location comes from workspace.yaml, so it is named `ecosystem_assets` (as in [tool.dagster]
+# and [tool.dg]). `dg dev` is `dagster dev` without its SupersessionWarning; VIRTUAL_ENV tells dg that
+# .venv is the project's environment (else it warns that none is active).
 dev: setup
 	FRAUD_RETRAIN_COOLDOWN_HOURS=$${FRAUD_RETRAIN_COOLDOWN_HOURS:-0.02} FRAUD_MONITORING_CRON="$${FRAUD_MONITORING_CRON:-*/5 * * * *}" \
-	  $(BIN)/dagster dev -m ecosystem_assets.definitions
+	  VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg dev -w workspace.yaml
+
+# The MLflow UI on http://127.0.0.1:5000 (loopback only) over the project's tracking store: the
+# default sqlite:///$ECOSYSTEM_HOME/mlflow.db, or MLFLOW_TRACKING_URI when set.
+mlflow: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(or $(MLFLOW_PORT),5000) \
+	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(ECOSYSTEM_HOME))/mlflow.db}"
 
 serve: setup
 	$(BIN)/ecosystem-assets serve --port $(or $(PORT),8000)
