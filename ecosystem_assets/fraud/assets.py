@@ -16,11 +16,13 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from ecosystem_assets.asset_metadata import ROW_COUNT, metric, rounded, table_metadata, table_preview
 from ecosystem_assets.fraud.checks import (
     DRIFT_CHECK,
     FEATURES_CHECK,
     JUDGED,
     PRECISION_CHECK,
+    PROMOTION_CHECK,
     WINDOW_END,
     Verdict,
     day_ranges,
@@ -33,6 +35,12 @@ from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
 
 EXPERIMENT = "fraud-detector"
+OWNERS = ["team:fraud"]
+# Code versions: bump an asset's when its logic changes, so Dagster marks what it made as stale.
+TRANSACTIONS_CODE_VERSION = "1"
+FEATURES_CODE_VERSION = "1"
+MODEL_CODE_VERSION = "1"
+MONITORING_CODE_VERSION = "1"
 TRANSACTIONS = dg.AssetKey("fraud_transactions")
 TRANSACTIONS_PREFIX = "fraud/transactions"
 FEATURES_PREFIX = "fraud/features"
@@ -102,6 +110,9 @@ def materialize_transactions(
     total = sum(len(f) for f in frames.values())
     labelled = sum(int(f["is_fraud"].notna().sum()) for f in frames.values())
     frauds = sum(int(f["is_fraud"].sum()) for f in frames.values())
+    # One materialization covers the run's days (each partition records the same metadata): the row
+    # count is the run's (one day's when a single day runs); the schema and the preview are the last day's.
+    standard = {**table_metadata(frames[last], preview_rows=10), ROW_COUNT: dg.MetadataValue.int(total)}
     return dg.MaterializeResult(
         metadata={
             "days": dg.MetadataValue.int(len(frames)),
@@ -112,6 +123,7 @@ def materialize_transactions(
             "drift_from": transactions.drift_from or "none",
             STORAGE_PREFIX: TRANSACTIONS_PREFIX,
             "path": dg.MetadataValue.path(uris[last]),
+            **standard,
         }
     )
 
@@ -126,6 +138,8 @@ def fraud_transactions_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDe
             group_name="fraud",
             partitions_def=partitions,
             kinds={"python", "parquet"},
+            owners=OWNERS,
+            code_version=TRANSACTIONS_CODE_VERSION,
             backfill_policy=dg.BackfillPolicy.single_run(),
         )(materialize_transactions)
 
@@ -180,6 +194,8 @@ def read_transaction_days(
     group_name="fraud",
     deps=[TRANSACTIONS],
     kinds={"python", "parquet"},
+    owners=OWNERS,
+    code_version=FEATURES_CODE_VERSION,
     check_specs=[
         dg.AssetCheckSpec(
             FEATURES_CHECK,
@@ -227,8 +243,9 @@ def fraud_features(
             "rows": dg.MetadataValue.int(len(table)),
             "path": dg.MetadataValue.path(uri),
             "unlabelled_dropped": dg.MetadataValue.int(int(dropped.sum())),
-            "fraud_rate": dg.MetadataValue.float(float(table["is_fraud"].mean())),
-            "feature_means": dg.MetadataValue.md(table.groupby("is_fraud")[FEATURES].mean().T.round(3).to_markdown()),
+            "fraud_rate": metric(float(table["is_fraud"].mean())),
+            "feature_means": table_preview(_feature_means(table, FEATURES), rows=len(FEATURES)),
+            **table_metadata(table, preview_rows=10),
             **lineage_metadata(*sources),
         }
     )
@@ -243,7 +260,28 @@ def fraud_features(
     )
 
 
-@dg.asset(group_name="fraud", deps=[fraud_features], kinds={"sklearn", "mlflow"})
+def _feature_means(table: Any, features: list[str]) -> Any:
+    """Each feature's mean over legitimate and fraudulent rows (one row per feature)."""
+    means = table.groupby("is_fraud")[features].mean().T
+    return means.rename(columns={0: "legit_mean", 1: "fraud_mean"}).rename_axis("feature").reset_index()
+
+
+@dg.asset(
+    group_name="fraud",
+    deps=[fraud_features],
+    kinds={"sklearn", "mlflow"},
+    owners=OWNERS,
+    code_version=MODEL_CODE_VERSION,
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROMOTION_CHECK,
+            asset="fraud_model",
+            description="The champion decision for the newly trained model: promoted when at least as good as the current "
+            "champion on the same most recent labelled days (or when there is none), else kept as a registered challenger. "
+            "Passes either way with the reason; the metadata compares the candidate's metrics with the champion's.",
+        )
+    ],
+)
 def fraud_model(
     context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking
 ) -> dg.MaterializeResult:
@@ -288,9 +326,9 @@ def fraud_model(
         "reason": outcome.reason,
         "champion_before": outcome.champion_before or "none",
         "champion_after": outcome.version if outcome.promoted else (outcome.champion_before or "none"),
-        "precision": dg.MetadataValue.float(outcome.new.precision),
-        "recall": dg.MetadataValue.float(outcome.new.recall),
-        "threshold": dg.MetadataValue.float(outcome.new.threshold),
+        "precision": metric(outcome.new.precision),
+        "recall": metric(outcome.new.recall),
+        "threshold": metric(outcome.new.threshold),
         "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}",
         "mlflow_run_id": outcome.run_id,
         "model_uri": outcome.model_uri,
@@ -298,12 +336,48 @@ def fraud_model(
         **lineage_metadata(features),
     }
     if outcome.champion_score is not None:
-        meta["champion_precision"] = dg.MetadataValue.float(outcome.champion_score.precision)
-        meta["champion_recall"] = dg.MetadataValue.float(outcome.champion_score.recall)
+        meta["champion_precision"] = metric(outcome.champion_score.precision)
+        meta["champion_recall"] = metric(outcome.champion_score.recall)
     url = mlflow_tracking.run_url(outcome.run_id)
     if url:
         meta["mlflow_run"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=meta, check_results=[_promotion_check(outcome)])
+
+
+def _promotion_check(outcome: Any) -> dg.AssetCheckResult:
+    """The promotion decision (`training.Promotion`, made in `train_and_promote`) as a visible check:
+    passed either way (promoted, or kept as a challenger for the reason given), never blocking."""
+    new, champion = outcome.new, outcome.champion_score
+    decision = "promoted" if outcome.promoted else "kept as challenger"
+    metadata: dict[str, Any] = {
+        "decision": decision,
+        "reason": outcome.reason,
+        "candidate_version": outcome.version,
+        "champion_before": outcome.champion_before or "none",
+        "candidate_precision": metric(new.precision),
+        "candidate_recall": metric(new.recall),
+        "candidate_average_precision": metric(new.average_precision),
+        "candidate_threshold": metric(new.threshold),
+        "target_precision": metric(new.target_precision),
+        "holdout": f"{outcome.holdout_start}..{outcome.holdout_end}",
+    }
+    if champion is not None:
+        metadata.update(
+            {
+                "champion_precision": metric(champion.precision),
+                "champion_recall": metric(champion.recall),
+                "champion_average_precision": metric(champion.average_precision),
+                "champion_threshold": metric(champion.threshold),
+            }
+        )
+    return dg.AssetCheckResult(
+        check_name=PROMOTION_CHECK,
+        asset_key="fraud_model",
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"v{outcome.version} {decision}: {outcome.reason}",
+        metadata=metadata,
+    )
 
 
 def _observe_prediction_log(fraud_service: FraudServiceResource) -> dg.ObserveResult:
@@ -341,6 +415,8 @@ with warnings.catch_warnings():  # observable source assets are "beta" in Dagste
     group_name="fraud",
     deps=[fraud_model, fraud_prediction_log],
     kinds={"evidently", "fastapi"},
+    owners=OWNERS,
+    code_version=MONITORING_CODE_VERSION,
     check_specs=[
         dg.AssetCheckSpec(
             PRECISION_CHECK,
@@ -383,8 +459,8 @@ def fraud_monitoring_metrics(
     }
     meta = {
         "model_version": version or "none",
-        "precision": summary["precision"],
-        "recall": summary["recall"],
+        "precision": rounded(summary["precision"]),
+        "recall": rounded(summary["recall"]),
         "labelled": dg.MetadataValue.int(summary["labelled"]),
         "predictions": dg.MetadataValue.int(summary["predictions"]),
         "window_hours": config.window_hours,
@@ -392,7 +468,7 @@ def fraud_monitoring_metrics(
     }
     precision = precision_verdict(summary, threshold, config.min_labelled)
     precision_meta = {
-        "precision": summary["precision"],
+        "precision": rounded(summary["precision"]),
         "labelled": summary["labelled"],
         "threshold": threshold,
         "model_version": version or "none",
@@ -424,12 +500,12 @@ def fraud_monitoring_metrics(
         )
         drift_meta.update(
             {
-                "drift_share": dg.MetadataValue.float(drift.share),
+                "drift_share": metric(drift.share),
                 "features": dg.MetadataValue.md(drift.table_markdown()),
                 "evidently_report": dg.MetadataValue.path(report_uri),
             }
         )
-        meta.update({"drift_share": dg.MetadataValue.float(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
+        meta.update({"drift_share": metric(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
     yield dg.MaterializeResult(metadata={k: v for k, v in meta.items() if v is not None})
     yield _check_result(PRECISION_CHECK, precision, dg.AssetCheckSeverity.ERROR, precision_meta)
     yield _check_result(DRIFT_CHECK, drifted, dg.AssetCheckSeverity.WARN, drift_meta)

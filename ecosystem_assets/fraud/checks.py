@@ -9,6 +9,7 @@ from typing import Any
 FEATURES_CHECK = "features_quality_gate"
 PRECISION_CHECK = "live_precision_above_threshold"
 DRIFT_CHECK = "feature_drift"
+PROMOTION_CHECK = "fraud_model_promotion"
 FRAUD_RATE_BAND = (0.001, 0.30)  # outside this the simulator or the labels are broken, not the world
 # Check-evaluation metadata the retrain sensor reads: whether anything was judged, and the window's end.
 JUDGED = "judged"

@@ -12,6 +12,19 @@ from ecosystem_assets.settings import Settings
 
 REPORT_DEADLINE_CRON = "30 9 * * *"  # yesterday's email is due by 09:30 in REPORT_TIMEZONE
 FRESHNESS_SENSOR = "sales_report_freshness_sensor"
+AUTOMATION_SENSOR = "sales_automation_sensor"
+
+
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the sales assets' automation conditions (sales_summary_csv follows raw_sales), running by
+    default: Dagster's own default automation sensor starts stopped, so the condition would do nothing."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.groups("sales"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Rebuilds the latest day's sales_summary_csv after raw_sales of that day is materialized again.",
+    )
 
 
 def build_report_freshness(assets: list[dg.AssetsDefinition], timezone: str) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
@@ -42,4 +55,4 @@ def sales_definitions(settings: Settings) -> dg.Definitions:
     assets = sales_assets(partitions)
     checks, sensor = build_report_freshness(assets, settings.report_timezone)
     job, schedule = build_sales_schedule(partitions)
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], schedules=[schedule], sensors=[sensor])
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], schedules=[schedule], sensors=[sensor, build_automation_sensor()])

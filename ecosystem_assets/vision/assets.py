@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from ecosystem_assets.asset_metadata import table_metadata, table_preview
 from ecosystem_assets.lineage import STORAGE_KEY, lineage_metadata, upstream
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
@@ -36,7 +37,12 @@ def _source_code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-CODE_VERSION = _source_code_version()
+CODE_VERSION = _source_code_version()  # cnn_model's: changes with the code that determines the weights
+OWNERS = ["team:ml-platform"]
+# Code versions of the other assets: bump one when its logic changes, so Dagster marks what it made as stale.
+DATASET_CODE_VERSION = "1"
+SHARDS_CODE_VERSION = "1"
+EVALUATION_CODE_VERSION = "1"
 EXPERIMENT = "image-classifier"
 EVALUATION_PREFIX = "models/cnn/evaluations"  # + /<run id>/: confusion_matrix.png, evaluation.json
 
@@ -92,7 +98,7 @@ class CnnEvaluationConfig(dg.Config):
     accuracy_threshold: float = Field(default=0.90, ge=0.0, le=1.0)
 
 
-@dg.asset(group_name="vision", kinds={"python", "parquet"})
+@dg.asset(group_name="vision", kinds={"python", "parquet"}, owners=OWNERS, code_version=DATASET_CODE_VERSION)
 def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, image_source: ImageSource) -> dg.MaterializeResult:
     """The labelled image set the classifier learns from, frozen as an immutable manifest.
 
@@ -149,12 +155,14 @@ def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, i
             "total_bytes": dg.MetadataValue.int(int(frame["bytes"].sum())),
             "s3_versioned_objects": dg.MetadataValue.int(int(frame["version_id"].notna().sum())),
             "class_counts": dg.MetadataValue.md(ds.class_counts(frame).to_markdown(index=False)),
-            "sizes_and_modes": dg.MetadataValue.md(sizes.head(20).to_markdown(index=False)),
+            "sizes_and_modes": table_preview(sizes, rows=20),
+            # The manifest is the table: one row per file listed.
+            **table_metadata(frame, preview_rows=10),
         },
     )
 
 
-@dg.asset(group_name="vision", deps=[image_dataset], kinds={"python", "webdataset"})
+@dg.asset(group_name="vision", deps=[image_dataset], kinds={"python", "webdataset"}, owners=OWNERS, code_version=SHARDS_CODE_VERSION)
 def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
     """The usable images of the dataset version, packed once into WebDataset tar shards that training streams.
 
@@ -178,12 +186,26 @@ def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) ->
     except (ShardError, StorageError) as exc:
         raise dg.Failure(description=f"image_shards: {exc}") from None
     context.log.info(f"shards of dataset version {version}: " + ("reused, already packed" if reused else "packed now"))
-    table = "\n".join(
-        ["| split | shards | images | MB |", "|---|---:|---:|---:|"]
-        + [
-            f"| {s} | {len(index.shards(s))} | {sum(index.samples(s))} | {sum(e['bytes'] for e in index.splits[s]) / 1e6:.1f} |"
+    splits = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                data={
+                    "split": s,
+                    "shards": len(index.shards(s)),
+                    "images": sum(index.samples(s)),
+                    "mb": round(sum(e["bytes"] for e in index.splits[s]) / 1e6, 1),
+                }
+            )
             for s in SPLITS
-        ]
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("split", "string"),
+                dg.TableColumn("shards", "int"),
+                dg.TableColumn("images", "int"),
+                dg.TableColumn("mb", "float"),
+            ]
+        ),
     )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
@@ -196,14 +218,14 @@ def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) ->
             "shards": dg.MetadataValue.int(sum(len(index.shards(s)) for s in SPLITS)),
             "images": dg.MetadataValue.int(sum(sum(index.samples(s)) for s in SPLITS)),
             "bytes": dg.MetadataValue.int(sum(e["bytes"] for s in SPLITS for e in index.splits[s])),
-            "splits": dg.MetadataValue.md(table),
+            "splits": splits,
             "reused": reused,
             **lineage_metadata(dataset),
         },
     )
 
 
-@dg.asset(group_name="vision", deps=[image_shards], kinds={"pytorch", "mlflow"}, code_version=CODE_VERSION)
+@dg.asset(group_name="vision", deps=[image_shards], kinds={"pytorch", "mlflow"}, owners=OWNERS, code_version=CODE_VERSION)
 def cnn_model(
     context: dg.AssetExecutionContext,
     config: CnnTrainingConfig,
@@ -274,6 +296,8 @@ def cnn_model(
     group_name="vision",
     deps=[cnn_model],
     kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version=EVALUATION_CODE_VERSION,
     check_specs=[
         dg.AssetCheckSpec(
             ACCURACY_CHECK,

@@ -100,6 +100,10 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     expected = written.sort_values(["timestamp", "transaction_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(back.astype({"is_fraud": "Int64"}), expected)
     assert stored(home, loaded.run_id, FIRST)["is_fraud"].dtype == "int64"  # fully labelled days keep the simulator's dtype
+    # Dagster's standard metadata: the run's row count, the stored table's columns, a table preview.
+    assert meta["dagster/row_count"] == len(written)
+    assert [c.name for c in meta["dagster/column_schema"].columns] == list(back.columns)
+    assert len(meta["preview"].records) == 10
 
     retrain = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
         instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(LAST)}}}}
@@ -108,6 +112,9 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     assert features["unlabelled_dropped"] == 25
     in_window = (written["timestamp"].dt.date >= LAST - timedelta(days=13)).sum()
     assert features["rows"] == in_window - 25
+    features_table = pd.read_parquet(home / "storage" / features["storage_key"])
+    assert features["dagster/row_count"] == features["rows"] == len(features_table)
+    assert [c.name for c in features["dagster/column_schema"].columns] == list(features_table.columns)
     read_from = features["input/fraud_transactions"]  # every day from the one backfill run
     assert len(read_from) == 14 + HISTORY_DAYS and {entry["run_id"] for entry in read_from} == {loaded.run_id}
     assert read_from[-1] == {
@@ -117,6 +124,11 @@ def test_features_model_monitoring_on_parquet_days(ecosystem_env, dagster_instan
     }
     model = materialized(retrain, "fraud_model")
     assert model["champion_after"] == "1", model["reason"]
+    # The promotion decision is a visible check on fraud_model's materialization, with the metrics compared.
+    [promotion] = [c for c in retrain.get_asset_check_evaluations() if c.check_name == "fraud_model_promotion"]
+    assert promotion.passed and promotion.asset_key == dg.AssetKey("fraud_model")
+    assert promotion.metadata["decision"].value == "promoted" and promotion.metadata["reason"].value == model["reason"]
+    assert promotion.metadata["candidate_precision"].value == model["precision"] == round(model["precision"], 4)
     registered = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion")
     assert str(registered.version) == "1"
 

@@ -60,6 +60,16 @@ def test_report_end_to_end_on_local_storage(live_api, ecosystem_env, dagster_ins
     assert [line.split(",") for line in csv_bytes.decode().splitlines()[1:]] == expected_rows(live_api.orders[DAY])
     summary = materialization(result, "sales_summary_csv")
     assert summary["orders"] == 321 and summary["rows"] == len(expected_rows(live_api.orders[DAY]))
+    # Dagster's standard metadata: row count and column schema of what was written, a table preview.
+    import pandas as pd
+
+    raw_frame = pd.read_parquet(local_file(ecosystem_env, storage_key(result, "raw_sales")))
+    assert raw["dagster/row_count"] == len(raw_frame) == 321
+    assert [c.name for c in raw["dagster/column_schema"].columns] == list(raw_frame.columns)
+    assert len(raw["preview"].records) == 10
+    assert summary["dagster/row_count"] == summary["rows"]
+    assert [c.name for c in summary["dagster/column_schema"].columns] == ["region", "product", "orders", "units", "revenue"]
+    assert 0 < len(summary["preview"].records) <= 20 and isinstance(summary["revenue"], float)
 
     [eml] = outbox(ecosystem_env)
     message = parse_eml(eml)

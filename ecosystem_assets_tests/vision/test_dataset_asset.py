@@ -53,6 +53,10 @@ def test_a_few_bad_files_warn_and_the_version_is_stable(tmp_path, monkeypatch, v
     assert metadata[STORAGE_KEY].value == f"datasets/manifests/{version}.parquet"
     manifest = read_manifest(storage, metadata[STORAGE_KEY].value)
     assert set(manifest.loc[manifest["error"].notna(), "path"]) == {"cat/truncated.png", "dog/readme.png"}
+    # Dagster's standard metadata describes the manifest table.
+    assert metadata["dagster/row_count"].value == len(manifest) == 212
+    assert [c.name for c in metadata["dagster/column_schema"].schema.columns] == list(manifest.columns)
+    assert len(metadata["preview"].records) == 10
     assert [k for k in storage.list_keys("datasets") if k.endswith(".json")] == []
     # Each check names the materialization it judged.
     assert decode.metadata["dataset_version"].value == version
