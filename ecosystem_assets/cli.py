@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import sys
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -56,15 +58,78 @@ def _summarise_earlier_days(defs: Any, instance: Any, day: date, start: str) -> 
     todo = [d for d in wanted if d not in done]
     for earlier in todo:
         result = job.execute_in_process(
-            partition_key=earlier, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("raw_sales"), key]
+            partition_key=earlier,
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey("raw_sales"), key],
+            run_config=QUIET_RUN_CONFIG,
         )
         if not result.success:
             raise SystemExit(f"FAILED: the summary of {earlier} (run {result.run_id}) did not succeed; `make dev` shows its event log.")
     return todo
 
 
-def _run(defs: Any, job: str, instance: Any, **kwargs: Any) -> Any:
-    result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+# The demo's runs print only Dagster's warnings and errors to the terminal (the console logger's level);
+# the instance's event log still records every event at every level, so `make dev` shows the full runs.
+QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+# Lines that libraries print straight to stderr (not through logging) and that say nothing wrong.
+_HARMLESS_STDERR = re.compile(
+    # MLflow's registry (eprint): the model name exists from an earlier run, a new version is made as intended;
+    # the version number is in the demo's summary.
+    r"Registered model '[^']*' already exists\. Creating a new version"
+    r"|Created version '\d+' of model"
+)
+
+
+class _DropHarmless(io.TextIOBase):
+    """A stderr that drops the lines ``_HARMLESS_STDERR`` matches and passes everything else on."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if not _HARMLESS_STDERR.search(line):
+                self._stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending and not _HARMLESS_STDERR.search(self._pending):
+            self._stream.write(self._pending)
+        self._pending = ""
+        self._stream.flush()
+
+    def fileno(self) -> int:  # subprocesses (torchrun) inherit the real descriptor
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+def _quiet_libraries() -> None:
+    """Silence the libraries' messages that are harmless in the demo; their warnings stay visible."""
+    import logging
+
+    # MLflow's INFO lines ("Creating initial MLflow database tables...", "Updating database tables")
+    # and alembic's migration steps: the first use of the local sqlite tracking store, expected.
+    import mlflow  # noqa: F401  (imported first: its import sets the "mlflow" logger's level, which this then raises)
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Great Expectations' INFO line "Created temporary directory … for ephemeral docs site": the quality
+    # gate runs in an ephemeral context that never builds the docs.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    sys.stderr = _DropHarmless(sys.stderr)
+
+
+def _run(defs: Any, job: str, instance: Any, run_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, run_config={**(run_config or {}), **QUIET_RUN_CONFIG}, **kwargs
+    )
     if not result.success:
         raise SystemExit(f"FAILED: {job} run {result.run_id} did not succeed; `make dev` shows its event log.")
     return result
@@ -72,6 +137,7 @@ def _run(defs: Any, job: str, instance: Any, **kwargs: Any) -> Any:
 
 def demo(partition: str | None) -> int:
     """Materialize every asset on the current settings (embedded defaults unless overridden)."""
+    _quiet_libraries()
     import dagster as dg
 
     from ecosystem_assets.definitions import defs
@@ -115,6 +181,7 @@ def demo(partition: str | None) -> int:
         asset_selection=[dg.AssetKey("fraud_transactions")],
         instance=instance,
         raise_on_error=False,
+        run_config=QUIET_RUN_CONFIG,
         tags={
             "dagster/asset_partition_range_start": str(today - timedelta(days=90)),
             "dagster/asset_partition_range_end": str(today - timedelta(days=1)),
@@ -135,8 +202,25 @@ def demo(partition: str | None) -> int:
         print(
             f"  monitoring    {check.check_name}: " + (check.description if outcome == "not judged" else f"{outcome} — {check.description}")
         )
-    print("Done; `make dev` shows every run. The fraud story: README, section 'Closed-loop retraining'.")
+    _summary(settings, csv, email, evaluation, model)
     return 0
+
+
+def _summary(settings: Any, csv: dict, email: dict, evaluation: dict, model: dict) -> None:
+    """The closing lines: what the demo made, where it is, and what to run next."""
+    import os
+
+    home = os.environ.get("DAGSTER_HOME") or "a throwaway instance (set DAGSTER_HOME to keep the runs)"
+    print("Done. Made:")
+    print(f"  sales report  {csv.get('path')}; email {email.get('transport') or 'not sent again'}")
+    print(f"  models        image-classifier v{evaluation.get('model_version')}, fraud model v{model.get('model_version')}")
+    print(f"                in MLflow at {settings.mlflow_tracking_uri}")
+    print(f"  storage       {settings.storage_url}")
+    print(f"  Dagster runs  {home}")
+    print("Next:")
+    print("  make dev      the Dagster UI on http://127.0.0.1:3000: every run above, with its full event log")
+    print("  make serve    the fraud service on http://127.0.0.1:8000 (then `make replay`: README, 'Closed-loop retraining')")
+    print("  make mlflow   the MLflow UI on http://127.0.0.1:5000: the runs, metrics and registered models")
 
 
 def serve(host: str, port: int, poll_s: float, access_log: bool = False) -> int:

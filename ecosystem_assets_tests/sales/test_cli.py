@@ -61,6 +61,12 @@ def test_demo_produces_yesterdays_csv_and_email_offline(tmp_path):
     assert [p.get_content_type() for p in message.walk()].count("image/png") == 1
     text = message.get_body(("plain",)).get_content()
     assert "Compared with the same weekday a week earlier" in text and "no report for that day" not in text
+    # A quiet demo (issue 13): a line per step and a closing summary, no Dagster DEBUG events, no MLflow
+    # registry chatter; the instance's event log still has every event.
+    output = proc.stdout + proc.stderr
+    assert len(output.splitlines()) < 60, output
+    assert "DEBUG" not in output and "already exists. Creating a new version" not in output, output
+    assert all(f"make {target}" in proc.stdout.split("Next:")[-1] for target in ("dev", "serve", "mlflow")), proc.stdout
 
 
 def test_demo_email_line_says_when_the_email_was_sent_before():
