@@ -121,8 +121,11 @@ def _quiet_libraries() -> None:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Great Expectations' INFO line "Created temporary directory … for ephemeral docs site": the quality
-    # gate runs in an ephemeral context that never builds the docs.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # gate runs in an ephemeral context that never builds the docs. That module sets its logger to INFO
+    # when imported, so it is imported first.
+    import great_expectations.data_context.types.base as ge_config
+
+    logging.getLogger(ge_config.__name__).setLevel(logging.WARNING)
     sys.stderr = _DropHarmless(sys.stderr)
 
 
