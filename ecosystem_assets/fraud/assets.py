@@ -34,6 +34,8 @@ from ecosystem_assets.resources.fraud import FraudServiceResource, TransactionSo
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
 
+REPORTS = "fraud/monitoring"  # the Evidently drift reports, one per monitoring run (retention.prune)
+
 EXPERIMENT = "fraud-detector"
 OWNERS = ["team:fraud"]
 # Code versions: bump an asset's when its logic changes, so Dagster marks what it made as stale.
@@ -439,6 +441,7 @@ def fraud_monitoring_metrics(
     labelled predictions in fraud_prediction_log, and drift of live features against its training
     data (an Evidently report in storage). A check with too little to judge is a warning saying
     "not judged"; a failing check makes `fraud_retrain_sensor` retrain the model."""
+    from ecosystem_assets import retention
     from ecosystem_assets.fraud.drift import detect_drift, evidently_report_html
     from ecosystem_assets.fraud.features import FEATURES
     from ecosystem_assets.registry import RegistryUnavailable
@@ -490,8 +493,10 @@ def fraud_monitoring_metrics(
         reference = read_parquet(storage.store, reference_key(version))
         drift = detect_drift(reference, live, FEATURES)
         html, _ = evidently_report_html(reference, live, FEATURES)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        report_uri = storage.store.write_bytes(f"fraud/monitoring/drift-v{version}-{stamp}.html", html.encode())
+        report_uri = storage.store.write_bytes(f"{REPORTS}/drift-v{version}-{retention.stamp()}.html", html.encode())
+        # One report per run adds up (~4 MB each): older ones go, past ARTIFACT_RETENTION_RUNS/_DAYS.
+        pruned = retention.prune(storage.store, REPORTS, storage.keep_runs, storage.keep_days)
+        meta["reports_deleted"] = dg.MetadataValue.int(len(pruned))
         drifted = Verdict(
             True,
             not drift.dataset_drift,

@@ -18,6 +18,7 @@ from ecosystem_assets.fraud.features import FEATURES, HISTORY_DAYS, feature_tabl
 from ecosystem_assets.fraud.replay import replay_day, send_history
 from ecosystem_assets.project import build_definitions
 from ecosystem_assets.resources.storage import ArtifactStorage
+from ecosystem_assets.retention import stamp
 from ecosystem_assets.serving.store import FEATURE_COLUMNS
 from ecosystem_assets.settings import Settings
 from ecosystem_assets.storage import write_parquet
@@ -92,19 +93,29 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
     monkeypatch.setenv("FRAUD_DB_URL", fraud_service.store.url)
     monkeypatch.setenv("FRAUD_SERVICE_URL", fraud_service.url)
+    monkeypatch.setenv("ARTIFACT_RETENTION_RUNS", "2")
+    monkeypatch.setenv("ARTIFACT_RETENTION_DAYS", "7")
     settings = Settings.from_env()
     # The champion's training reference, where fraud_model would have written it.
     table = feature_table(frames(DRIFT - timedelta(days=14 + HISTORY_DAYS), DRIFT - timedelta(days=1)))
     reference = table[table["timestamp"] >= str(DRIFT - timedelta(days=14))][FEATURES].sample(5_000, random_state=0)
-    write_parquet(ArtifactStorage(url=settings.storage_url).store, reference_key("1"), reference)
+    store = ArtifactStorage(url=settings.storage_url).store
+    write_parquet(store, reference_key("1"), reference)
+    # Reports of earlier runs: a day old (kept: among the newest two), 8 and 30 days old (deleted).
+    earlier = [f"fraud/monitoring/drift-v1-{stamp(datetime.now(UTC) - timedelta(days=d))}.html" for d in (1, 8, 30)]
+    for key in earlier:
+        store.write_bytes(key, b"<html/>")
     job = build_definitions(settings).resolve_job_def(MONITORING_JOB)
 
     # The replay's evaluation of DAY: judged on DAY's rows only.
-    day = checks(
-        job.execute_in_process(
-            instance=dagster_instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": DAY_END.isoformat()}}}}
-        )
+    result = job.execute_in_process(
+        instance=dagster_instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": DAY_END.isoformat()}}}}
     )
+    [materialization] = result.get_asset_materialization_events()
+    report = materialization.materialization.metadata["evidently_report"].value
+    assert materialization.materialization.metadata["reports_deleted"].value == 2
+    assert sorted(store.list_keys("fraud/monitoring")) == sorted([earlier[0], report.rsplit("/storage/", 1)[1]])
+    day = checks(result)
     precision, drift = day[PRECISION_CHECK], day[DRIFT_CHECK]
     assert precision.metadata[JUDGED].value is True and precision.passed, precision.description
     assert precision.metadata["labelled"].value == len(replayed) and precision.metadata[WINDOW_END].value == DAY_END.isoformat()
@@ -114,7 +125,9 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
     scheduled = checks(
         job.execute_in_process(instance=dagster_instance, tags={".dagster/scheduled_execution_time": datetime.now(UTC).isoformat()})
     )
-    for name, evaluation in scheduled.items():
+    assert scheduled["freshness_check"].passed  # monitoring just ran (its freshness check runs in the job too)
+    for name in (PRECISION_CHECK, DRIFT_CHECK):
+        evaluation = scheduled[name]
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN, name
         assert evaluation.metadata[JUDGED].value is False and evaluation.metadata["window_end_from"].value == "schedule tick"
     assert scheduled[PRECISION_CHECK].description == "not judged: only 3 labelled predictions of v1 in the window (< 200)"
