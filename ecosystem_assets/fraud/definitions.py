@@ -1,6 +1,5 @@
 """Everything scenario 3 (fraud) contributes to the code location; resources come from resources/wiring.py."""
 
-import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -13,6 +12,7 @@ from ecosystem_assets.fraud.assets import (
     fraud_transactions_asset,
 )
 from ecosystem_assets.fraud.sensors import build_retrain_sensor
+from ecosystem_assets.freshness import checks_with_sensor
 from ecosystem_assets.run_tags import FRAUD_RETRAIN
 from ecosystem_assets.settings import Settings
 
@@ -27,19 +27,12 @@ def build_monitoring_freshness() -> tuple[list[dg.AssetChecksDefinition], dg.Sen
     materialized in the last two hours (the hourly monitoring stopped: schedule off, daemon down, runs
     failing), so nobody watches the live model. WARN: a person looks, nothing is blocked. The sensor
     evaluates it every five minutes."""
-    # Superseded by FreshnessPolicy in Dagster's docs, kept on purpose as in sales.definitions: a
-    # check with its own severity and history in the UI, evaluated by a sensor that runs by default.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is superseded.*")
-        checks = list(
-            dg.build_last_update_freshness_checks(
-                assets=[fraud_monitoring_metrics], lower_bound_delta=MONITORING_MAX_AGE, severity=dg.AssetCheckSeverity.WARN
-            )
-        )
-        sensor = dg.build_sensor_for_freshness_checks(
-            freshness_checks=checks, name=FRESHNESS_SENSOR, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING
-        )
-    return checks, sensor
+    return checks_with_sensor(
+        lambda: dg.build_last_update_freshness_checks(
+            assets=[fraud_monitoring_metrics], lower_bound_delta=MONITORING_MAX_AGE, severity=dg.AssetCheckSeverity.WARN
+        ),
+        FRESHNESS_SENSOR,
+    )
 
 
 def fraud_definitions(settings: Settings) -> dg.Definitions:

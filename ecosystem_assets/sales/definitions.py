@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
+from ecosystem_assets.freshness import checks_with_sensor
 from ecosystem_assets.sales.assets import sales_assets
 from ecosystem_assets.sales.schedules import build_sales_schedule
 from ecosystem_assets.settings import Settings
@@ -34,20 +33,12 @@ def build_report_freshness(assets: list[dg.AssetsDefinition], timezone: str) -> 
     blocked). Before 09:30 it judges the day before yesterday. The sensor evaluates it when it can
     have become overdue; the daily job evaluates it after each email."""
     [email] = [a for a in assets if dg.AssetKey("sales_report_email") in a.keys]
-    # Dagster marks these builders "superseded" by FreshnessPolicy. They stay here on purpose: the
-    # check is a partition check (was *yesterday's* partition materialized by the deadline?) with its
-    # own severity and history in the UI; the warning would print at every load of the code location.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is superseded.*")
-        checks = list(
-            dg.build_time_partition_freshness_checks(
-                assets=[email], deadline_cron=REPORT_DEADLINE_CRON, timezone=timezone, severity=dg.AssetCheckSeverity.WARN
-            )
-        )
-        sensor = dg.build_sensor_for_freshness_checks(
-            freshness_checks=checks, name=FRESHNESS_SENSOR, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING
-        )
-    return checks, sensor
+    return checks_with_sensor(
+        lambda: dg.build_time_partition_freshness_checks(
+            assets=[email], deadline_cron=REPORT_DEADLINE_CRON, timezone=timezone, severity=dg.AssetCheckSeverity.WARN
+        ),
+        FRESHNESS_SENSOR,
+    )
 
 
 def sales_definitions(settings: Settings) -> dg.Definitions:
