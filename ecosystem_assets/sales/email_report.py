@@ -105,10 +105,7 @@ def build_report_email(
     has_history = any(value is not None for _, value in series[:-1])
     chart = InlineImage(f"revenue-chart.{uuid.uuid4().hex}@sales-report", revenue_chart_png(series, currency)) if has_history else None
     regions, products = report.region_totals(cents), report.top_products(cents, TOP_PRODUCTS)
-    top = [
-        (str(r.product), int(r.orders), int(r.units), int(c))
-        for r, c in zip(products.itertuples(index=False), _product_cents(cents, products), strict=True)
-    ]
+    top = [(str(r.product), int(r.orders), int(r.units), int(r.revenue_cents)) for r in products.itertuples(index=False)]
     by_region = [(str(r.region), int(r.orders), int(r.units), int(r.revenue_cents)) for r in regions.itertuples(index=False)]
     return ReportEmail(
         subject=f"Sales summary for {day.isoformat()}",
@@ -116,11 +113,6 @@ def build_report_email(
         html=_html(day, totals, compared, chart, by_region, top, currency, attachment_name),
         images=(chart,) if chart else (),
     )
-
-
-def _product_cents(cents: pd.DataFrame, products: pd.DataFrame) -> list[int]:
-    by_product = cents.groupby("product")["revenue_cents"].sum()
-    return [int(by_product[p]) for p in products["product"]]
 
 
 Row = tuple[str, int, int, int]  # name, orders, units, revenue cents

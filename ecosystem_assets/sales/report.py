@@ -52,15 +52,10 @@ def day_totals(cents: pd.DataFrame) -> DayTotals:
 
 
 def top_products(cents: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """Products across all regions by revenue (desc, then name), with revenue as decimal text."""
-    by_product = (
-        cents.groupby("product", as_index=False)[["orders", "units", "revenue_cents"]]
-        .sum()
-        .sort_values(["revenue_cents", "product"], ascending=[False, True])
-        .head(n)
-    )
-    by_product["revenue"] = [cents_to_text(c) for c in by_product["revenue_cents"]]
-    return by_product[["product", "orders", "units", "revenue"]].reset_index(drop=True)
+    """Orders, units and revenue_cents of the ``n`` products with the most revenue across all regions
+    (desc, then name)."""
+    by_product = cents.groupby("product", as_index=False)[["orders", "units", "revenue_cents"]].sum()
+    return by_product.sort_values(["revenue_cents", "product"], ascending=[False, True]).head(n).reset_index(drop=True)
 
 
 def region_totals(cents: pd.DataFrame) -> pd.DataFrame:
