@@ -2,7 +2,8 @@
 # Static security scan of infra/ with checkov (config and skip reasons: infra/.checkov.yaml).
 # checkov pins dozens of libraries that would fight the project's pins, so it lives in its own
 # venv, .venv-checkov at the repo root, made on first use (~35 s) and reused afterwards.
-# Needs no AWS account and no internet besides PyPI: no modules to download, no platform calls.
+# Needs no AWS account and no internet besides PyPI: registry modules are not downloaded (config),
+# no platform calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,33 +5,11 @@
 # failover, private subnets, reachable only from the cluster, TLS only, an AUTH token, encrypted
 # at rest with the stack's key.
 #
-# The AUTH token: ElastiCache takes it only as a plain argument (aws provider 5.x has no write-only
-# auth_token), so unlike the RDS password it is in the Terraform state, marked sensitive, and
-# never in code, variables, outputs or plan output. Keep the state in the encrypted, access-
-# controlled backend (versions.tf). It reaches the pods through Secrets Manager (below) and the
+# The AUTH token: ElastiCache takes it only as a plain argument (the module hands `auth_token` to the
+# replication group as is), so unlike the RDS password it is in the Terraform state, marked
+# sensitive, and never in code, variables, outputs or plan output. Keep the state in the encrypted,
+# access-controlled backend (versions.tf). It reaches the pods through Secrets Manager (below) and the
 # Kubernetes Secret fraud-feature-store (deploy/README.md).
-
-resource "aws_elasticache_subnet_group" "feature_store" {
-  name        = "${local.name}-feature-store"
-  description = "Private subnets of ${local.name}"
-  subnet_ids  = aws_subnet.private[*].id
-}
-
-resource "aws_security_group" "feature_store" {
-  name        = "${local.name}-feature-store"
-  description = "Valkey reachable only from the EKS cluster's pods and nodes"
-  vpc_id      = aws_vpc.main.id
-  # No egress rules: the cache initiates no connections.
-}
-
-resource "aws_vpc_security_group_ingress_rule" "feature_store_from_eks" {
-  security_group_id            = aws_security_group.feature_store.id
-  description                  = "Valkey (TLS) from EKS nodes and pods (cluster security group)"
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  referenced_security_group_id = aws_eks_cluster.main.vpc_config[0].cluster_security_group_id
-}
 
 # Upper- and lower-case letters and digits: a valid AUTH token (16-128 characters, three kinds)
 # that needs no escaping in the URL. Rotation (README): `terraform apply -replace=
@@ -45,14 +23,10 @@ resource "random_password" "feature_store_auth" {
   min_numeric = 1
 }
 
-resource "aws_cloudwatch_log_group" "feature_store" {
-  for_each          = toset(["slow-log", "engine-log"])
-  name              = "/aws/elasticache/${local.name}-feature-store/${each.value}"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.main.arn
-}
+module "feature_store" {
+  source  = "terraform-aws-modules/elasticache/aws"
+  version = "1.10.3"
 
-resource "aws_elasticache_replication_group" "feature_store" {
   replication_group_id = "${local.name}-features"
   description          = "Fraud service online feature state (FRAUD_FEATURE_STORE_URL)"
   engine               = "valkey"
@@ -70,15 +44,28 @@ resource "aws_elasticache_replication_group" "feature_store" {
   automatic_failover_enabled = true
   multi_az_enabled           = true
 
-  subnet_group_name  = aws_elasticache_subnet_group.feature_store.name
-  security_group_ids = [aws_security_group.feature_store.id]
+  # Private subnets; a security group open on 6379 to the EKS nodes and pods only, no egress.
+  subnet_group_name   = "${local.name}-feature-store"
+  subnet_ids          = module.vpc.private_subnets
+  vpc_id              = module.vpc.vpc_id
+  security_group_name = "${local.name}-feature-store"
+  security_group_rules = {
+    valkey_from_eks = {
+      type                         = "ingress"
+      description                  = "Valkey (TLS) from EKS nodes and pods (node security group)"
+      ip_protocol                  = "tcp"
+      from_port                    = 6379
+      to_port                      = 6379
+      referenced_security_group_id = module.eks.node_security_group_id
+    }
+  }
 
   transit_encryption_enabled = true
   transit_encryption_mode    = "required"
   auth_token                 = random_password.feature_store_auth.result
   auth_token_update_strategy = "ROTATE"
   at_rest_encryption_enabled = true
-  kms_key_id                 = aws_kms_key.main.arn
+  kms_key_arn                = aws_kms_key.main.arn
 
   # Daily snapshots (to restore after a bad deploy corrupted the windows), apart from maintenance.
   snapshot_retention_limit   = var.feature_store_snapshot_retention_days
@@ -88,17 +75,22 @@ resource "aws_elasticache_replication_group" "feature_store" {
   auto_minor_version_upgrade = true
   apply_immediately          = false
 
-  log_delivery_configuration {
-    destination      = aws_cloudwatch_log_group.feature_store["slow-log"].name
-    destination_type = "cloudwatch-logs"
-    log_format       = "json"
-    log_type         = "slow-log"
-  }
-  log_delivery_configuration {
-    destination      = aws_cloudwatch_log_group.feature_store["engine-log"].name
-    destination_type = "cloudwatch-logs"
-    log_format       = "json"
-    log_type         = "engine-log"
+  # Slow and engine logs into encrypted log groups with the stack's retention.
+  log_delivery_configuration = {
+    slow-log = {
+      destination_type                       = "cloudwatch-logs"
+      log_format                             = "json"
+      cloudwatch_log_group_name              = "${local.name}-feature-store/slow-log"
+      cloudwatch_log_group_retention_in_days = var.log_retention_days
+      cloudwatch_log_group_kms_key_id        = aws_kms_key.main.arn
+    }
+    engine-log = {
+      destination_type                       = "cloudwatch-logs"
+      log_format                             = "json"
+      cloudwatch_log_group_name              = "${local.name}-feature-store/engine-log"
+      cloudwatch_log_group_retention_in_days = var.log_retention_days
+      cloudwatch_log_group_kms_key_id        = aws_kms_key.main.arn
+    }
   }
 }
 
@@ -116,8 +108,8 @@ resource "aws_secretsmanager_secret_version" "feature_store_auth" {
   secret_id = aws_secretsmanager_secret.feature_store_auth.id
   secret_string = jsonencode({
     auth_token = random_password.feature_store_auth.result
-    host       = aws_elasticache_replication_group.feature_store.primary_endpoint_address
-    port       = aws_elasticache_replication_group.feature_store.port
-    url        = "rediss://:${random_password.feature_store_auth.result}@${aws_elasticache_replication_group.feature_store.primary_endpoint_address}:${aws_elasticache_replication_group.feature_store.port}/0"
+    host       = module.feature_store.replication_group_primary_endpoint_address
+    port       = module.feature_store.replication_group_port
+    url        = "rediss://:${random_password.feature_store_auth.result}@${module.feature_store.replication_group_primary_endpoint_address}:${module.feature_store.replication_group_port}/0"
   })
 }

@@ -1,17 +1,38 @@
-# IRSA: each workload's Kubernetes service account assumes its own IAM role through the cluster's
-# OIDC provider; nothing runs with the node role. Every statement names the bucket, prefix, key,
-# node group or secret it is for; the only "*" resources are Describe calls that IAM cannot scope.
+# IRSA (terraform-aws-modules/iam, iam-role-for-service-accounts): each workload's Kubernetes
+# service account assumes its own IAM role through the cluster's OIDC provider; no workload uses
+# the node role. The module writes the trust policy (the named service accounts only, audience
+# sts.amazonaws.com); what each role may do is below.
+#
+# - The workloads' roles carry one inline policy each, written here: every statement names the
+#   bucket, prefix, key, node group or secret it is for; the only "*" resources are Describe calls
+#   that IAM cannot scope.
+# - vpc-cni and the AWS Load Balancer Controller use the module's maintained policies (they track
+#   what those controllers call; the controllers manage ENIs and load balancers the stack does not
+#   name in advance).
 
 locals {
-  oidc_issuer = replace(aws_iam_openid_connect_provider.eks.url, "https://", "")
-
-  # role key => service accounts ("system:serviceaccount:<namespace>:<name>") allowed to assume it
-  irsa_subjects = {
-    dagster            = [for sa in var.dagster_service_accounts : "system:serviceaccount:${var.k8s_namespace}:${sa}"]
-    mlflow             = ["system:serviceaccount:${var.k8s_namespace}:${var.mlflow_service_account}"]
-    fraud-service      = ["system:serviceaccount:${var.k8s_namespace}:${var.fraud_service_account}"]
-    cluster-autoscaler = ["system:serviceaccount:${var.cluster_autoscaler_service_account}"]
-    external-secrets   = ["system:serviceaccount:${var.external_secrets_service_account}"]
+  # role key => service accounts ("namespace:name") it trusts, and the document of what it may do
+  workload_roles = {
+    dagster = {
+      service_accounts = [for sa in var.dagster_service_accounts : "${var.k8s_namespace}:${sa}"]
+      policy           = data.aws_iam_policy_document.dagster.json
+    }
+    mlflow = {
+      service_accounts = ["${var.k8s_namespace}:${var.mlflow_service_account}"]
+      policy           = data.aws_iam_policy_document.mlflow_artifacts["mlflow"].json
+    }
+    fraud-service = {
+      service_accounts = ["${var.k8s_namespace}:${var.fraud_service_account}"]
+      policy           = data.aws_iam_policy_document.mlflow_artifacts["fraud-service"].json
+    }
+    cluster-autoscaler = {
+      service_accounts = [var.cluster_autoscaler_service_account]
+      policy           = data.aws_iam_policy_document.cluster_autoscaler.json
+    }
+    external-secrets = {
+      service_accounts = [var.external_secrets_service_account]
+      policy           = data.aws_iam_policy_document.external_secrets.json
+    }
   }
 
   mlflow_prefix = "mlflow-artifacts"
@@ -29,52 +50,54 @@ locals {
   ]
 }
 
-data "aws_iam_policy_document" "irsa_assume" {
-  for_each = local.irsa_subjects
+module "irsa" {
+  source   = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts"
+  version  = "6.5.0"
+  for_each = local.workload_roles
 
-  statement {
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-    principals {
-      type        = "Federated"
-      identifiers = [aws_iam_openid_connect_provider.eks.arn]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:sub"
-      values   = each.value
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "irsa" {
-  for_each             = local.irsa_subjects
   name                 = "${local.name}-${each.key}"
-  assume_role_policy   = data.aws_iam_policy_document.irsa_assume[each.key].json
+  use_name_prefix      = false
   max_session_duration = 3600
-}
-
-# One inline policy per role; the documents follow.
-locals {
-  # role key (as in irsa_subjects) => name and JSON of the role's policy
-  irsa_policies = {
-    dagster            = { name = "artifacts-rw-images-ro", json = data.aws_iam_policy_document.dagster.json }
-    mlflow             = { name = "mlflow-artifacts-rw", json = data.aws_iam_policy_document.mlflow_artifacts["mlflow"].json }
-    fraud-service      = { name = "mlflow-artifacts-ro", json = data.aws_iam_policy_document.mlflow_artifacts["fraud-service"].json }
-    cluster-autoscaler = { name = "scale-node-groups", json = data.aws_iam_policy_document.cluster_autoscaler.json }
-    external-secrets   = { name = "read-stack-secrets", json = data.aws_iam_policy_document.external_secrets.json }
+  oidc_providers = {
+    eks = { provider_arn = module.eks.oidc_provider_arn, namespace_service_accounts = each.value.service_accounts }
   }
+
+  # Exactly one policy, inline: the role can do what its document says and nothing else.
+  create_policy                  = false
+  create_inline_policy           = true
+  source_inline_policy_documents = [each.value.policy]
 }
 
-resource "aws_iam_role_policy" "irsa" {
-  for_each = local.irsa_policies
-  name     = each.value.name
-  role     = aws_iam_role.irsa[each.key].id
-  policy   = each.value.json
+# The VPC CNI (aws-node DaemonSet): assigns pod addresses from ENIs. Its rights are off the node role.
+module "vpc_cni_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts"
+  version = "6.5.0"
+
+  name                 = "${local.name}-vpc-cni"
+  use_name_prefix      = false
+  max_session_duration = 3600
+  oidc_providers = {
+    eks = { provider_arn = module.eks.oidc_provider_arn, namespace_service_accounts = ["kube-system:aws-node"] }
+  }
+
+  attach_vpc_cni_policy = true
+  vpc_cni_enable_ipv4   = true
+}
+
+# The AWS Load Balancer Controller (optional add-on; README). Its role exists so that installing it
+# needs no IAM change; without the controller nobody can assume it.
+module "load_balancer_controller_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts"
+  version = "6.5.0"
+
+  name                 = "${local.name}-load-balancer-controller"
+  use_name_prefix      = false
+  max_session_duration = 3600
+  oidc_providers = {
+    eks = { provider_arn = module.eks.oidc_provider_arn, namespace_service_accounts = [var.load_balancer_controller_service_account] }
+  }
+
+  attach_load_balancer_controller_policy = true
 }
 
 # --- the stack's KMS key for the S3 workloads ---
@@ -110,17 +133,17 @@ data "aws_iam_policy_document" "dagster" {
     sid = "ListBuckets"
     # GetBucketVersioning: image_dataset lists a versioned bucket's latest VersionIds (vision/sources.py).
     actions   = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation", "s3:GetBucketVersioning"]
-    resources = [aws_s3_bucket.data["artifacts"].arn, aws_s3_bucket.data["images"].arn]
+    resources = [module.data_bucket["artifacts"].s3_bucket_arn, module.data_bucket["images"].s3_bucket_arn]
   }
   statement {
     sid       = "ReadWriteArtifacts"
     actions   = local.s3_object_read_write
-    resources = ["${aws_s3_bucket.data["artifacts"].arn}/*"]
+    resources = ["${module.data_bucket["artifacts"].s3_bucket_arn}/*"]
   }
   statement {
     sid       = "ReadImageDataset"
     actions   = local.s3_object_read
-    resources = ["${aws_s3_bucket.data["images"].arn}/*"]
+    resources = ["${module.data_bucket["images"].s3_bucket_arn}/*"]
   }
 }
 
@@ -138,7 +161,7 @@ data "aws_iam_policy_document" "mlflow_artifacts" {
   statement {
     sid       = "ListArtifactPrefix"
     actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.data["artifacts"].arn]
+    resources = [module.data_bucket["artifacts"].s3_bucket_arn]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
@@ -148,16 +171,18 @@ data "aws_iam_policy_document" "mlflow_artifacts" {
   statement {
     sid       = each.value.sid
     actions   = each.value.actions
-    resources = ["${aws_s3_bucket.data["artifacts"].arn}/${local.mlflow_prefix}/*"]
+    resources = ["${module.data_bucket["artifacts"].s3_bucket_arn}/${local.mlflow_prefix}/*"]
   }
 }
 
 # --- cluster autoscaler: without it the GPU group never leaves 0 nodes ---
+# Written here rather than the module's attach_cluster_autoscaler_policy: that one allows scaling
+# any ASG carrying the cluster's tag; this one names the two node groups' ASGs.
 
 locals {
   node_group_asg_arns = [
-    for asg in flatten([for group in aws_eks_node_group.node : group.resources[0].autoscaling_groups]) :
-    "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${asg.name}"
+    for asg in module.eks.eks_managed_node_groups_autoscaling_group_names :
+    "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${asg}"
   ]
 }
 
@@ -181,7 +206,7 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
   statement {
     sid       = "ReadNodeGroupLabelsAndTaints"
     actions   = ["eks:DescribeNodegroup"]
-    resources = [for group in aws_eks_node_group.node : group.arn]
+    resources = [for group in module.eks.eks_managed_node_groups : group.node_group_arn]
   }
   statement {
     sid       = "ScaleOurNodeGroupsOnly"
@@ -192,14 +217,16 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
 
 # --- External Secrets Operator: reads the stack's two secrets, only those ---
 # The RDS-managed master secret (-> the Postgres passwords and URLs) and the feature store's AUTH
-# secret (-> FRAUD_FEATURE_STORE_URL). The pods themselves never call Secrets Manager.
+# secret (-> FRAUD_FEATURE_STORE_URL). The pods themselves never call Secrets Manager. Written here
+# rather than the module's attach_external_secrets_policy, which also allows listing every secret
+# and SSM parameter of the account and decrypting with the key through any service.
 
 data "aws_iam_policy_document" "external_secrets" {
   statement {
     sid     = "ReadStackSecrets"
     actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
     resources = [
-      aws_db_instance.postgres.master_user_secret[0].secret_arn,
+      module.postgres.db_instance_master_user_secret_arn,
       aws_secretsmanager_secret.feature_store_auth.arn,
     ]
   }

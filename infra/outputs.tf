@@ -9,52 +9,52 @@ output "region" {
 
 output "cluster_name" {
   description = "EKS cluster name (aws eks update-kubeconfig --name ...)."
-  value       = aws_eks_cluster.main.name
+  value       = module.eks.cluster_name
 }
 
 output "cluster_endpoint" {
   description = "Kubernetes API endpoint."
-  value       = aws_eks_cluster.main.endpoint
+  value       = module.eks.cluster_endpoint
 }
 
 output "kubeconfig_command" {
   description = "Command that writes a kubeconfig entry for the cluster."
-  value       = "aws eks update-kubeconfig --region ${var.region} --name ${aws_eks_cluster.main.name}"
+  value       = "aws eks update-kubeconfig --region ${var.region} --name ${module.eks.cluster_name}"
 }
 
 output "oidc_provider_arn" {
   description = "IAM OIDC provider of the cluster (for further IRSA roles, e.g. the AWS Load Balancer Controller)."
-  value       = aws_iam_openid_connect_provider.eks.arn
+  value       = module.eks.oidc_provider_arn
 }
 
 output "vpc_id" {
   description = "VPC of the cluster and the database."
-  value       = aws_vpc.main.id
+  value       = module.vpc.vpc_id
 }
 
 output "vpc_cidr" {
   description = "CIDR of the VPC: the fraud service's NetworkPolicy lets it reach Postgres (5432) and the feature store (6379) there."
-  value       = aws_vpc.main.cidr_block
+  value       = module.vpc.vpc_cidr_block
 }
 
 output "private_subnet_ids" {
   description = "Private subnets (nodes, database, internal load balancers)."
-  value       = aws_subnet.private[*].id
+  value       = module.vpc.private_subnets
 }
 
 output "artifact_bucket" {
   description = "Artifact bucket: Dagster storage (ecosystem/), MLflow artifacts (mlflow-artifacts/), compute logs (compute-logs/)."
-  value       = aws_s3_bucket.data["artifacts"].bucket
+  value       = module.data_bucket["artifacts"].s3_bucket_id
 }
 
 output "image_bucket" {
   description = "Image-dataset bucket (ImageFolder layout <class>/<file> under a prefix)."
-  value       = aws_s3_bucket.data["images"].bucket
+  value       = module.data_bucket["images"].s3_bucket_id
 }
 
 output "access_log_bucket" {
   description = "S3 server access logs of the two data buckets."
-  value       = aws_s3_bucket.access_logs.bucket
+  value       = module.access_log_bucket.s3_bucket_id
 }
 
 output "ecr_repository_url" {
@@ -69,37 +69,37 @@ output "kms_key_arn" {
 
 output "db_address" {
   description = "Postgres host name (DAGSTER_PG_HOST, and the host of MLflow's backend store and FRAUD_DB_URL)."
-  value       = aws_db_instance.postgres.address
+  value       = module.postgres.db_instance_address
 }
 
 output "db_port" {
   description = "Postgres port."
-  value       = aws_db_instance.postgres.port
+  value       = module.postgres.db_instance_port
 }
 
 output "db_endpoint" {
   description = "Postgres endpoint as host:port."
-  value       = aws_db_instance.postgres.endpoint
+  value       = module.postgres.db_instance_endpoint
 }
 
 output "db_master_username" {
   description = "Postgres master user name (not secret; the password is in db_master_secret_arn)."
-  value       = aws_db_instance.postgres.username
+  value       = var.db_master_username
 }
 
 output "db_master_secret_arn" {
   description = "Secrets Manager ARN of the RDS-managed master credentials (JSON: username, password). Rotated by RDS."
-  value       = aws_db_instance.postgres.master_user_secret[0].secret_arn
+  value       = module.postgres.db_instance_master_user_secret_arn
 }
 
 output "feature_store_address" {
   description = "Primary endpoint (host) of the fraud service's feature store, ElastiCache for Valkey; TLS and AUTH on port feature_store_port."
-  value       = aws_elasticache_replication_group.feature_store.primary_endpoint_address
+  value       = module.feature_store.replication_group_primary_endpoint_address
 }
 
 output "feature_store_port" {
   description = "Port of the feature store."
-  value       = aws_elasticache_replication_group.feature_store.port
+  value       = module.feature_store.replication_group_port
 }
 
 output "feature_store_auth_secret_arn" {
@@ -108,38 +108,54 @@ output "feature_store_auth_secret_arn" {
 }
 
 output "irsa_role_arns" {
-  description = "IAM role per workload; annotate its service account with eks.amazonaws.com/role-arn."
-  value       = { for k, role in aws_iam_role.irsa : k => role.arn }
+  description = "IAM role per workload and cluster add-on; annotate its service account with eks.amazonaws.com/role-arn."
+  value = merge(
+    { for k, role in module.irsa : k => role.arn },
+    { vpc-cni = module.vpc_cni_irsa.arn, load-balancer-controller = module.load_balancer_controller_irsa.arn },
+  )
 }
 
 output "irsa_service_accounts" {
-  description = "The service accounts each IRSA role trusts (system:serviceaccount:<namespace>:<name>)."
-  value       = local.irsa_subjects
+  description = "The service accounts (namespace:name) each IRSA role trusts."
+  value = merge(
+    { for k, role in local.workload_roles : k => role.service_accounts },
+    { vpc-cni = ["kube-system:aws-node"], load-balancer-controller = [var.load_balancer_controller_service_account] },
+  )
 }
 
 output "dagster_role_arn" {
   description = "IRSA role of Dagster user code, run Jobs and webserver."
-  value       = aws_iam_role.irsa["dagster"].arn
+  value       = module.irsa["dagster"].arn
 }
 
 output "mlflow_role_arn" {
   description = "IRSA role of the MLflow tracking server."
-  value       = aws_iam_role.irsa["mlflow"].arn
+  value       = module.irsa["mlflow"].arn
 }
 
 output "fraud_service_role_arn" {
   description = "IRSA role of the fraud-detection service."
-  value       = aws_iam_role.irsa["fraud-service"].arn
+  value       = module.irsa["fraud-service"].arn
 }
 
 output "cluster_autoscaler_role_arn" {
   description = "IRSA role of the cluster autoscaler."
-  value       = aws_iam_role.irsa["cluster-autoscaler"].arn
+  value       = module.irsa["cluster-autoscaler"].arn
 }
 
 output "external_secrets_role_arn" {
   description = "IRSA role of the External Secrets Operator (reads db_master_secret_arn and feature_store_auth_secret_arn)."
-  value       = aws_iam_role.irsa["external-secrets"].arn
+  value       = module.irsa["external-secrets"].arn
+}
+
+output "load_balancer_controller_role_arn" {
+  description = "IRSA role of the AWS Load Balancer Controller (kube-system:aws-load-balancer-controller by default)."
+  value       = module.load_balancer_controller_irsa.arn
+}
+
+output "vpc_cni_role_arn" {
+  description = "IRSA role of the VPC CNI (kube-system:aws-node), set on the vpc-cni add-on by Terraform."
+  value       = module.vpc_cni_irsa.arn
 }
 
 output "cpu_node_selector" {
@@ -160,13 +176,13 @@ output "gpu_tolerations" {
 output "app_environment" {
   description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from the master secret, FRAUD_FEATURE_STORE_URL from feature_store_auth_secret_arn (README)."
   value = {
-    ECOSYSTEM_STORAGE_URL = "s3://${aws_s3_bucket.data["artifacts"].bucket}/ecosystem"
-    IMAGE_DATASET_URL     = "s3://${aws_s3_bucket.data["images"].bucket}/dataset"
+    ECOSYSTEM_STORAGE_URL = "s3://${module.data_bucket["artifacts"].s3_bucket_id}/ecosystem"
+    IMAGE_DATASET_URL     = "s3://${module.data_bucket["images"].s3_bucket_id}/dataset"
     MLFLOW_TRACKING_URI   = "http://mlflow.${var.k8s_namespace}.svc.cluster.local:5000"
     AWS_REGION            = var.region
-    DAGSTER_PG_HOST       = aws_db_instance.postgres.address
-    DAGSTER_PG_PORT       = tostring(aws_db_instance.postgres.port)
+    DAGSTER_PG_HOST       = module.postgres.db_instance_address
+    DAGSTER_PG_PORT       = tostring(module.postgres.db_instance_port)
     DAGSTER_PG_DB         = "dagster"
-    DAGSTER_PG_USERNAME   = aws_db_instance.postgres.username
+    DAGSTER_PG_USERNAME   = var.db_master_username
   }
 }

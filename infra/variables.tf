@@ -77,6 +77,10 @@ variable "cluster_endpoint_public_access_cidrs" {
     condition     = !contains(var.cluster_endpoint_public_access_cidrs, "0.0.0.0/0")
     error_message = "Do not open the Kubernetes API to 0.0.0.0/0; list the CIDRs that need it."
   }
+  validation {
+    condition     = !var.cluster_endpoint_public_access || length(var.cluster_endpoint_public_access_cidrs) > 0
+    error_message = "cluster_endpoint_public_access = true needs cluster_endpoint_public_access_cidrs (never 0.0.0.0/0)."
+  }
 }
 
 variable "cluster_admin_principal_arns" {
@@ -245,7 +249,7 @@ variable "db_master_username" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the database from deletion (set false, apply, then destroy to tear down)."
+  description = "Protect the database and the EKS cluster from deletion (set false, apply, then destroy to tear down)."
   type        = bool
   default     = true
 }
@@ -284,4 +288,10 @@ variable "external_secrets_service_account" {
   description = "namespace:name of the External Secrets Operator's service account, which copies the RDS master secret and the feature store's secret into Kubernetes."
   type        = string
   default     = "external-secrets:external-secrets"
+}
+
+variable "load_balancer_controller_service_account" {
+  description = "namespace:name of the AWS Load Balancer Controller's service account (optional add-on; its IRSA role is created either way)."
+  type        = string
+  default     = "kube-system:aws-load-balancer-controller"
 }

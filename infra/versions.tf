@@ -1,16 +1,13 @@
 terraform {
-  required_version = ">= 1.6.0"
+  # 1.11: the rds module's ephemeral (write-only) inputs; 1.9+: variable validations that read
+  # other variables (variables.tf).
+  required_version = ">= 1.11.1"
 
   required_providers {
-    # ~> 5.80: has the AL2023 NVIDIA AMI type (GPU node group) and EKS access entries (API auth mode).
+    # ~> 6.42: the floor of the s3-bucket module below (the other modules need >= 6.28).
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 5.80"
-    }
-    # Only to read the OIDC issuer's certificate thumbprint for the IRSA identity provider.
-    tls = {
-      source  = "hashicorp/tls"
-      version = "~> 4.0"
+      version = "~> 6.42"
     }
     # Only to generate the feature store's AUTH token (elasticache.tf).
     random = {
@@ -18,6 +15,10 @@ terraform {
       version = "~> 3.6"
     }
   }
+
+  # The modules (terraform-aws-modules, each pinned to an exact version where it is called) bring
+  # their own providers (tls, time, cloudinit, null); `terraform init` writes every provider's
+  # checksums into .terraform.lock.hcl, which is committed (README: "Lock file").
 
   # State holds ids and endpoints, never the database password (RDS keeps it in Secrets Manager).
   # It does hold one secret: the feature store's AUTH token (elasticache.tf), which ElastiCache
