@@ -6,6 +6,8 @@ cannot run; every infra/*.tf is parsed with python-hcl2 instead and
 - every module block is checked against the vendored input list of the exact version it pins
   (data/terraform-modules/, made by its extract.py): arguments exist, required inputs are given,
   object-typed values use declared attributes only (what `terraform validate` would catch);
+- the resources and data sources written by hand are checked against the provider's schema
+  (data/terraform-modules/*-provider-*.json, made by extract_resources.py);
 - the security properties are asserted on the module inputs that carry them (encryption, private
   subnets, endpoint access, IMDSv2, TLS-only bucket policies, deletion protection, IRSA scoping,
   vpc-cni on IRSA, the EKS upgrade policy) and on the resources written by hand.
@@ -228,7 +230,7 @@ REGISTRY_SOURCE = re.compile(r"terraform-aws-modules/[a-z0-9-]+/aws(//modules/[a
 def vendored_inputs() -> dict[tuple[str, str], dict[str, Any]]:
     """(source, version) => the vendored description of that module version (extract.py)."""
     documents = [json.loads(path.read_text()) for path in sorted(MODULE_INPUTS.glob("*.json"))]
-    return {(d["source"], d["version"]): d for d in documents}
+    return {(d["source"], d["version"]): d for d in documents if "source" in d}
 
 
 def _resolved(value: Any) -> Any:
@@ -370,6 +372,84 @@ def test_the_module_input_check_catches_mistakes() -> None:
     sse = {"rule": {"apply_server_side_encryption_by_default": {"sse_algoritm": "AES256"}}}
     assert module_input_errors("access_log_bucket", {**bucket, "server_side_encryption_configuration": sse}) == [
         "module.access_log_bucket.server_side_encryption_configuration.rule.apply_server_side_encryption_by_default: the module reads no key 'sse_algoritm'"
+    ]
+
+
+# --- resource arguments: the provider schemas -------------------------------------------------------
+
+RESOURCE_META_ARGUMENTS = {"count", "for_each", "depends_on", "lifecycle", "provider", "provisioner", "connection"}
+
+
+@cache
+def provider_schemas() -> dict[str, dict[str, Any]]:
+    """Provider name ("aws", "random") => the vendored argument schema of the types infra/ uses (extract_resources.py)."""
+    documents = [json.loads(path.read_text()) for path in sorted(MODULE_INPUTS.glob("*-provider-*.json"))]
+    return {d["provider"].rsplit("/", 1)[-1]: d for d in documents}
+
+
+def argument_errors(body: dict[str, Any], schema: dict[str, Any], path: str, top: bool = True) -> list[str]:
+    """Arguments and nested blocks of a resource body that the schema lacks, and required ones missing."""
+    errors: list[str] = []
+    present = set(body)
+    for key, value in body.items():
+        if top and key in RESOURCE_META_ARGUMENTS:
+            continue
+        if key == "dynamic":
+            for dynamic in value:
+                for name, spec in dynamic.items():
+                    present.add(name)
+                    if "block" not in schema.get(name, {}):
+                        errors.append(f"{path}: no block {name!r}")
+                    else:
+                        errors += argument_errors(one(spec["content"]), schema[name]["block"], f"{path}.{name}", top=False)
+            continue
+        if key not in schema:
+            errors.append(f"{path}: no argument {key!r}")
+        elif "block" in schema[key]:
+            for block in value if isinstance(value, list) else [value]:
+                if isinstance(block, dict):
+                    errors += argument_errors(block, schema[key]["block"], f"{path}.{key}", top=False)
+    errors += [f"{path}: required argument {key!r} missing" for key, spec in schema.items() if spec["required"] and key not in present]
+    return errors
+
+
+def resource_argument_errors() -> list[str]:
+    errors: list[str] = []
+    for section, kind in (("resource", "resources"), ("data", "data_sources")):
+        for rtype, blocks in parsed()[section].items():
+            provider = provider_schemas().get(rtype.split("_", 1)[0], {})
+            schema = provider.get(kind, {}).get(rtype)
+            if schema is None:
+                errors.append(f"{section} {rtype}: no vendored schema (extract_resources.py --types-from infra)")
+                continue
+            for name, body in blocks.items():
+                errors += argument_errors(body, schema, f"{'data.' if section == 'data' else ''}{rtype}.{name}")
+    return errors
+
+
+def test_resource_arguments_exist_in_the_provider_schema() -> None:
+    """The resources and data sources written by hand, against the schema of the provider's major
+    version (from the prebuilt CDKTF bindings, extract_resources.py): what `terraform validate`
+    would report about them."""
+    assert resource_argument_errors() == []
+    constraints = one(one(parsed()["terraform"])["required_providers"])
+    for name, schema in provider_schemas().items():
+        major = re.search(r"(\d+)\.", constraints[name]["version"])
+        assert major and schema["version"].split(".")[0] == major.group(1), (
+            f"{name}: schema {schema['version']} vs {constraints[name]['version']}"
+        )
+
+
+def test_the_resource_argument_check_catches_mistakes() -> None:
+    schema = provider_schemas()["aws"]["resources"]["aws_ecr_repository"]
+    repo = json.loads(json.dumps(resources("aws_ecr_repository")["app"]))
+    repo["image_tag_mutabilty"] = repo.pop("image_tag_mutability")
+    repo["image_scanning_configuration"][0]["scan_on_pushh"] = True
+    del repo["name"]
+    assert sorted(argument_errors(repo, schema, "aws_ecr_repository.app")) == [
+        "aws_ecr_repository.app.image_scanning_configuration: no argument 'scan_on_pushh'",
+        "aws_ecr_repository.app: no argument 'image_tag_mutabilty'",
+        "aws_ecr_repository.app: required argument 'name' missing",
     ]
 
 
