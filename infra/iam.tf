@@ -80,8 +80,10 @@ module "vpc_cni_irsa" {
     eks = { provider_arn = module.eks.oidc_provider_arn, namespace_service_accounts = ["kube-system:aws-node"] }
   }
 
+  # The module's policy; named after the stack (its default name is the same in every account's stack).
   attach_vpc_cni_policy = true
   vpc_cni_enable_ipv4   = true
+  policy_name           = "${local.name}-vpc-cni"
 }
 
 # The AWS Load Balancer Controller (optional add-on; README). Its role exists so that installing it
@@ -98,6 +100,7 @@ module "load_balancer_controller_irsa" {
   }
 
   attach_load_balancer_controller_policy = true
+  policy_name                            = "${local.name}-load-balancer-controller"
 }
 
 # --- the stack's KMS key for the S3 workloads ---
