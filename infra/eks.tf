@@ -76,6 +76,7 @@ module "eks" {
       capacity_type                = "ON_DEMAND"
       update_config                = { max_unavailable = 1 }
       iam_role_name                = "${local.name}-cpu-node"
+      launch_template_name         = "${local.name}-cpu"
       iam_role_attach_cni_policy   = false
       iam_role_additional_policies = { ssm = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore" }
       metadata_options             = { http_endpoint = "enabled", http_tokens = "required", http_put_response_hop_limit = 1 }
@@ -100,6 +101,7 @@ module "eks" {
       capacity_type                = "ON_DEMAND"
       update_config                = { max_unavailable = 1 }
       iam_role_name                = "${local.name}-gpu-node"
+      launch_template_name         = "${local.name}-gpu"
       iam_role_attach_cni_policy   = false
       iam_role_additional_policies = { ssm = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore" }
       metadata_options             = { http_endpoint = "enabled", http_tokens = "required", http_put_response_hop_limit = 1 }
