@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(abspath $(ECOSYSTEM_HOME))/dagster
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo dev mlflow serve replay test lint infra-check bench clean
+.PHONY: setup demo dev mlflow serve replay test lint infra-check lock bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,9 +34,11 @@ dev: setup
 	  VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg dev -w workspace.yaml
 
 # The MLflow UI on http://127.0.0.1:5000 (loopback only) over the project's tracking store: the
-# default sqlite:///$ECOSYSTEM_HOME/mlflow.db, or MLFLOW_TRACKING_URI when set.
+# default sqlite:///$ECOSYSTEM_HOME/mlflow.db, or MLFLOW_TRACKING_URI when set. The links in the
+# assets' metadata point here (MLFLOW_UI_URL; set it too when MLFLOW_PORT moves the UI). One worker
+# and no job runner (eight huey processes for MLflow's GenAI jobs, unused here): a laptop's UI.
 mlflow: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(or $(MLFLOW_PORT),5000) \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(or $(MLFLOW_PORT),5000) --workers 1 \
 	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(ECOSYSTEM_HOME))/mlflow.db}"
 
 serve: setup
@@ -61,6 +63,18 @@ lint: setup
 
 infra-check:
 	bash infra/check.sh
+
+# deploy/requirements-{cpu,cuda}.lock, all that the image installs (deploy/README.md, "Image"): pyproject.toml's
+# runtime dependencies resolved for the image (CPython 3.11, x86_64, glibc 2.36, wheels only), each file with its
+# sha256. cpu: torch's CPU build from PyTorch's CPU wheel index (--torch-backend cpu); where that index is out of
+# reach, TORCH_CPU='--find-links DIR' with the same wheel in DIR. cuda: PyPI's torch (the CUDA build).
+# Pins already in a lock are kept; LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves them.
+TORCH_CPU ?= --torch-backend cpu
+LOCK_FLAGS = --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_36 --only-binary :all: \
+  --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(TORCH_CPU) -o deploy/requirements-cpu.lock
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o deploy/requirements-cuda.lock
 
 bench: setup
 	$(BIN)/python bench/load_time.py
