@@ -11,7 +11,7 @@ exactly what SMTP would have delivered:
     │   └── multipart/related          (text/html alone when there are no inline images)
     │       ├── text/html
     │       └── image/png …            (Content-ID, referenced as cid: from the HTML)
-    └── the attachment
+    └── the attachment                 (none for the alerts of `alerts/`: the text part alone)
 
 The From header carries the display name (``Sales reports <reports@localhost>``), encoded by the
 email package (quotes, commas, non-ASCII); a name with a line break is refused. Delivery is retried (`retries.smtp`); the
@@ -86,8 +86,8 @@ class MailerResource(dg.ConfigurableResource):
         self,
         subject: str,
         body: str,
-        attachment_name: str,
-        attachment: bytes,
+        attachment_name: str | None,
+        attachment: bytes | None,
         message_id: str,
         html: str | None,
         images: Sequence[tuple[str, bytes]],
@@ -110,8 +110,9 @@ class MailerResource(dg.ConfigurableResource):
             html_part = next(part for part in message.iter_parts() if part.get_content_type() == "text/html")
             for cid, png in images:
                 html_part.add_related(png, "image", "png", cid=f"<{cid}>", disposition="inline")
-        maintype, _, subtype = (mimetypes.guess_type(attachment_name)[0] or "application/octet-stream").partition("/")
-        message.add_attachment(attachment, maintype=maintype, subtype=subtype, filename=attachment_name)
+        if attachment_name is not None and attachment is not None:
+            maintype, _, subtype = (mimetypes.guess_type(attachment_name)[0] or "application/octet-stream").partition("/")
+            message.add_attachment(attachment, maintype=maintype, subtype=subtype, filename=attachment_name)
         return message.as_string()
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -150,16 +151,18 @@ class MailerResource(dg.ConfigurableResource):
         self,
         subject: str,
         body: str,
-        attachment_name: str,
-        attachment: bytes,
+        attachment_name: str | None = None,
+        attachment: bytes | None = None,
         log: Any = None,
         *,
         html: str | None = None,
         images: Sequence[tuple[str, bytes]] = (),
+        outbox_stem: str | None = None,
     ) -> SentEmail:
         """Send (or write to the outbox) one message: ``body`` as text/plain, ``html`` as the alternative
-        with its inline ``images`` ((Content-ID without brackets, PNG bytes), shown as ``cid:``), one
-        attachment; retry transient failures."""
+        with its inline ``images`` ((Content-ID without brackets, PNG bytes), shown as ``cid:``), at most
+        one attachment; retry transient failures. The outbox file is ``<outbox_stem or the attachment's
+        stem>-<random>.eml``."""
         domain = self.sender.rsplit("@", 1)[-1] or "localhost"
         message_id = make_msgid(domain=domain)
         recipients = list(self.recipient_list)
@@ -172,7 +175,8 @@ class MailerResource(dg.ConfigurableResource):
         envelope = recipients
         sent_at = datetime.now(UTC).isoformat(timespec="seconds")
         if not self.smtp_host:
-            name = f"{Path(attachment_name).stem}-{uuid.uuid4().hex[:8]}.eml"
+            stem = outbox_stem or (Path(attachment_name).stem if attachment_name else "message")
+            name = f"{stem}-{uuid.uuid4().hex[:8]}.eml"
             target = LocalStore(self.outbox_dir).write_bytes(name, message.encode("utf-8"))
             return SentEmail(message_id, self.sender, tuple(envelope), subject, sent_at, target, 1)
 

@@ -1,0 +1,1 @@
+"""Tests of the alerts (ecosystem_assets/alerts/)."""
