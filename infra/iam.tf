@@ -13,9 +13,15 @@
 locals {
   # role key => service accounts ("namespace:name") it trusts, and the document of what it may do
   workload_roles = {
+    # Dagster's run Jobs and the PyTorchJob training pods (deploy/helm/values.yaml, k8s/training-rbac.yaml).
     dagster = {
       service_accounts = [for sa in var.dagster_service_accounts : "${var.k8s_namespace}:${sa}"]
       policy           = data.aws_iam_policy_document.dagster.json
+    }
+    # The webserver shows the steps' stdout/stderr: it reads compute-logs/, nothing else.
+    dagster-webserver = {
+      service_accounts = ["${var.k8s_namespace}:${var.dagster_webserver_service_account}"]
+      policy           = data.aws_iam_policy_document.dagster_webserver.json
     }
     mlflow = {
       service_accounts = ["${var.k8s_namespace}:${var.mlflow_service_account}"]
@@ -35,7 +41,8 @@ locals {
     }
   }
 
-  mlflow_prefix = "mlflow-artifacts"
+  mlflow_prefix      = "mlflow-artifacts"
+  compute_log_prefix = "compute-logs" # deploy/helm/values.yaml computeLogManager, deploy/dagster.k8s.yaml
   # S3 calls made with SSE-KMS objects need the key, but only through S3.
   kms_via_s3 = "s3.${var.region}.amazonaws.com"
   # Object actions of the S3 workloads (reads by version too: the image manifest records VersionIds).
@@ -125,9 +132,10 @@ data "aws_iam_policy_document" "kms_via_s3" {
   }
 }
 
-# --- (a) Dagster: user code and run Jobs (and the webserver, which shows compute logs) ---
+# --- (a) Dagster: run Jobs and training pods ---
 # Read/write the artifact bucket (storage, compute logs, MLflow artifacts when the tracking server
-# does not proxy them); read-only on the image dataset.
+# does not proxy them); read-only on the image dataset. The daemon and the code server have no
+# IAM role at all (they touch neither bucket).
 
 data "aws_iam_policy_document" "dagster" {
   source_policy_documents = [data.aws_iam_policy_document.kms_via_s3["read_write"].json]
@@ -147,6 +155,28 @@ data "aws_iam_policy_document" "dagster" {
     sid       = "ReadImageDataset"
     actions   = local.s3_object_read
     resources = ["${module.data_bucket["images"].s3_bucket_arn}/*"]
+  }
+}
+
+# --- (a') the Dagster webserver: the compute logs only (S3ComputeLogManager, prefix compute-logs) ---
+
+data "aws_iam_policy_document" "dagster_webserver" {
+  source_policy_documents = [data.aws_iam_policy_document.kms_via_s3["read"].json]
+
+  statement {
+    sid       = "ListComputeLogs"
+    actions   = ["s3:ListBucket"]
+    resources = [module.data_bucket["artifacts"].s3_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = [local.compute_log_prefix, "${local.compute_log_prefix}/*"]
+    }
+  }
+  statement {
+    sid       = "ReadComputeLogs"
+    actions   = local.s3_object_read
+    resources = ["${module.data_bucket["artifacts"].s3_bucket_arn}/${local.compute_log_prefix}/*"]
   }
 }
 
@@ -218,18 +248,23 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
   }
 }
 
-# --- External Secrets Operator: reads the stack's two secrets, only those ---
-# The RDS-managed master secret (-> the Postgres passwords and URLs) and the feature store's AUTH
-# secret (-> FRAUD_FEATURE_STORE_URL). The pods themselves never call Secrets Manager. Written here
-# rather than the module's attach_external_secrets_policy, which also allows listing every secret
-# and SSM parameter of the account and decrypting with the key through any service.
+# --- External Secrets Operator: reads the applications' secrets, only those ---
+# The applications' database logins and the MLflow server's secret (app_secrets.tf; -> the Postgres
+# passwords and URLs, MLflow's auth config) and the feature store's AUTH secret (->
+# FRAUD_FEATURE_STORE_URL). Not the RDS master secret: no workload logs in as the master user.
+# The pods themselves never call Secrets Manager. Written here rather than the module's
+# attach_external_secrets_policy, which also allows listing every secret and SSM parameter of the
+# account and decrypting with the key through any service.
 
 data "aws_iam_policy_document" "external_secrets" {
   statement {
     sid     = "ReadStackSecrets"
     actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
     resources = [
-      module.postgres.db_instance_master_user_secret_arn,
+      aws_secretsmanager_secret.db_app["dagster"].arn,
+      aws_secretsmanager_secret.db_app["mlflow"].arn,
+      aws_secretsmanager_secret.db_app["fraud"].arn,
+      aws_secretsmanager_secret.mlflow_server.arn,
       aws_secretsmanager_secret.feature_store_auth.arn,
     ]
   }

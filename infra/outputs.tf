@@ -107,6 +107,16 @@ output "feature_store_auth_secret_arn" {
   value       = aws_secretsmanager_secret.feature_store_auth.arn
 }
 
+output "db_app_secret_arns" {
+  description = "Secrets Manager ARNs of the applications' Postgres logins (dagster, mlflow, fraud; JSON: username, password, host, port, dbname), read by External Secrets (deploy/k8s/external-secrets.yaml)."
+  value       = { for app, secret in aws_secretsmanager_secret.db_app : app => secret.arn }
+}
+
+output "mlflow_server_secret_arn" {
+  description = "Secrets Manager ARN of the MLflow admin login and CSRF key (JSON: admin_username, admin_password, flask_secret_key), read by External Secrets."
+  value       = aws_secretsmanager_secret.mlflow_server.arn
+}
+
 output "irsa_role_arns" {
   description = "IAM role per workload and cluster add-on; annotate its service account with eks.amazonaws.com/role-arn."
   value = merge(
@@ -124,8 +134,13 @@ output "irsa_service_accounts" {
 }
 
 output "dagster_role_arn" {
-  description = "IRSA role of Dagster user code, run Jobs and webserver."
+  description = "IRSA role of Dagster's run Jobs (dagster-run) and the training pods (dagster-training)."
   value       = module.irsa["dagster"].arn
+}
+
+output "dagster_webserver_role_arn" {
+  description = "IRSA role of the Dagster webserver (reads compute-logs/ only)."
+  value       = module.irsa["dagster-webserver"].arn
 }
 
 output "mlflow_role_arn" {
@@ -144,7 +159,7 @@ output "cluster_autoscaler_role_arn" {
 }
 
 output "external_secrets_role_arn" {
-  description = "IRSA role of the External Secrets Operator (reads db_master_secret_arn and feature_store_auth_secret_arn)."
+  description = "IRSA role of the External Secrets Operator (reads db_app_secret_arns, mlflow_server_secret_arn and feature_store_auth_secret_arn; not the master secret)."
   value       = module.irsa["external-secrets"].arn
 }
 
@@ -174,7 +189,7 @@ output "gpu_tolerations" {
 }
 
 output "app_environment" {
-  description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from the master secret, FRAUD_FEATURE_STORE_URL from feature_store_auth_secret_arn (README)."
+  description = "Non-secret environment of the project's containers. FRAUD_DB_URL and the Dagster/MLflow Postgres passwords come from db_app_secret_arns, FRAUD_FEATURE_STORE_URL from feature_store_auth_secret_arn (README)."
   value = {
     ECOSYSTEM_STORAGE_URL = "s3://${module.data_bucket["artifacts"].s3_bucket_id}/ecosystem"
     IMAGE_DATASET_URL     = "s3://${module.data_bucket["images"].s3_bucket_id}/dataset"
@@ -183,6 +198,6 @@ output "app_environment" {
     DAGSTER_PG_HOST       = module.postgres.db_instance_address
     DAGSTER_PG_PORT       = tostring(module.postgres.db_instance_port)
     DAGSTER_PG_DB         = "dagster"
-    DAGSTER_PG_USERNAME   = var.db_master_username
+    DAGSTER_PG_USERNAME   = local.db_app_users["dagster"].username
   }
 }

@@ -157,9 +157,15 @@ variable "k8s_namespace" {
 }
 
 variable "dagster_service_accounts" {
-  description = "Service accounts in k8s_namespace used by Dagster's webserver, daemon, code server and run Jobs (deploy/helm/values.yaml uses one: dagster)."
+  description = "Service accounts in k8s_namespace that need the data buckets: Dagster's run Jobs (dagster-run) and the PyTorchJob training pods (dagster-training). The webserver, daemon and code server have their own accounts without these rights (deploy/README.md)."
   type        = list(string)
-  default     = ["dagster"]
+  default     = ["dagster-run", "dagster-training"]
+}
+
+variable "dagster_webserver_service_account" {
+  description = "Service account of the Dagster webserver in k8s_namespace: reads the compute logs (compute-logs/ in the artifact bucket), nothing else."
+  type        = string
+  default     = "dagster-webserver"
 }
 
 variable "mlflow_service_account" {
@@ -294,4 +300,18 @@ variable "load_balancer_controller_service_account" {
   description = "namespace:name of the AWS Load Balancer Controller's service account (optional add-on; its IRSA role is created either way)."
   type        = string
   default     = "kube-system:aws-load-balancer-controller"
+}
+
+# --- application secrets (app_secrets.tf) ------------------------------------------------------
+
+variable "db_app_secret_version" {
+  description = "Version of the applications' database passwords (app_secrets.tf): raising it makes the next apply generate and store new ones; then ALTER ROLE each (deploy/README.md, runbook)."
+  type        = number
+  default     = 1
+}
+
+variable "mlflow_server_secret_version" {
+  description = "Version of the MLflow admin password and CSRF key (app_secrets.tf): raising it makes the next apply store new ones."
+  type        = number
+  default     = 1
 }

@@ -9,10 +9,11 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 6.42"
     }
-    # Only to generate the feature store's AUTH token (elasticache.tf).
+    # The feature store's AUTH token (elasticache.tf); the applications' passwords (app_secrets.tf:
+    # ephemeral random_password, >= 3.7.0).
     random = {
       source  = "hashicorp/random"
-      version = "~> 3.6"
+      version = "~> 3.7"
     }
   }
 

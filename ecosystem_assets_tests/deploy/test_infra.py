@@ -647,7 +647,7 @@ def test_feature_store_is_private_encrypted_authenticated_and_multi_az() -> None
 def test_feature_store_secret_is_encrypted_and_holds_the_tls_url() -> None:
     secret = resources("aws_secretsmanager_secret")["feature_store_auth"]
     assert secret["kms_key_id"] == KEY
-    (version,) = resources("aws_secretsmanager_secret_version").values()
+    version = resources("aws_secretsmanager_secret_version")["feature_store_auth"]
     assert version["secret_id"] == "${aws_secretsmanager_secret.feature_store_auth.id}"
     body = version["secret_string"]
     assert body.startswith("${jsonencode({") and "auth_token = random_password.feature_store_auth.result" in body
@@ -739,14 +739,21 @@ def test_no_output_exposes_a_password() -> None:
     assert outputs["feature_store_auth_secret_arn"]["value"] == "${aws_secretsmanager_secret.feature_store_auth.arn}"
     # A generated secret is stored in plain text in the state. The only one: the feature store's
     # AUTH token (ElastiCache takes no managed password), used by the cache and its secret only.
+    # The applications' passwords are ephemeral and reach their secrets through write-only
+    # arguments (app_secrets.tf): in neither plan nor state.
     assert set(resources("random_password")) == {"feature_store_auth"}
-    assert set(resources("aws_secretsmanager_secret_version")) == {"feature_store_auth"}
+    assert set(resources("aws_secretsmanager_secret_version")) == {"feature_store_auth", "db_app", "mlflow_server"}
+    for name in ("db_app", "mlflow_server"):
+        version = resources("aws_secretsmanager_secret_version")[name]
+        assert "secret_string" not in version and "ephemeral.random_password." in version["secret_string_wo"], name
+        assert version["secret_string_wo_version"].startswith("${var."), name
+        assert resources("aws_secretsmanager_secret")[name]["kms_key_id"] == KEY, name
     users = [
         f"{section}.{rtype}.{name}" if section == "resource" else f"module.{rtype}"
         for section in ("resource", "module")
         for rtype, bodies in parsed()[section].items()
         for name, body in (bodies.items() if section == "resource" else [(rtype, bodies)])
-        if "random_password." in json.dumps(body)
+        if re.search(r"(?<!ephemeral\.)random_password\.", json.dumps(body))
     ]
     assert sorted(users) == ["module.feature_store", "resource.aws_secretsmanager_secret_version.feature_store_auth"]
     assert "random_password." not in json.dumps(parsed()["data"]) + json.dumps(parsed()["locals"])
@@ -803,7 +810,7 @@ def role_policy(role: str) -> list[dict[str, Any]]:
 
 def test_every_workload_role_has_exactly_one_inline_policy_and_no_managed_ones() -> None:
     roles = local("workload_roles")
-    assert set(roles) == {"dagster", "mlflow", "fraud-service", "cluster-autoscaler", "external-secrets"}
+    assert set(roles) == {"dagster", "dagster-webserver", "mlflow", "fraud-service", "cluster-autoscaler", "external-secrets"}
     assert parsed()["module"]["irsa"]["for_each"] == "${local.workload_roles}"
     for role in roles:
         body = module('irsa["%s"]' % role)
@@ -845,13 +852,24 @@ def test_irsa_policies_name_concrete_buckets_and_keys() -> None:
     assert not {a for s in fraud for a in s["actions"] if re.search("Put|Delete|Encrypt|GenerateDataKey", a)}
     assert not _s3_actions(fraud, images)
 
-    # The other two roles: the stack's two secrets only; their own node groups only.
+    # The webserver: the compute logs, read-only.
+    webserver = role_policy("dagster-webserver")
+    assert {r for s in webserver for r in s["resources"] if r.startswith(artifacts + "/")} == {artifacts + "/compute-logs/*"}
+    assert not {a for s in webserver for a in s["actions"] if re.search("Put|Delete|Encrypt|GenerateDataKey", a)}
+    assert not _s3_actions(webserver, images)
+
+    # The other two roles: the applications' secrets only (never the RDS master secret); their own
+    # node groups only.
     (secret, decrypt) = role_policy("external-secrets")
     assert secret["actions"] == ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
     assert secret["resources"] == [
-        "${module.postgres.db_instance_master_user_secret_arn}",
+        '${aws_secretsmanager_secret.db_app["dagster"].arn}',
+        '${aws_secretsmanager_secret.db_app["mlflow"].arn}',
+        '${aws_secretsmanager_secret.db_app["fraud"].arn}',
+        "${aws_secretsmanager_secret.mlflow_server.arn}",
         "${aws_secretsmanager_secret.feature_store_auth.arn}",
     ]
+    assert not any("master_user_secret" in r for s in role_policy("external-secrets") for r in s["resources"])
     assert decrypt["resources"] == [KEY] and decrypt["condition"][0]["variable"] == "kms:ViaService"
     autoscaler = role_policy("cluster-autoscaler")
     scaling = [s for s in autoscaler if any(a.startswith("autoscaling:Set") or "Terminate" in a for a in s["actions"])]
@@ -863,7 +881,7 @@ def test_irsa_roles_trust_only_their_service_accounts() -> None:
     """The module writes the trust policy: sts:AssumeRoleWithWebIdentity from the cluster's OIDC
     provider, StringEquals on sub (system:serviceaccount:<namespace:name>) and aud (sts.amazonaws.com)."""
     roles = {address: body for address, body in modules().items() if body["source"].endswith("//modules/iam-role-for-service-accounts")}
-    assert len(roles) == 7
+    assert len(roles) == 8
     for address, body in roles.items():
         (provider,) = body["oidc_providers"].values()
         assert provider["provider_arn"] == "${module.eks.oidc_provider_arn}", address
@@ -877,6 +895,11 @@ def test_irsa_roles_trust_only_their_service_accounts() -> None:
     assert subjects["mlflow"] == ["${var.k8s_namespace}:${var.mlflow_service_account}"]
     assert subjects["fraud-service"] == ["${var.k8s_namespace}:${var.fraud_service_account}"]
     assert "var.dagster_service_accounts" in subjects["dagster"]
+    # The S3 role is trusted by the runs' and the training pods' accounts only: not by the
+    # webserver, the daemon or the code server (deploy/k8s/dagster-rbac.yaml).
+    assert parsed()["variable"]["dagster_service_accounts"]["default"] == ["dagster-run", "dagster-training"]
+    assert subjects["dagster-webserver"] == ["${var.k8s_namespace}:${var.dagster_webserver_service_account}"]
+    assert parsed()["variable"]["dagster_webserver_service_account"]["default"] == "dagster-webserver"
     assert all("*" not in str(s) for s in subjects.values())
     variables = parsed()["variable"]
     for name in ("cluster_autoscaler_service_account", "external_secrets_service_account", "load_balancer_controller_service_account"):
