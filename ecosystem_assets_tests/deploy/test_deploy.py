@@ -24,8 +24,7 @@ libraries as the authority:
   fed through dagster-k8s's own K8sRunLauncher code, is an ordinary CPU pod (its PyTorchJob's pods
   get the GPUs: test_pytorchjob_crd.py); the GPU run tags of TRAINING_BACKEND=local produce a run
   Job on the GPU node group with the toleration and an nvidia.com/gpu limit;
-- the Dockerfile is multi-stage, non-root, installs from pyproject.toml, and its RUN lines are
-  valid shell; every <PLACEHOLDER> is documented in deploy/README.md.
+- every <PLACEHOLDER> is documented in deploy/README.md (the Dockerfile and its locks: test_image.py).
 """
 
 from __future__ import annotations
@@ -315,7 +314,7 @@ def test_fraud_service_scales_out_and_rolls_out_without_losing_capacity():
     assert command[0] == "/bin/sleep" and len(command) == 2
     assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + 15
     # /bin/sleep exists in the image: Debian's coreutils, under the python slim base.
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim(-bookworm)?$", DOCKERFILE.read_text(), re.M)
+    assert re.search(r"^FROM python:3\.11-slim(-bookworm)?@sha256:[0-9a-f]{64} AS base$", DOCKERFILE.read_text(), re.M)
 
 
 def test_fraud_service_spreads_over_zones_and_nodes():
@@ -981,48 +980,6 @@ def test_gpu_tags_with_a_typo_are_rejected(tmp_path: Path, pg_env: None):
 
 
 # --- image, kustomize, placeholders ------------------------------------------------------------
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    lines = [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
-
-
-def test_dockerfile_is_multistage_non_root_and_installs_from_pyproject():
-    instructions = dockerfile_instructions()
-    text = DOCKERFILE.read_text()
-    froms = [arg for op, arg in instructions if op == "FROM"]
-    assert len(froms) >= 2
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[\w.-]*-slim[\w.-]*$", text, re.M)
-    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
-    users = [arg for op, arg in final if op == "USER"]
-    assert users and users[-1].split(":")[0] not in ("0", "root") and users[-1].split(":")[0].isdigit()
-    assert not [op for op, _ in instructions if op == "HEALTHCHECK"]
-    exposed = {port for op, arg in final if op == "EXPOSE" for port in arg.split()}
-    assert {"3030", "8000"} <= exposed
-    env = " ".join(arg for op, arg in final if op == "ENV")
-    assert "DAGSTER_HOME=/opt/dagster/dagster_home" in env
-    runs = " ".join(arg for op, arg in instructions if op == "RUN")
-    assert "COPY pyproject.toml" in text and "pip install --no-deps ." in runs and "pip check" in runs
-    assert '["project"]["dependencies"]' in runs  # the pins come from pyproject.toml
-    assert "[dev]" not in text and "-e ." not in runs
-    assert "ARG TORCH_VARIANT" in text and "https://download.pytorch.org/whl/cpu" in runs
-
-
-def test_dockerfile_run_lines_are_valid_shell():
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash")
-    for op, arg in dockerfile_instructions():
-        if op == "RUN":
-            result = subprocess.run([bash, "-n", "-c", arg], capture_output=True, text=True)
-            assert result.returncode == 0, f"{arg[:80]}: {result.stderr}"
-
-
-def test_dockerignore_keeps_local_state_out():
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".venv", ".ecosystem", ".git", "bench/.data", ".pytest_cache", "**/__pycache__"} <= ignored
 
 
 def test_kustomization_lists_the_manifests_but_not_the_secrets():
