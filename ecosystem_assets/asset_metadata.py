@@ -3,7 +3,7 @@
 Domain-free: a DataFrame in, metadata entries out (`table_metadata`). pandas is only touched through
 the frame passed in (no import at module level): the code location must load fast. Values are made
 JSON-safe (numpy scalars to Python numbers, NaN/NaT to None, timestamps to ISO text, floats rounded
-for display).
+for display). Also: a PNG as an inline image of Markdown metadata (`markdown_image`).
 """
 
 from __future__ import annotations
@@ -80,3 +80,12 @@ def table_metadata(frame: Any, preview_rows: int = PREVIEW_ROWS, preview_key: st
     if preview_rows:
         meta[preview_key] = table_preview(frame, preview_rows, schema)
     return meta
+
+
+def markdown_image(alt: str, png: bytes) -> str:
+    """Markdown showing ``png`` inline on the asset page, as a data: URI (Dagster's Markdown renderer
+    allows data: image sources): no file or server to reach. Keep such images small (tens of KB),
+    they are stored in every materialization event."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -137,6 +138,10 @@ class Settings(BaseSettings):
     sales_start_date: str = Field("2025-01-01", validation_alias="SALES_START_DATE")
     image_dataset_url: str | None = Field(None, validation_alias="IMAGE_DATASET_URL")
     mlflow_tracking_uri: str = Field("", validation_alias="MLFLOW_TRACKING_URI", validate_default=True)  # "" → <home>/mlflow.db
+    # Where a browser reaches the MLflow UI (`make mlflow`): the base of the run, model-version and
+    # report links in the assets' metadata. Not the tracking URI: a SQLite store has no UI of its own,
+    # and an in-cluster server's address is not the one a person's browser uses.
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_UI_URL")
     fraud_service_url: str | None = Field(None, validation_alias="FRAUD_SERVICE_URL")
     fraud_db_url: str = Field("", validation_alias="FRAUD_DB_URL", validate_default=True)  # "" → <home>/fraud_service.db
     fraud_precision_threshold: NonNegative = Field(0.80, validation_alias="FRAUD_PRECISION_THRESHOLD")
@@ -212,6 +217,25 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("mlflow_ui_url")
+    @classmethod
+    def _ui_url(cls, value: str) -> str:
+        """An http(s) URL with a host; no user:password (the links are shown in the UI), query or fragment
+        (the links append a path and a fragment of their own)."""
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # a port that is no number or out of range raises ValueError
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"MLFLOW_UI_URL={value!r} is not an http(s) URL (e.g. http://127.0.0.1:5000)")
+        if parts.username is not None or parts.password is not None:
+            # Never quoted: the part before @ may be a password.
+            raise SettingsError("MLFLOW_UI_URL must not contain user:password@: the links built from it are shown in the Dagster UI")
+        if parts.query or parts.fragment:
+            raise SettingsError(f"MLFLOW_UI_URL={value!r} must have no ?query or #fragment")
+        return value.rstrip("/")
 
     @field_validator("report_timezone")
     @classmethod

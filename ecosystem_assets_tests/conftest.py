@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,19 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
     with fresh_database(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture
+def mlflow_ui(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Starts a real `mlflow server` (servers/mlflow.py) over a test's own store when called:
+    ``mlflow_ui(backend_store_uri, artifact_root, **options)`` → its base URL, the value for
+    MLFLOW_UI_URL. Called after the store exists or before, as the test needs; stopped at teardown."""
+    from ecosystem_assets_tests.servers.mlflow import mlflow_server
+
+    with ExitStack() as stack:
+
+        def start(backend_store_uri: str, artifact_root: str, **options) -> str:
+            workdir = tmp_path / f"mlflow-server-{uuid.uuid4().hex[:8]}"
+            return stack.enter_context(mlflow_server(backend_store_uri, artifact_root, workdir, **options))
+
+        yield start

@@ -18,6 +18,7 @@ def test_readme_defaults():
     assert settings.storage_url == f"{HOME}/storage" and settings.outbox_dir == Path(HOME) / "outbox"
     assert settings.mlflow_tracking_uri == f"sqlite:///{HOME}/mlflow.db"
     assert settings.mlflow_artifact_location == f"{HOME}/storage/mlflow-artifacts"
+    assert settings.mlflow_ui_url == "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
     assert settings.fraud_db_url == f"sqlite:///{HOME}/fraud_service.db"
     assert (settings.sales_api_url, settings.smtp_host, settings.image_dataset_url, settings.fraud_service_url) == (None,) * 4
     assert (settings.report_timezone, settings.sales_start_date) == ("UTC", "2025-01-01")
@@ -53,6 +54,7 @@ def test_every_variable_is_read_and_normalised():
         "SMTP_CA_FILE": "/ca.pem",
         "IMAGE_DATASET_URL": "s3://imgs",
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLFLOW_UI_URL": "https://mlflow.example/ui/",
         "FRAUD_SERVICE_URL": "http://fraud:8000",
         "FRAUD_DB_URL": "postgresql://db/f",
         "FRAUD_PRECISION_THRESHOLD": "0.9",
@@ -78,6 +80,7 @@ def test_every_variable_is_read_and_normalised():
     assert (s.report_sender_name, s.report_currency) == ("Ventes Nord", "EUR")
     assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_security, s.smtp_ca_file) == ("mail.example", 465, "mailer", "ssl", "/ca.pem")
     assert (s.image_dataset_url, s.mlflow_tracking_uri, s.mlflow_artifact_location) == ("s3://imgs", "http://mlflow:5000", None)
+    assert s.mlflow_ui_url == "https://mlflow.example/ui"
     assert (s.fraud_service_url, s.fraud_db_url, s.fraud_drift_from, s.fraud_transactions_url) == (
         "http://fraud:8000",
         "postgresql://db/f",
@@ -128,6 +131,21 @@ def test_settings_are_frozen():
         ("FRAUD_MAX_HISTORY_BYTES", "100", "FRAUD_MAX_HISTORY_BYTES='100' must be at least 256"),
         ("FRAUD_DRIFT_FROM", "2026-13-01", "FRAUD_DRIFT_FROM='2026-13-01' is not a YYYY-MM-DD date"),
         ("SMTP_PORT", "-25", "SMTP_PORT='-25' is not a port number"),
+        ("MLFLOW_UI_URL", "127.0.0.1:5000", "MLFLOW_UI_URL='127.0.0.1:5000' is not an http(s) URL (e.g. http://127.0.0.1:5000)"),
+        (
+            "MLFLOW_UI_URL",
+            "ftp://mlflow.example",
+            "MLFLOW_UI_URL='ftp://mlflow.example' is not an http(s) URL (e.g. http://127.0.0.1:5000)",
+        ),
+        ("MLFLOW_UI_URL", "http://:5000", "MLFLOW_UI_URL='http://:5000' is not an http(s) URL (e.g. http://127.0.0.1:5000)"),
+        ("MLFLOW_UI_URL", "http://host:99999", "MLFLOW_UI_URL='http://host:99999' is not an http(s) URL (e.g. http://127.0.0.1:5000)"),
+        ("MLFLOW_UI_URL", "http://host/#/experiments", "MLFLOW_UI_URL='http://host/#/experiments' must have no ?query or #fragment"),
+        # The links are shown in the UI: credentials are refused, and never quoted.
+        (
+            "MLFLOW_UI_URL",
+            "https://admin:s3cret@mlflow.example",
+            "MLFLOW_UI_URL must not contain user:password@: the links built from it are shown in the Dagster UI",
+        ),
         ("REPORT_CURRENCY", "ZZZ", "REPORT_CURRENCY='ZZZ' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
         ("REPORT_CURRENCY", "$", "REPORT_CURRENCY='$' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
         ("REPORT_CURRENCY", "dollars", "REPORT_CURRENCY='dollars' is not an ISO 4217 currency code (e.g. USD, EUR, GBP)"),
@@ -148,6 +166,24 @@ def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({name: value})
     assert str(err.value) == message
+
+
+def test_the_mlflow_ui_url_reaches_the_links():
+    from ecosystem_assets.resources.wiring import build_resources
+
+    tracking = build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME, "MLFLOW_UI_URL": "http://mlflow.internal:8080/"}))[
+        "mlflow_tracking"
+    ]
+    run = "0" * 32
+    assert tracking.run_url(run, "7") == f"http://mlflow.internal:8080/#/experiments/7/runs/{run}"
+    assert (
+        tracking.artifact_url(run, "drift v1.html", "7")
+        == f"http://mlflow.internal:8080/#/experiments/7/runs/{run}/artifacts/drift%20v1.html"
+    )
+    assert tracking.raw_artifact_url(run, "a/b.html") == f"http://mlflow.internal:8080/get-artifact?path=a%2Fb.html&run_uuid={run}"
+    # The name as the UI's own links encode it (encodeURIComponent).
+    assert tracking.model_version_url("fraud-detector", "3") == "http://mlflow.internal:8080/#/models/fraud-detector/versions/3"
+    assert tracking.model_version_url("team/model (v2)!", 1) == "http://mlflow.internal:8080/#/models/team%2Fmodel%20(v2)!/versions/1"
 
 
 def test_the_sales_api_deadline_reaches_the_resource():

@@ -291,7 +291,7 @@ def fraud_model(
     table this run built, else the latest one (recorded in `input/fraud_features`). It becomes the
     `champion` (which the live service serves) only if at least as good as the current one on the
     most recent labelled days; otherwise it stays a registered challenger and the reason is recorded."""
-    from ecosystem_assets.fraud.training import train_and_promote
+    from ecosystem_assets.fraud.training import MODEL_NAME, train_and_promote
     from ecosystem_assets.registry import RegistryUnavailable
     from ecosystem_assets.storage import StorageError, read_parquet, write_parquet
 
@@ -340,9 +340,9 @@ def fraud_model(
     if outcome.champion_score is not None:
         meta["champion_precision"] = metric(outcome.champion_score.precision)
         meta["champion_recall"] = metric(outcome.champion_score.recall)
-    url = mlflow_tracking.run_url(outcome.run_id)
-    if url:
-        meta["mlflow_run"] = dg.MetadataValue.url(url)
+    # fraud_model registers every model it trains (a challenger too), so there is always a version page.
+    meta["mlflow_run"] = dg.MetadataValue.url(mlflow_tracking.run_url(outcome.run_id))
+    meta["mlflow_model_version"] = dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, outcome.version))
     return dg.MaterializeResult(metadata=meta, check_results=[_promotion_check(outcome)])
 
 
@@ -434,13 +434,18 @@ with warnings.catch_warnings():  # observable source assets are "beta" in Dagste
     ],
 )
 def fraud_monitoring_metrics(
-    context: dg.AssetExecutionContext, config: MonitoringConfig, storage: ArtifactStorage, fraud_service: FraudServiceResource
+    context: dg.AssetExecutionContext,
+    config: MonitoringConfig,
+    storage: ArtifactStorage,
+    fraud_service: FraudServiceResource,
+    mlflow_tracking: MlflowTracking,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """How the live fraud model did over the window before the evaluation time (the schedule's
     tick, `end` in the config, or now; never the newest stored row): precision and recall on
     labelled predictions in fraud_prediction_log, and drift of live features against its training
-    data (an Evidently report in storage). A check with too little to judge is a warning saying
-    "not judged"; a failing check makes `fraud_retrain_sensor` retrain the model."""
+    data (an Evidently report in storage, also logged to an MLflow run of `fraud-monitoring` and
+    linked from the metadata). A check with too little to judge is a warning saying "not judged";
+    a failing check makes `fraud_retrain_sensor` retrain the model."""
     from ecosystem_assets import retention
     from ecosystem_assets.fraud.drift import detect_drift, evidently_report_html
     from ecosystem_assets.fraud.features import FEATURES
@@ -493,10 +498,23 @@ def fraud_monitoring_metrics(
         reference = read_parquet(storage.store, reference_key(version))
         drift = detect_drift(reference, live, FEATURES)
         html, _ = evidently_report_html(reference, live, FEATURES)
-        report_uri = storage.store.write_bytes(f"{REPORTS}/drift-v{version}-{retention.stamp()}.html", html.encode())
+        report_key = f"{REPORTS}/drift-v{version}-{retention.stamp()}.html"
+        report_uri = storage.store.write_bytes(report_key, html.encode())
         # One report per run adds up (~4 MB each): older ones go, past ARTIFACT_RETENTION_RUNS/_DAYS.
         pruned = retention.prune(storage.store, REPORTS, storage.keep_runs, storage.keep_days)
         meta["reports_deleted"] = dg.MetadataValue.int(len(pruned))
+        # The stored file is for programs (and retention); people open the report through MLflow.
+        figures = {"precision": summary["precision"], "recall": summary["recall"], "drift_share": drift.share, "live_rows": len(live)}
+        links = _log_report(
+            context,
+            mlflow_tracking,
+            storage,
+            html,
+            report_key,
+            params={"model_version": str(version), **{k: str(v) for k, v in window.items()}},
+            metrics={k: v for k, v in figures.items() if v is not None},
+        )
+        meta.update(links)
         drifted = Verdict(
             True,
             not drift.dataset_drift,
@@ -508,12 +526,54 @@ def fraud_monitoring_metrics(
                 "drift_share": metric(drift.share),
                 "features": dg.MetadataValue.md(drift.table_markdown()),
                 "evidently_report": dg.MetadataValue.path(report_uri),
+                **{k: v for k, v in links.items() if k.startswith("evidently_report")},
             }
         )
         meta.update({"drift_share": metric(drift.share), "evidently_report": dg.MetadataValue.path(report_uri)})
     yield dg.MaterializeResult(metadata={k: v for k, v in meta.items() if v is not None})
     yield _check_result(PRECISION_CHECK, precision, dg.AssetCheckSeverity.ERROR, precision_meta)
     yield _check_result(DRIFT_CHECK, drifted, dg.AssetCheckSeverity.WARN, drift_meta)
+
+
+def _log_report(
+    context: dg.AssetExecutionContext,
+    mlflow_tracking: MlflowTracking,
+    storage: ArtifactStorage,
+    html: str,
+    report_key: str,
+    params: dict[str, str],
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """The drift report into an MLflow run of this monitoring run (`fraud/monitoring_runs.py`, which
+    also says what that costs), runs past the reports' retention deleted; links for the metadata.
+    MLflow being unreachable costs the links, never the checks: a warning, and the report stays in storage."""
+    from ecosystem_assets.fraud import monitoring_runs
+    from ecosystem_assets.registry import without_credentials
+
+    artifact = report_key.rsplit("/", 1)[-1]
+    try:
+        with mlflow_tracking.run(context, monitoring_runs.EXPERIMENT) as mlf:
+            run = mlf.active_run().info
+            monitoring_runs.log_report(mlflow_tracking.client(), run.run_id, html, artifact, report_key, params, metrics)
+    except Exception as exc:  # noqa: BLE001 — tracking store, HTTP and artifact store errors alike
+        context.log.warning(
+            f"the Evidently report was not logged to MLflow ({without_credentials(f'{type(exc).__name__}: {exc}')[:500]}); "
+            f"it is in storage at {report_key}"
+        )
+        return {}
+    links: dict[str, Any] = {
+        "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run.run_id, run.experiment_id)),
+        # The MLflow UI renders the HTML (sandboxed frame); the server's raw route downloads it.
+        "evidently_report_url": dg.MetadataValue.url(mlflow_tracking.artifact_url(run.run_id, artifact, run.experiment_id)),
+        "evidently_report_download": dg.MetadataValue.url(mlflow_tracking.raw_artifact_url(run.run_id, artifact)),
+    }
+    try:
+        deleted = monitoring_runs.prune_runs(mlflow_tracking.client(), run.experiment_id, storage.keep_runs, storage.keep_days)
+    except Exception as exc:  # noqa: BLE001 — retried by the next monitoring run
+        context.log.warning(f"old {monitoring_runs.EXPERIMENT} runs were not pruned: {without_credentials(str(exc))[:500]}")
+    else:
+        links["mlflow_runs_deleted"] = dg.MetadataValue.int(len(deleted))
+    return links
 
 
 # The scheduler tags each run with its tick; 1.13 writes the hidden tag, older releases the plain one.

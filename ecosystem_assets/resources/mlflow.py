@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import dagster as dg
 from pydantic import Field
+
+# What JavaScript's encodeURIComponent leaves as it is, besides letters, digits and "-_.".
+_URI_COMPONENT_SAFE = "!~*'()"
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -23,6 +27,10 @@ class MlflowTracking(dg.ConfigurableResource):
     """
 
     tracking_uri: str = Field(description="sqlite:///… or http(s)://mlflow-server")
+    ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="The MLflow UI as a browser reaches it (MLFLOW_UI_URL): the base of the links in the metadata.",
+    )
     artifact_location: str | None = Field(
         default=None, description="Root for new experiments' artifacts (path or s3://…); unset → the server's default."
     )
@@ -73,9 +81,27 @@ class MlflowTracking(dg.ConfigurableResource):
                 raise
             mlf.end_run()
 
-    def run_url(self, run_id: str) -> str | None:
-        """A browser link for tracking servers; a SQLite store has no UI URL of its own."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            return None
-        run = self.client().get_run(run_id)
-        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    # Links into the MLflow UI (a hash-routed single-page app; the routes are those of MLflow 3's
+    # frontend, `mlflow/server/js`: runPage, getRunPageRoute with an artifact path, modelVersionPage)
+    # and to its server's raw artifact route (`/get-artifact`, mlflow/server/__init__.py).
+
+    @property
+    def _ui(self) -> str:
+        return self.ui_url.rstrip("/")
+
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str:
+        """The run's page in the MLflow UI; the experiment is looked up when not given."""
+        experiment = experiment_id or self.client().get_run(run_id).info.experiment_id
+        return f"{self._ui}/#/experiments/{experiment}/runs/{run_id}"
+
+    def artifact_url(self, run_id: str, path: str, experiment_id: str | None = None) -> str:
+        """The run's page with the artifact ``path`` open: the UI shows images and renders HTML (in a sandboxed frame)."""
+        return f"{self.run_url(run_id, experiment_id)}/artifacts/{quote(path, safe='/')}"
+
+    def raw_artifact_url(self, run_id: str, path: str) -> str:
+        """The artifact's bytes from the MLflow server (sent as an attachment: browsers download it)."""
+        return f"{self._ui}/get-artifact?{urlencode({'path': path, 'run_uuid': run_id})}"
+
+    def model_version_url(self, name: str, version: str | int) -> str:
+        """The registered model version's page (the name encoded as the UI's encodeURIComponent does)."""
+        return f"{self._ui}/#/models/{quote(name, safe=_URI_COMPONENT_SAFE)}/versions/{version}"

@@ -60,5 +60,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             env_config_map=settings.training_env_config_map,
             mlflow_secret=settings.training_mlflow_secret,
         ),
-        "mlflow_tracking": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri, artifact_location=settings.mlflow_artifact_location),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri, ui_url=settings.mlflow_ui_url, artifact_location=settings.mlflow_artifact_location
+        ),
     }

@@ -9,6 +9,7 @@ the next one reads the upstream materialization of its own run, else the latest 
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from ecosystem_assets.asset_metadata import table_metadata, table_preview
+from ecosystem_assets.asset_metadata import markdown_image, table_metadata, table_preview
 from ecosystem_assets.lineage import STORAGE_KEY, lineage_metadata, upstream
 from ecosystem_assets.resources.mlflow import MlflowTracking
 from ecosystem_assets.resources.storage import ArtifactStorage
@@ -48,6 +49,10 @@ EVALUATION_PREFIX = "models/cnn/evaluations"  # + /<run id>/: confusion_matrix.p
 
 
 def git_commit() -> str:
+    """The commit of the running code: ECOSYSTEM_CODE_VERSION when set (the image sets it from its
+    GIT_COMMIT build argument, deploy/Dockerfile; it has no git), else `git rev-parse HEAD`, else "unknown"."""
+    if version := os.environ.get("ECOSYSTEM_CODE_VERSION", "").strip():
+        return version
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -245,6 +250,13 @@ def cnn_model(
     into this run's logs through Dagster Pipes. The weights and the result record go to a folder of
     this run; the materialization records the result's key.
     """
+    import io
+
+    from PIL import Image
+
+    from ecosystem_assets.vision.curves import ARTIFACT as CURVES_ARTIFACT
+    from ecosystem_assets.vision.curves import training_curves_png
+
     if config.image_size and (config.image_size % 4 or config.image_size < 8):
         raise dg.Failure(description=f"image_size must be a multiple of 4 and at least 8 (two 2x poolings), got {config.image_size}")
     shards = upstream(context, "image_shards")
@@ -254,7 +266,8 @@ def cnn_model(
     nodes = training.node_count
     nproc = training.processes_per_node(config.nproc_per_node) or _default_nproc()
     with mlflow_tracking.run(context, EXPERIMENT) as mlf:
-        run_id = mlf.active_run().info.run_id
+        run_info = mlf.active_run().info
+        run_id = run_info.run_id
         spec = train_spec(
             config,
             storage_url=storage.url,
@@ -269,16 +282,21 @@ def cnn_model(
         threads = config.threads_per_process or max(1, training.cpus_per_node() // nproc)
         invocation = training.run(context, spec, storage=storage, nproc_per_node=nproc, threads=threads)
         reported = invocation.get_materialize_result()
-    result_key = spec.output_key("result.json")
-    if not storage.store.exists(result_key):  # what cnn_evaluation will read
-        raise dg.Failure(description=f"training finished without its result record {storage.store.uri(result_key)}")
-    url = mlflow_tracking.run_url(run_id)
+        result_key = spec.output_key("result.json")
+        if not storage.store.exists(result_key):  # what cnn_evaluation will read
+            raise dg.Failure(description=f"training finished without its result record {storage.store.uri(result_key)}")
+        # The curves are drawn here, not by rank 0: one picture of the whole history, resumed epochs included.
+        result = json.loads(storage.store.read_bytes(result_key))
+        curves = training_curves_png(result["history"], result.get("best_epoch")) if result.get("history") else None
+        if curves is not None:
+            mlf.log_image(Image.open(io.BytesIO(curves)), CURVES_ARTIFACT)
     return dg.MaterializeResult(
         metadata={
             **(reported.metadata or {}),
             STORAGE_KEY: result_key,
             "mlflow_run_id": run_id,
-            **({"mlflow_run_url": dg.MetadataValue.url(url)} if url else {}),
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run_id, run_info.experiment_id)),
+            **({"training_curves": dg.MetadataValue.md(markdown_image("training curves", curves))} if curves else {}),
             "training_fingerprint": spec.fingerprint,
             "global_batch_size": dg.MetadataValue.int(config.batch_size * nodes * nproc),
             "training_backend": training.backend,
@@ -321,8 +339,6 @@ def cnn_evaluation(
     alias ``champion`` moves to it only if the accuracy check passes and it is at least as
     accurate as the current champion on the same test split.
     """
-    import base64
-
     from ecosystem_assets.storage import StorageError
     from ecosystem_assets.vision.registry import EvaluationError, evaluate_and_promote
 
@@ -340,17 +356,18 @@ def cnn_evaluation(
     except EvaluationError as exc:
         raise dg.Failure(description=f"cnn_evaluation: {exc}") from None
     report, decision = outcome.report, outcome.decision
-    png = base64.b64encode(outcome.png).decode()
     return dg.MaterializeResult(
         metadata={
             STORAGE_KEY: outcome.evaluation_key,
             "test_accuracy": report.accuracy,
             "test_images": dg.MetadataValue.int(report.count),
             "per_class": dg.MetadataValue.md(report.per_class_markdown()),
-            "confusion_matrix": dg.MetadataValue.md(report.confusion_markdown() + f"\n\n![confusion matrix](data:image/png;base64,{png})"),
+            "confusion_matrix": dg.MetadataValue.md(report.confusion_markdown() + "\n\n" + markdown_image("confusion matrix", outcome.png)),
             "confusion_matrix_png": dg.MetadataValue.path(outcome.png_uri),
             "registered_model": outcome.model_name,
             "model_version": outcome.version,
+            "mlflow_model_version": dg.MetadataValue.url(mlflow_tracking.model_version_url(outcome.model_name, outcome.version)),
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(outcome.run_id)),
             "champion_version": outcome.champion_after or "none",
             "previous_champion_accuracy": outcome.champion_accuracy if outcome.champion_accuracy is not None else "n/a",
             "promoted": decision.promote,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -23,6 +24,7 @@ from ecosystem_assets.serving.app import create_app
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore
 from ecosystem_assets.settings import Settings
 from ecosystem_assets_tests.fraud.helpers import DRIFT
+from ecosystem_assets_tests.servers.mlflow import UI_ROUTES, served_ui_routes, what_a_link_shows
 from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
 from ecosystem_assets_tests.waiting import wait_until
 
@@ -100,8 +102,11 @@ def loop_env(ecosystem_env, dagster_instance):
     return defs
 
 
-def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_instance, monkeypatch):
+def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_instance, monkeypatch, mlflow_ui):
     settings = Settings.from_env()
+    # A real MLflow server over the loop's store: the links in the metadata are followed on it.
+    ui = mlflow_ui(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    monkeypatch.setenv("MLFLOW_UI_URL", ui)
     app = create_app(settings.fraud_db_url, settings.mlflow_tracking_uri, poll_s=0.2)
     with UvicornThread(app) as service:
         monkeypatch.setenv("FRAUD_SERVICE_URL", service.url)  # monitoring asks the live service
@@ -132,7 +137,15 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         day_rows = len(SOURCE.days(FAILING_DAY, FAILING_DAY)[FAILING_DAY])
         assert precision.metadata["labelled"].value == day_rows  # the day, without today's rows or the far-future one
         assert checks(before)["feature_drift"].metadata[JUDGED].value is True
-        assert materialized(before, "fraud_monitoring_metrics")["evidently_report"].endswith(".html")
+        monitored = materialized(before, "fraud_monitoring_metrics")
+        assert monitored["evidently_report"].endswith(".html")
+        # The report opens from the UI's run page (rendered there) and downloads from the server's raw route.
+        report = what_a_link_shows(monitored["evidently_report_url"], ui)
+        assert report.headers["content-type"].startswith("text/html") and "Data Drift Summary" in report.text  # Evidently's preset
+        download = what_a_link_shows(monitored["evidently_report_download"], ui)
+        assert download.content == report.content and download.content == Path(monitored["evidently_report"]).read_bytes()
+        what_a_link_shows(monitored["mlflow_run"], ui)
+        assert checks(before)["feature_drift"].metadata["evidently_report_url"].value == monitored["evidently_report_url"]
 
         # … so the sensor reads check evaluations. One failed evaluation → exactly one request.
         first = tick(defs, dagster_instance)
@@ -148,6 +161,9 @@ def test_precision_drop_triggers_one_retrain_and_recovers(loop_env, dagster_inst
         )
         model = materialized(retrain, "fraud_model")
         assert model["promoted"] is True and model["champion_after"] == "2", model["reason"]
+        assert what_a_link_shows(model["mlflow_run"], ui).json()["run"]["info"]["run_id"] == model["mlflow_run_id"]
+        assert what_a_link_shows(model["mlflow_model_version"], ui).json()["model_version"]["version"] == "2"
+        assert served_ui_routes(ui) == set(UI_ROUTES)  # the pages these links open exist in the served UI
         assert str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias("fraud-detector", "champion").version) == "2"
 
         # The service picks the new champion up by itself.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import requests
+from mlflow import MlflowClient
 
 from ecosystem_assets.fraud.assets import reference_key
 from ecosystem_assets.fraud.checks import DRIFT_CHECK, JUDGED, PRECISION_CHECK, WINDOW_END
@@ -112,9 +113,18 @@ def test_a_replayed_day_is_judged_alone_and_a_handful_judges_nothing(fraud_servi
         instance=dagster_instance, run_config={"ops": {"fraud_monitoring_metrics": {"config": {"end": DAY_END.isoformat()}}}}
     )
     [materialization] = result.get_asset_materialization_events()
-    report = materialization.materialization.metadata["evidently_report"].value
-    assert materialization.materialization.metadata["reports_deleted"].value == 2
-    assert sorted(store.list_keys("fraud/monitoring")) == sorted([earlier[0], report.rsplit("/storage/", 1)[1]])
+    metadata = materialization.materialization.metadata
+    report = metadata["evidently_report"].value
+    assert metadata["reports_deleted"].value == 2
+    report_key = report.rsplit("/storage/", 1)[1]
+    assert sorted(store.list_keys("fraud/monitoring")) == sorted([earlier[0], report_key])
+    # The same report in an MLflow run of `fraud-monitoring` (the links' target; test_closed_loop follows them).
+    client = MlflowClient(registry)
+    run = client.get_run(metadata["mlflow_run"].value.rsplit("/runs/", 1)[1])
+    assert run.data.tags["report_key"] == report_key and run.data.params["window_end"] == DAY_END.isoformat()
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == [report_key.rsplit("/", 1)[1]]
+    assert metadata["evidently_report_url"].value.startswith(f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/")
+    assert metadata["mlflow_runs_deleted"].value == 0
     day = checks(result)
     precision, drift = day[PRECISION_CHECK], day[DRIFT_CHECK]
     assert precision.metadata[JUDGED].value is True and precision.passed, precision.description

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ecosystem_assets_tests.markdown_images import inline_pngs
+from ecosystem_assets_tests.servers.mlflow import what_a_link_shows
+
 
 def _run(defs, instance, keys, config=None, raise_on_error=True):
     job = defs.resolve_implicit_global_asset_job_def()
@@ -17,13 +20,19 @@ def _metadata(result, node):
     return {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, vision_defs, dagster_instance, one_torch_thread):
+def test_digits_default_trains_evaluates_and_guards_the_champion(
+    ecosystem_env, vision_defs, dagster_instance, one_torch_thread, mlflow_ui, monkeypatch
+):
     import mlflow
     from mlflow import MlflowClient
 
     from ecosystem_assets.settings import Settings
 
     settings = Settings.from_env()
+    # A real MLflow server over the store the run will write (it creates the database): the links are followed on it.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ui = mlflow_ui(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    monkeypatch.setenv("MLFLOW_UI_URL", ui)
     defs = vision_defs()
     result = defs.resolve_job_def("vision_training_job").execute_in_process(instance=dagster_instance)
     assert result.success
@@ -54,7 +63,14 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     accuracy = evaluation["test_accuracy"]
     assert accuracy >= 0.90
     assert evaluation["promoted"] is True and evaluation["model_version"] == "1" and evaluation["champion_version"] == "1"
-    assert "| **3** |" in evaluation["confusion_matrix"] and "data:image/png;base64," in evaluation["confusion_matrix"]
+    assert "| **3** |" in evaluation["confusion_matrix"]
+    # Pictures inline on the asset pages, small; links to the MLflow run and the registered version.
+    [(_, confusion_size)] = inline_pngs(evaluation["confusion_matrix"])
+    [(curves, curves_size)] = inline_pngs(model["training_curves"])
+    assert confusion_size[0] >= 100 and curves_size == (640, 240) and len(curves) <= 60_000
+    assert what_a_link_shows(model["mlflow_run"], ui).json()["run"]["info"]["run_id"] == model["mlflow_run_id"]
+    assert what_a_link_shows(evaluation["mlflow_run"], ui).json()["run"]["info"]["run_id"] == model["mlflow_run_id"]
+    assert what_a_link_shows(evaluation["mlflow_model_version"], ui).json()["model_version"]["version"] == "1"
     (check,) = result.get_asset_check_evaluations()[-1:]
     assert check.check_name == "cnn_accuracy_above_threshold" and check.passed
 
@@ -66,7 +82,7 @@ def test_digits_default_trains_evaluates_and_guards_the_champion(ecosystem_env, 
     assert run.data.params["world_size"] == "2" and run.data.params["code_version"] and run.data.params["git_commit"]
     assert run.data.metrics["test_accuracy"] == accuracy
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
-    assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert {"confusion_matrix.png", "training_curves.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     info = mlflow.models.get_model_info(model["mlflow_model_uri"])
     assert info.signature is not None and "-1, 1, 16, 16" in str(info.signature.inputs)
     assert str(client.get_model_version_by_alias("image-classifier", "champion").version) == "1"
