@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from ecosystem_assets.alerts.definitions import alerts_definitions
 from ecosystem_assets.fraud.definitions import fraud_definitions
 from ecosystem_assets.resources.wiring import build_resources
 from ecosystem_assets.sales.definitions import sales_definitions
@@ -21,5 +22,6 @@ def build_definitions(settings: Settings, resource_overrides: Mapping[str, Any] 
         sales_definitions(settings),
         vision_definitions(settings),
         fraud_definitions(settings),
+        alerts_definitions(settings),
         dg.Definitions(resources=resources),
     )

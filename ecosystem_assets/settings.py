@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     # Per-run artifacts (Evidently drift reports): the newest RUNS always kept, older ones for DAYS.
     artifact_retention_days: NonNegative = Field(14.0, validation_alias="ARTIFACT_RETENTION_DAYS")
     artifact_retention_runs: NonNegativeInt = Field(48, validation_alias="ARTIFACT_RETENTION_RUNS")
+    # Alerts (`alerts/`): who is told, the UI their links open, and how long live precision may stay
+    # "not judged" (too few labels, no serving model) before someone is told.
+    alert_recipients: tuple[str, ...] = Field(("data-oncall@localhost",), validation_alias="ALERT_RECIPIENTS")
+    dagster_ui_url: str = Field("http://127.0.0.1:3000", validation_alias="DAGSTER_UI_URL")
+    alert_not_judged_after_hours: NonNegative = Field(24.0, validation_alias="ALERT_NOT_JUDGED_AFTER_HOURS")
     # Where cnn_model trains: `local` (torchrun in the run's own process tree) or `pytorchjob` (a
     # Kubeflow PyTorchJob of TRAINING_NODES pods; needs TRAINING_IMAGE and S3 storage).
     training_backend: Annotated[Literal["local", "pytorchjob"], BeforeValidator(_one_of(TRAINING_BACKENDS))] = Field(
@@ -235,6 +240,35 @@ class Settings(BaseSettings):
             raise SettingsError("MLFLOW_UI_URL must not contain user:password@: the links built from it are shown in the Dagster UI")
         if parts.query or parts.fragment:
             raise SettingsError(f"MLFLOW_UI_URL={value!r} must have no ?query or #fragment")
+        return value.rstrip("/")
+
+    @field_validator("alert_recipients", mode="before")
+    @classmethod
+    def _alert_addresses(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        addresses = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not addresses:
+            raise SettingsError("ALERT_RECIPIENTS names no address")
+        return addresses
+
+    @field_validator("dagster_ui_url")
+    @classmethod
+    def _dagster_ui_url(cls, value: str) -> str:
+        """An http(s) URL with a host and no user:password (alerts show it to their recipients)."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # a port that is no number or out of range raises ValueError
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"DAGSTER_UI_URL={value!r} is not an http(s) URL (e.g. http://127.0.0.1:3000)")
+        if parts.username is not None or parts.password is not None:
+            raise SettingsError("DAGSTER_UI_URL must not contain user:password@: alerts show the links built from it")
+        if parts.query or parts.fragment:
+            raise SettingsError(f"DAGSTER_UI_URL={value!r} must have no ?query or #fragment")
         return value.rstrip("/")
 
     @field_validator("report_timezone")

@@ -41,6 +41,23 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             smtp_ca_file=settings.smtp_ca_file,
             outbox_dir=str(settings.outbox_dir),
         ),
+        # Alerts (alerts/sensors.py) go through the same mailer and SMTP settings to ALERT_RECIPIENTS; a short
+        # timeout and two attempts keep one sensor tick well inside Dagster's sensor time limit.
+        "alert_mailer": MailerResource(
+            sender=settings.report_sender,
+            sender_name="ecosystem_assets alerts",
+            recipients=",".join(settings.alert_recipients),
+            smtp_host=settings.smtp_host,
+            smtp_port=settings.smtp_port,
+            smtp_user=settings.smtp_user,
+            smtp_password=dg.EnvVar("SMTP_PASSWORD") if settings.smtp_password_set else None,
+            smtp_security=settings.smtp_security,
+            smtp_ca_file=settings.smtp_ca_file,
+            outbox_dir=str(settings.outbox_dir),
+            timeout_s=10.0,
+            max_attempts=2,
+            retry_delay_s=1.0,
+        ),
         "report_format": ReportFormat(currency=settings.report_currency),
         "image_source": ImageSource(url=settings.image_dataset_url),
         "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
