@@ -94,8 +94,11 @@ module "eks" {
       min_size       = 0
       desired_size   = 0
       max_size       = var.gpu_node_max
-      labels         = { (local.node_pool_label) = "gpu", "nvidia.com/gpu.present" = "true" }
-      taints         = { gpu = { key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" } }
+      # k8s.amazonaws.com/accelerator: the cluster autoscaler's GPU label on AWS. A node with it but
+      # no nvidia.com/gpu yet (the device plugin starts after the node) counts as still starting,
+      # not as a node that cannot take the pod, so one pending pod does not buy a second node.
+      labels = { (local.node_pool_label) = "gpu", "nvidia.com/gpu.present" = "true", "k8s.amazonaws.com/accelerator" = local.gpu_accelerator }
+      taints = { gpu = { key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" } }
 
       subnet_ids                   = module.vpc.private_subnets
       capacity_type                = "ON_DEMAND"
@@ -126,13 +129,29 @@ locals {
   }
 }
 
+# The GPU instance type's accelerator, for the autoscaler's GPU label and its node template below
+# (the group's instance types should carry the same GPUs: the autoscaler models a group by one type).
+data "aws_ec2_instance_type" "gpu" {
+  instance_type = var.gpu_instance_types[0]
+}
+
+locals {
+  gpu_per_node = one(data.aws_ec2_instance_type.gpu.gpus) # null, and an error below, for a type without GPUs
+  # e.g. "nvidia-a10g" for g5, "nvidia-l4" for g6
+  gpu_accelerator = lower(replace("${local.gpu_per_node.manufacturer}-${local.gpu_per_node.name}", " ", "-"))
+}
+
 # At 0 nodes the cluster autoscaler cannot see the group's labels and taint on a node; these
 # ASG tags tell it what a new node would look like, so a GPU pod can trigger the first node.
+# (EKS itself tags a managed group's ASG with k8s.io/cluster-autoscaler/enabled and
+# k8s.io/cluster-autoscaler/<cluster>, the autoscaler's auto-discovery tags: infra/addons.tf.)
 resource "aws_autoscaling_group_tag" "gpu_node_template" {
   for_each = {
-    "k8s.io/cluster-autoscaler/node-template/label/${local.node_pool_label}" = "gpu"
-    "k8s.io/cluster-autoscaler/node-template/label/nvidia.com/gpu.present"   = "true"
-    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"           = "true:NoSchedule"
+    "k8s.io/cluster-autoscaler/node-template/label/${local.node_pool_label}"      = "gpu"
+    "k8s.io/cluster-autoscaler/node-template/label/nvidia.com/gpu.present"        = "true"
+    "k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator" = local.gpu_accelerator
+    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"                = "true:NoSchedule"
+    "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"            = tostring(local.gpu_per_node.count)
   }
   autoscaling_group_name = module.eks.eks_managed_node_groups["gpu"].node_group_autoscaling_group_names[0]
 

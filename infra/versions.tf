@@ -15,6 +15,11 @@ terraform {
       source  = "hashicorp/random"
       version = "~> 3.7"
     }
+    # The cluster add-ons (addons.tf): helm_release resources, each chart pinned to an exact version.
+    helm = {
+      source  = "hashicorp/helm"
+      version = "~> 3.1"
+    }
   }
 
   # The modules (terraform-aws-modules, each pinned to an exact version where it is called) bring
