@@ -210,12 +210,12 @@ def test_install_order_is_a_chain_after_the_cluster() -> None:
         assert releases()[after]["depends_on"] == [ref(f"helm_release.{before}")], after
     for name in order:
         assert releases()[name].get("wait", True) is True, f"{name}: the next release must find it ready"
-    # The same order in the READMEs, the training operator last.
-    for readme in (INFRA / "README.md", ROOT / "deploy" / "README.md"):
-        section = heading_section(readme.read_text(), "Cluster add-ons")
-        positions = [section.find(f"`{c}`") for c, _ in ADDONS.values()] + [section.find("deploy/training-operator")]
-        assert -1 not in positions, f"{readme}: an add-on missing from its add-ons section"
-        assert positions == sorted(positions), f"{readme}: add-ons not listed in install order"
+    # The same order in infra/README.md, the training operator last, each with its pinned version.
+    section = heading_section((INFRA / "README.md").read_text(), "Cluster add-ons")
+    positions = [section.find(f"`{c}`") for c, _ in ADDONS.values()] + [section.find("deploy/training-operator")]
+    assert -1 not in positions, "infra/README.md: an add-on missing from its add-ons section"
+    assert positions == sorted(positions), "infra/README.md: add-ons not listed in install order"
+    assert all(re.search(rf"(?<![\d.]){re.escape(version)}(?!\d|\.\d)", section) for _, version in ADDONS.values())
 
 
 @pytest.mark.parametrize("release", list(ADDONS))
