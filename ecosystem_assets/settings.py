@@ -225,22 +225,9 @@ class Settings(BaseSettings):
 
     @field_validator("mlflow_ui_url")
     @classmethod
-    def _ui_url(cls, value: str) -> str:
-        """An http(s) URL with a host; no user:password (the links are shown in the UI), query or fragment
-        (the links append a path and a fragment of their own)."""
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # a port that is no number or out of range raises ValueError
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError(f"MLFLOW_UI_URL={value!r} is not an http(s) URL (e.g. http://127.0.0.1:5000)")
-        if parts.username is not None or parts.password is not None:
-            # Never quoted: the part before @ may be a password.
-            raise SettingsError("MLFLOW_UI_URL must not contain user:password@: the links built from it are shown in the Dagster UI")
-        if parts.query or parts.fragment:
-            raise SettingsError(f"MLFLOW_UI_URL={value!r} must have no ?query or #fragment")
-        return value.rstrip("/")
+    def _mlflow_ui_url(cls, value: str) -> str:
+        """The links in the assets' metadata are built from it and shown in the Dagster UI."""
+        return _browser_url("MLFLOW_UI_URL", value, "http://127.0.0.1:5000", "the links built from it are shown in the Dagster UI")
 
     @field_validator("alert_recipients", mode="before")
     @classmethod
@@ -255,21 +242,8 @@ class Settings(BaseSettings):
     @field_validator("dagster_ui_url")
     @classmethod
     def _dagster_ui_url(cls, value: str) -> str:
-        """An http(s) URL with a host and no user:password (alerts show it to their recipients)."""
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # a port that is no number or out of range raises ValueError
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError(f"DAGSTER_UI_URL={value!r} is not an http(s) URL (e.g. http://127.0.0.1:3000)")
-        if parts.username is not None or parts.password is not None:
-            raise SettingsError("DAGSTER_UI_URL must not contain user:password@: alerts show the links built from it")
-        if parts.query or parts.fragment:
-            raise SettingsError(f"DAGSTER_UI_URL={value!r} must have no ?query or #fragment")
-        return value.rstrip("/")
+        """The run and check links of the alerts are built from it."""
+        return _browser_url("DAGSTER_UI_URL", value, "http://127.0.0.1:3000", "alerts show the links built from it")
 
     @field_validator("report_timezone")
     @classmethod
@@ -353,6 +327,25 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
             return None
         return f"{self.storage_url.rstrip('/')}/mlflow-artifacts"
+
+
+def _browser_url(name: str, value: str, example: str, shown: str) -> str:
+    """A UI's base URL as a person's browser reaches it: http(s) with a host; no user:password (the
+    links built from it are shown to people: ``shown`` says where), query or fragment (the links
+    append a path and a fragment of their own). Without a trailing slash."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a port that is no number or out of range raises ValueError
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}={value!r} is not an http(s) URL (e.g. {example})")
+    if parts.username is not None or parts.password is not None:
+        # Never quoted: the part before @ may be a password.
+        raise SettingsError(f"{name} must not contain user:password@: {shown}")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name}={value!r} must have no ?query or #fragment")
+    return value.rstrip("/")
 
 
 def _settings_error(exc: ValidationError) -> SettingsError:

@@ -17,6 +17,20 @@ from ecosystem_assets.resources.vision import ImageSource
 from ecosystem_assets.settings import Settings
 
 
+def _smtp(settings: Settings) -> dict[str, Any]:
+    """The sender and SMTP connection the report's mailer and the alerts' mailer share."""
+    return {
+        "sender": settings.report_sender,
+        "smtp_host": settings.smtp_host,
+        "smtp_port": settings.smtp_port,
+        "smtp_user": settings.smtp_user,
+        "smtp_password": dg.EnvVar("SMTP_PASSWORD") if settings.smtp_password_set else None,
+        "smtp_security": settings.smtp_security,
+        "smtp_ca_file": settings.smtp_ca_file,
+        "outbox_dir": str(settings.outbox_dir),
+    }
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Secrets are passed as `dg.EnvVar`, so their values are read at run time and never shown."""
     return {
@@ -30,30 +44,14 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             deadline_s=settings.sales_api_deadline_s,
         ),
         "mailer": MailerResource(
-            sender=settings.report_sender,
-            sender_name=settings.report_sender_name,
-            recipients=",".join(settings.report_recipients),
-            smtp_host=settings.smtp_host,
-            smtp_port=settings.smtp_port,
-            smtp_user=settings.smtp_user,
-            smtp_password=dg.EnvVar("SMTP_PASSWORD") if settings.smtp_password_set else None,
-            smtp_security=settings.smtp_security,
-            smtp_ca_file=settings.smtp_ca_file,
-            outbox_dir=str(settings.outbox_dir),
+            sender_name=settings.report_sender_name, recipients=",".join(settings.report_recipients), **_smtp(settings)
         ),
         # Alerts (alerts/sensors.py) go through the same mailer and SMTP settings to ALERT_RECIPIENTS; a short
         # timeout and two attempts keep one sensor tick well inside Dagster's sensor time limit.
         "alert_mailer": MailerResource(
-            sender=settings.report_sender,
             sender_name="ecosystem_assets alerts",
             recipients=",".join(settings.alert_recipients),
-            smtp_host=settings.smtp_host,
-            smtp_port=settings.smtp_port,
-            smtp_user=settings.smtp_user,
-            smtp_password=dg.EnvVar("SMTP_PASSWORD") if settings.smtp_password_set else None,
-            smtp_security=settings.smtp_security,
-            smtp_ca_file=settings.smtp_ca_file,
-            outbox_dir=str(settings.outbox_dir),
+            **_smtp(settings),
             timeout_s=10.0,
             max_attempts=2,
             retry_delay_s=1.0,
