@@ -34,6 +34,15 @@ JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 RUN_ID_LABEL = "ecosystem/dagster-run-id"
 APP_UID = 10001  # the image's non-root user (deploy/Dockerfile)
+
+# A training pod must not be evicted mid-run by a scale-down (cluster-autoscaler) or a consolidation
+# (Karpenter): the job would lose its rendezvous. The same annotations as the run pods
+# (deploy/helm/values.yaml, deploy/dagster.k8s.yaml).
+DO_NOT_EVICT: Mapping[str, str] = {
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+    "karpenter.sh/do-not-disrupt": "true",
+}
+
 # Pod sizes: a GPU pod is one g5.xlarge-class node (4 vCPU, 16 GiB, one A10G; infra/eks.tf).
 GPU_POD = {"requests": {"cpu": "3", "memory": "10Gi"}, "limits": {"cpu": "4", "memory": "14Gi"}}
 CPU_POD = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
@@ -116,7 +125,7 @@ def _pod_template(request: PyTorchJobRequest, bootstrap_env: Mapping[str, str]) 
     if gpu:
         spec["nodeSelector"] = dict(GPU_NODE_SELECTOR)
         spec["tolerations"] = [dict(t) for t in GPU_TOLERATIONS]
-    return {"metadata": {"labels": dict(request.labels)}, "spec": spec}
+    return {"metadata": {"labels": dict(request.labels), "annotations": dict(DO_NOT_EVICT)}, "spec": spec}
 
 
 def build_pytorchjob(request: PyTorchJobRequest, bootstrap_env: Mapping[str, str], namespace: str) -> dict[str, Any]:

@@ -207,8 +207,11 @@ def test_pytorchjob_pods_get_the_gpus_and_nothing_secret():
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-        # IRSA for S3 through the runs' account, but no Kubernetes API token in the training pods.
-        assert pod["serviceAccountName"] == values()["serviceAccount"]["name"] and pod["automountServiceAccountToken"] is False
+        # IRSA for S3 through the training account, but no Kubernetes API token in the training pods.
+        assert pod["serviceAccountName"] == "dagster-training" and pod["automountServiceAccountToken"] is False
+        # Not evicted mid-training by a scale-down or a consolidation.
+        annotations = replica["template"]["metadata"]["annotations"]
+        assert annotations == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "karpenter.sh/do-not-disrupt": "true"}
         # The code location's non-secret settings: the ConfigMap the chart renders from `env`
         # (<release>-<subchart fullname>-<deployment>-user-env, release `dagster`).
         assert container["envFrom"] == [
@@ -229,6 +232,8 @@ def test_pytorchjob_pods_get_the_gpus_and_nothing_secret():
 
 def test_runs_may_manage_pytorchjobs_and_nothing_more():
     rbac = docs(K8S / "training-rbac.yaml")
+    (training,) = [d for d in rbac if d["kind"] == "ServiceAccount"]
+    assert training["automountServiceAccountToken"] is False  # the training pods' account: no API
     (role,) = [d for d in rbac if d["kind"] == "Role"]
     (binding,) = [d for d in rbac if d["kind"] == "RoleBinding"]
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
@@ -239,7 +244,8 @@ def test_runs_may_manage_pytorchjobs_and_nothing_more():
     }
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": values()["global"]["serviceAccountName"], "namespace": NAMESPACE}]
+    runs = values()["dagster-user-deployments"]["serviceAccount"]["name"]  # the account of every run pod
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": runs, "namespace": NAMESPACE}]
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert "training-rbac.yaml" in kustomization["resources"]
     # Every Kubernetes API call of the client is one the Role allows.
