@@ -50,7 +50,8 @@ LOCAL_INSTANCE = DEPLOY / "dagster.local.yaml"
 INSTANCE = DEPLOY / "dagster.k8s.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 SCHEMA = Path(__file__).parent / "data" / "dagster-chart-values.schema.json"
-MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml", "secrets.example.yaml")
+MANIFESTS = ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml", "dagster-rbac.yaml", "secrets.example.yaml")
+EXTERNAL_SECRETS = ("external-secrets.yaml",)  # External Secrets Operator kinds (test_k8s_security.py)
 MONITORING = ("fraud-service-monitor.yaml", "prometheus-rules.yaml")  # Prometheus Operator kinds (test_prometheus_rules.py)
 NAMESPACE = "ecosystem"
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
@@ -445,14 +446,20 @@ def test_services_select_pods_and_named_ports():
 
 
 def test_service_accounts_carry_irsa_roles():
+    """Each account that needs AWS names its IRSA role (a Terraform output); those that need none
+    have no annotation. Who may do what: test_k8s_security.py."""
     accounts = {sa["metadata"]["name"]: sa for sa in by_kind("ServiceAccount")}
-    assert set(accounts) == {"mlflow", "fraud-service"}  # `dagster` comes from the Helm chart
-    for name, sa in accounts.items():
-        assert PLACEHOLDER.fullmatch(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), name
+    # dagster-daemon and dagster-run come from the Helm chart (values.yaml).
+    assert set(accounts) == {"mlflow", "fraud-service", "dagster-webserver", "dagster-code-server", "dagster-training"}
+    with_role = {name for name, sa in accounts.items() if "eks.amazonaws.com/role-arn" in sa["metadata"].get("annotations", {})}
+    assert with_role == {"mlflow", "fraud-service", "dagster-webserver", "dagster-training"}
+    for name in with_role:
+        assert PLACEHOLDER.fullmatch(accounts[name]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), name
+    for name in ("mlflow", "fraud-service"):
         assert deployment(name)["spec"]["template"]["spec"]["serviceAccountName"] == name
-    helm_sa = values()["serviceAccount"]
-    assert helm_sa["name"] == values()["global"]["serviceAccountName"] == "dagster"
-    assert "eks.amazonaws.com/role-arn" in helm_sa["annotations"]
+    runs = values()["dagster-user-deployments"]["serviceAccount"]
+    assert runs["name"] == "dagster-run" and PLACEHOLDER.fullmatch(runs["annotations"]["eks.amazonaws.com/role-arn"])
+    assert values()["serviceAccount"]["annotations"] == {}  # the daemon: no AWS role
 
 
 def test_mlflow_server_options_exist_in_the_pinned_mlflow():
@@ -662,7 +669,7 @@ def test_instance_config_passes_dagster_schema(tmp_path: Path, pg_env: None):
     assert ref.compute_logs_data.class_name == "S3ComputeLogManager"
     assert config["telemetry"] == {"enabled": False}
     launcher = config["run_launcher"]["config"]
-    assert (launcher["job_namespace"], launcher["service_account_name"]) == (NAMESPACE, "dagster")
+    assert (launcher["job_namespace"], launcher["service_account_name"]) == (NAMESPACE, "dagster-run")
     assert launcher["env_secrets"]
 
 
@@ -734,12 +741,49 @@ def chart_schema() -> dict[str, Any]:
 
 
 def overlay_validator(schema: dict[str, Any]):
-    """Helm validates the chart's defaults merged with ours; our file is the overlay, so the
-    schema's `required` (satisfied by the chart's own values.yaml) is not enforced here."""
+    """Helm validates the chart's defaults merged with ours; in a map, a `required` key may come
+    from the chart's own values.yaml, so this pass leaves `required` to `list_item_errors`."""
     from jsonschema import Draft202012Validator, validators
 
     overlay = validators.extend(Draft202012Validator, {"required": lambda *_: iter(())})
     return overlay(schema)
+
+
+def list_item_errors(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str) -> list[str]:
+    """`required` on: Helm merges maps with the chart's defaults but replaces lists whole, so every
+    item of a list we set (a code location, a queue limit, a volume) must carry its required keys
+    itself. Each item is validated with the full schema, `required` included."""
+    from jsonschema import Draft202012Validator
+
+    if "$ref" in schema and schema["$ref"].startswith("#/$defs/"):
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    if "anyOf" in schema:
+        branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
+        kind = "array" if isinstance(value, list) else "object"
+        fitting = [b for b in branches if b.get("type") == kind or ("$ref" in b and kind == "object")]
+        return list_item_errors(value, fitting[0], root, path) if fitting else []
+    errors: list[str] = []
+    if isinstance(value, list) and "items" in schema:
+        validator = Draft202012Validator({**schema["items"], "$defs": root["$defs"]})
+        for i, item in enumerate(value):
+            errors += [f"{path}[{i}]: {e.message}" for e in validator.iter_errors(item)]
+            errors += list_item_errors(item, schema["items"], root, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            if key in schema.get("properties", {}):
+                errors += list_item_errors(sub, schema["properties"][key], root, f"{path}.{key}")
+    return errors
+
+
+# Keys the chart's templates read (1.13.27) that its pydantic schema does not declare (the top level
+# and the subchart's map allow extra keys): templates/role.yaml, rolebinding.yaml (`rbacEnabled`);
+# charts/dagster-user-deployments/templates/role.yaml, serviceaccount.yaml and
+# helpers/_helpers.tpl (`rbacEnabled`, `serviceAccount`: its name is the runs' account).
+UNDECLARED_BUT_READ = {
+    "values.rbacEnabled",
+    "values.dagster-user-deployments.rbacEnabled",
+    "values.dagster-user-deployments.serviceAccount",
+}
 
 
 def unknown_keys(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str) -> list[str]:
@@ -772,7 +816,9 @@ def unknown_keys(value: Any, schema: dict[str, Any], root: dict[str, Any], path:
 def helm_errors(doc: dict[str, Any]) -> list[str]:
     schema = chart_schema()
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in overlay_validator(schema).iter_errors(doc)]
-    return errors + [f"{p}: not in the chart's schema" for p in unknown_keys(doc, schema, schema, "values")]
+    errors += list_item_errors(doc, schema, schema, "values")
+    unknown = [p for p in unknown_keys(doc, schema, schema, "values") if p not in UNDECLARED_BUT_READ]
+    return errors + [f"{p}: not in the chart's schema" for p in unknown]
 
 
 def test_helm_values_validate_against_the_chart_schema():
@@ -788,6 +834,17 @@ def test_helm_schema_check_catches_typos():
     errors = "\n".join(helm_errors(doc))
     assert "envSecret: not in the chart's schema" in errors
     assert "maxConcurrentRun" in errors and "K8SRunLauncher" in errors
+    # `required` inside a list (Helm replaces lists, so the chart's defaults cannot fill them in).
+    doc = values()
+    del doc["dagster-user-deployments"]["deployments"][0]["port"]
+    del doc["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"][0]["key"]
+    errors = "\n".join(helm_errors(doc))
+    assert "deployments[0]: 'port' is a required property" in errors
+    assert "tagConcurrencyLimits[0]: 'key' is a required property" in errors
+    # And a misspelt retention key (Retention forbids extra keys).
+    doc = values()
+    doc["retention"]["sensors"] = doc["retention"].pop("sensor")
+    assert "sensors" in "\n".join(helm_errors(doc))
 
 
 def test_helm_kubernetes_fields_are_valid_models():
@@ -812,7 +869,7 @@ def test_helm_values_describe_our_deployment():
     v = values()
     ud = user_deployment()
     assert v["postgresql"]["enabled"] is False and v["generatePostgresqlPasswordSecret"] is False
-    assert v["postgresql"]["postgresqlParams"] == {"sslmode": "require"}
+    assert v["postgresql"]["postgresqlParams"] == {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/rds/global-bundle.pem"}
     assert v["dagsterDaemon"]["enabled"] is True  # schedules and fraud_retrain_sensor
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
     assert v["telemetry"] == {"enabled": False}
@@ -831,7 +888,11 @@ def test_helm_values_agree_with_the_instance_config():
     instance = yaml.safe_load(INSTANCE.read_text())
     launcher, chart_launcher = instance["run_launcher"]["config"], v["runLauncher"]["config"]["k8sRunLauncher"]
     assert chart_launcher["jobNamespace"] == launcher["job_namespace"]
-    assert v["global"]["serviceAccountName"] == launcher["service_account_name"]
+    # The chart's runs take the code location's account (its container context), the subchart's.
+    assert v["dagster-user-deployments"]["serviceAccount"]["name"] == launcher["service_account_name"] == "dagster-run"
+    assert v["postgresql"]["postgresqlParams"] == instance["storage"]["postgres"]["postgres_db"]["params"]
+    assert chart_launcher["volumes"] == launcher["volumes"] and chart_launcher["volumeMounts"] == launcher["volume_mounts"]
+    assert chart_launcher["runK8sConfig"]["podTemplateSpecMetadata"] == launcher["run_k8s_config"]["pod_template_spec_metadata"]
     assert v["global"]["postgresqlSecretName"] == launcher["postgres_password_secret"]
     assert user_deployment()["resources"] == launcher["resources"]
     assert [s["name"] for s in user_deployment()["envSecrets"]] == launcher["env_secrets"]
@@ -892,7 +953,10 @@ def run_job(tags: dict[str, Any], tmp_path: Path):
                 "env_secrets": [s["name"] for s in ud["envSecrets"]],
                 "resources": ud["resources"],
                 "namespace": NAMESPACE,
-                "service_account_name": values()["global"]["serviceAccountName"],
+                # What the chart writes into the code location's container context.
+                "service_account_name": values()["dagster-user-deployments"]["serviceAccount"]["name"],
+                "volumes": ud["volumes"],
+                "volume_mounts": ud["volumeMounts"],
             }
         }
     )
@@ -947,7 +1011,7 @@ def test_gpu_tags_put_training_runs_on_the_gpu_node_group(tmp_path: Path, pg_env
     tags = GPU_TRAINING
     namespace, pod = run_job(tags, tmp_path)
     (container,) = pod.containers
-    assert namespace == NAMESPACE and pod.service_account_name == "dagster"
+    assert namespace == NAMESPACE and pod.service_account_name == "dagster-run"
     assert pod.node_selector == {"node-pool": "gpu"}
     assert [(t.key, t.operator, t.value, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Equal", "true", "NoSchedule")]
     assert container.resources.limits["nvidia.com/gpu"] == "1"
@@ -985,7 +1049,15 @@ def test_gpu_tags_with_a_typo_are_rejected(tmp_path: Path, pg_env: None):
 def test_kustomization_lists_the_manifests_but_not_the_secrets():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == NAMESPACE
-    assert set(kustomization["resources"]) == {"namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml", *MONITORING}
+    assert set(kustomization["resources"]) == {
+        "namespace.yaml",
+        "mlflow.yaml",
+        "fraud-service.yaml",
+        "training-rbac.yaml",
+        "dagster-rbac.yaml",
+        *EXTERNAL_SECRETS,
+        *MONITORING,
+    }
     assert all((K8S / r).is_file() for r in kustomization["resources"])
     assert set(kustomization) <= {"apiVersion", "kind", "namespace", "resources", "images"}
     images = {i["name"] for i in kustomization["images"]}
@@ -1003,13 +1075,23 @@ def test_kustomize_renders_the_objects_with_the_ecr_image():
     rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
         (d["kind"], d["metadata"]["name"])
-        for name in ("namespace.yaml", "mlflow.yaml", "fraud-service.yaml", "training-rbac.yaml", *MONITORING)
+        for name in (
+            "namespace.yaml",
+            "mlflow.yaml",
+            "fraud-service.yaml",
+            "training-rbac.yaml",
+            "dagster-rbac.yaml",
+            *EXTERNAL_SECRETS,
+            *MONITORING,
+        )
         for d in docs(K8S / name)
     )
     images = {c["image"] for d in rendered if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {"<ECR_REPOSITORY_URL>:<IMAGE_TAG>-cpu"}
-    # The Prometheus Operator's kinds are not in the Kubernetes models: test_prometheus_rules.py checks them.
-    assert all(manifest_errors(d) == [] for d in rendered if not d["apiVersion"].startswith("monitoring.coreos.com/"))
+    # The Prometheus Operator's and External Secrets' kinds are not in the Kubernetes models:
+    # test_prometheus_rules.py and test_k8s_security.py check them.
+    operator_kinds = ("monitoring.coreos.com/", "external-secrets.io/")
+    assert all(manifest_errors(d) == [] for d in rendered if not d["apiVersion"].startswith(operator_kinds))
 
 
 def test_every_placeholder_is_documented():
