@@ -91,6 +91,8 @@ def test_demo_then_the_ui_in_a_browser(tmp_path: Path) -> None:
     assert "DEBUG" not in output and "already exists. Creating a new version" not in output, output
     assert "INFO" not in proc.stderr, proc.stderr  # MLflow's database set-up, Great Expectations' docs-site directory
     assert all(f"make {target}" in proc.stdout.split("Next:")[-1] for target in ("dev", "serve", "mlflow")), proc.stdout
+    # The monitoring's freshness check in the demo's own words (Dagster's says "was  ago" under a second).
+    assert re.search(r"freshness_check: passed — last updated \d+ s ago; expected at least every 2 h", proc.stdout), proc.stdout
 
     # The UI over the demo's instance, after one more monitoring run (so the checks have a history).
     again = subprocess.run(
