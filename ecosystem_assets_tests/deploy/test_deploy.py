@@ -913,16 +913,11 @@ def test_helm_values_agree_with_the_instance_config():
 # --- the GPU run -------------------------------------------------------------------------------
 
 
-def run_job(tags: dict[str, Any], tmp_path: Path):
-    """The Kubernetes Job that dagster-k8s's K8sRunLauncher builds for a run with ``tags``: the
-    launcher from deploy/dagster.k8s.yaml, then the code location's container context as the
-    chart passes it (includeConfigInLaunchedRuns), then the run's tags, merged in that order."""
+def k8s_run_launcher(tmp_path: Path):
+    """dagster-k8s's K8sRunLauncher from deploy/dagster.k8s.yaml's run_launcher config, pointed at a
+    kubeconfig for a cluster nobody listens on (building Jobs needs no API server)."""
     from dagster._config import process_config
-    from dagster._core.storage.dagster_run import DagsterRun
-    from dagster._utils.tags import normalize_tags
     from dagster_k8s import K8sRunLauncher
-    from dagster_k8s.container_context import K8sContainerContext
-    from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -942,7 +937,19 @@ def run_job(tags: dict[str, Any], tmp_path: Path):
     )
     result = process_config(K8sRunLauncher.config_type(), config)
     assert result.success, result.errors
-    launcher = K8sRunLauncher.from_config_value(None, result.value)
+    return K8sRunLauncher.from_config_value(None, result.value)
+
+
+def run_job(tags: dict[str, Any], tmp_path: Path):
+    """The Kubernetes Job that dagster-k8s's K8sRunLauncher builds for a run with ``tags``: the
+    launcher from deploy/dagster.k8s.yaml, then the code location's container context as the
+    chart passes it (includeConfigInLaunchedRuns), then the run's tags, merged in that order."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._utils.tags import normalize_tags
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    launcher = k8s_run_launcher(tmp_path)
 
     ud = user_deployment()
     code_location = K8sContainerContext.create_from_config(

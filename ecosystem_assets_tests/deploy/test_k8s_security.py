@@ -381,29 +381,11 @@ def test_run_pod_metadata_reaches_the_job_dagster_k8s_builds(tmp_path: Path, mon
         "DAGSTER_PG_DB": "dagster",
     }.items():
         monkeypatch.setenv(name, value)
-    from dagster._config import process_config
     from dagster._core.storage.dagster_run import DagsterRun
-    from dagster_k8s import K8sRunLauncher
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import construct_dagster_k8s_job
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "c",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            }
-        )
-    )
-    config = dict(instance()["run_launcher"]["config"], load_incluster_config=False, kubeconfig_file=str(kubeconfig))
-    result = process_config(K8sRunLauncher.config_type(), config)
-    assert result.success, result.errors
-    launcher = K8sRunLauncher.from_config_value(None, result.value)
+    launcher = test_deploy.k8s_run_launcher(tmp_path)  # deploy/dagster.k8s.yaml's, as instance() reads it
     run = DagsterRun(job_name="sales_job", run_id="2" * 8 + "-2222-2222-2222-" + "2" * 12)
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
     job = construct_dagster_k8s_job(
