@@ -16,6 +16,7 @@ from ecosystem_assets.resources.fraud import TransactionSource
 
 SMALL = {"n_customers": 300, "n_terminals": 600}
 DRIFT = date(2026, 9, 1)  # the skimming rings start here in the loop tests
+FAILING_DAY = DRIFT + timedelta(days=16)  # the closed-loop tests' day: the rings have made the old model's precision collapse
 
 
 def logged(store) -> tuple[int, int]:
@@ -76,7 +77,7 @@ def serve_process(env: dict[str, str], home: Path, ready: str = "/readyz") -> It
     from ecosystem_assets_tests.waiting import wait_until
 
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ECOSYSTEM_", "FRAUD_", "MLFLOW_TRACKING"))}
-    full.update(ECOSYSTEM_HOME=str(home), **env)
+    full.update({"ECOSYSTEM_HOME": str(home), **env})
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     home.mkdir(parents=True, exist_ok=True)
@@ -104,3 +105,25 @@ def serve_process(env: dict[str, str], home: Path, ready: str = "/readyz") -> It
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def first_champion(defs, instance):
+    """The closed-loop tests' start, on ``instance``: the transaction days from 51 days before the
+    drift to the day after FAILING_DAY (one backfill run), then the retrain job on the days before
+    the drift (v1, the first champion). Returns the retrain's result."""
+    import dagster as dg
+
+    from ecosystem_assets.fraud.definitions import RETRAIN_JOB
+
+    backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
+            "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1)),
+        },
+    )
+    assert backfill.success
+    return defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
+        instance=instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}}
+    )

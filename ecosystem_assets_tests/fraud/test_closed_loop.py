@@ -23,13 +23,12 @@ from ecosystem_assets.resources.fraud import TransactionSource
 from ecosystem_assets.serving.app import create_app
 from ecosystem_assets.serving.store import FEATURE_COLUMNS, PredictionStore
 from ecosystem_assets.settings import Settings
-from ecosystem_assets_tests.fraud.helpers import DRIFT
+from ecosystem_assets_tests.fraud.helpers import DRIFT, FAILING_DAY, first_champion
 from ecosystem_assets_tests.servers.mlflow import UI_ROUTES, served_ui_routes, what_a_link_shows
 from ecosystem_assets_tests.servers.uvicorn_thread import UvicornThread
 from ecosystem_assets_tests.waiting import wait_until
 
 SOURCE = TransactionSource(drift_from=DRIFT.isoformat())  # the default population, drifting at DRIFT
-FAILING_DAY = DRIFT + timedelta(days=16)  # the rings have made the old model's precision collapse
 
 
 def definitions() -> dg.Definitions:
@@ -86,18 +85,7 @@ def tick(defs, instance, cursor=None):
 @pytest.fixture
 def loop_env(ecosystem_env, dagster_instance):
     defs = definitions()
-    backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("fraud_transactions")],
-        instance=dagster_instance,
-        tags={
-            "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
-            "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1)),
-        },
-    )
-    assert backfill.success
-    first = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-        instance=dagster_instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}}
-    )
+    first = first_champion(defs, dagster_instance)
     assert materialized(first, "fraud_model")["champion_after"] == "1"
     return defs
 

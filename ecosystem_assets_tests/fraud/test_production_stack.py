@@ -35,14 +35,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ecosystem_assets_tests.fraud.helpers import DRIFT
+from ecosystem_assets_tests.fraud.helpers import DRIFT, FAILING_DAY, first_champion, serve_process
 from ecosystem_assets_tests.servers.mlflow import mlflow_server
-from ecosystem_assets_tests.servers.ports import free_port
 from ecosystem_assets_tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FAILING_DAY = DRIFT + timedelta(days=16)  # as test_closed_loop: the rings have broken the old model's precision
 
 
 @contextmanager
@@ -106,21 +104,11 @@ def stack(tmp_path: Path, postgres_server_url: str, s3_endpoint: str, s3_bucket:
     }
     with mlflow_server(mlflow_db, f"s3://{s3_bucket}/mlflow-artifacts", tmp_path / "mlflow", proxy_artifacts=True) as tracking:
         env.update(MLFLOW_TRACKING_URI=tracking, MLFLOW_UI_URL=tracking)
-        port = free_port()
-        service_env = {**os.environ, **env}
-        argv = [str(BIN / "ecosystem-assets"), "serve", "--host", "127.0.0.1", "--port", str(port), "--poll", "0.5"]
-        with process(argv, service_env, tmp_path / "service.log") as service:
-            env["FRAUD_SERVICE_URL"] = f"http://127.0.0.1:{port}"
+        # The service with the deployment's variables; /metrics answers without a champion (v1 comes later).
+        with serve_process(env, home, ready="/metrics") as (url, _, _):
+            env["FRAUD_SERVICE_URL"] = url
             for key, value in env.items():
                 monkeypatch.setenv(key, value)
-
-            def alive() -> bool:
-                import requests
-
-                assert service.poll() is None, (tmp_path / "service.log").read_text()[-3000:]
-                return requests.get(f"{env['FRAUD_SERVICE_URL']}/healthz", timeout=5).status_code in (200, 503)
-
-            wait_until(alive, 120, "the fraud service answers /healthz", every=0.3)
             yield {"env": env, "tmp": tmp_path}
 
 
@@ -148,18 +136,7 @@ def test_the_daemon_closes_the_loop_on_postgres_mlflow_server_s3_and_the_service
     defs = build_definitions(Settings.from_env(), {"transactions": source})
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME's: Postgres
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            asset_selection=[dg.AssetKey("fraud_transactions")],
-            instance=instance,
-            tags={
-                "dagster/asset_partition_range_start": str(DRIFT - timedelta(days=51)),
-                "dagster/asset_partition_range_end": str(FAILING_DAY + timedelta(days=1)),
-            },
-        )
-        assert backfill.success
-        first = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"fraud_features": {"config": {"end_date": str(DRIFT - timedelta(days=1))}}}}
-        )
+        first = first_champion(defs, instance)
         assert first.success
 
         service = env["FRAUD_SERVICE_URL"]
