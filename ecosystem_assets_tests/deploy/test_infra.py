@@ -311,19 +311,23 @@ def module_input_errors(name: str, body: dict[str, Any]) -> list[str]:
     return errors
 
 
+# The module blocks of infra/ (each checked against its pinned version's inputs below).
+MODULES = (
+    "vpc",
+    "eks",
+    "postgres",
+    "data_bucket",
+    "access_log_bucket",
+    "irsa",
+    "vpc_cni_irsa",
+    "load_balancer_controller_irsa",
+    "feature_store",
+)
+
+
 def test_modules_are_registry_modules_pinned_to_exact_versions() -> None:
     blocks = parsed()["module"]
-    assert set(blocks) == {
-        "vpc",
-        "eks",
-        "postgres",
-        "data_bucket",
-        "access_log_bucket",
-        "irsa",
-        "vpc_cni_irsa",
-        "load_balancer_controller_irsa",
-        "feature_store",
-    }
+    assert set(blocks) == set(MODULES)
     for name, body in blocks.items():
         assert REGISTRY_SOURCE.fullmatch(body["source"]), f"module.{name}: {body['source']} is not a terraform-aws-modules registry source"
         assert re.fullmatch(r"\d+\.\d+\.\d+", body["version"]), f"module.{name}: version {body['version']!r} is not an exact pin"
@@ -337,17 +341,7 @@ def test_modules_are_registry_modules_pinned_to_exact_versions() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        "vpc",
-        "eks",
-        "postgres",
-        "data_bucket",
-        "access_log_bucket",
-        "irsa",
-        "vpc_cni_irsa",
-        "load_balancer_controller_irsa",
-        "feature_store",
-    ],
+    MODULES,
 )
 def test_module_arguments_exist_in_the_pinned_version(name: str) -> None:
     assert module_input_errors(name, parsed()["module"][name]) == []
