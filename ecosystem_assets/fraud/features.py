@@ -41,7 +41,7 @@ HISTORY_KEEP_S = HISTORY_DAYS * DAY
 _EMPTY: tuple[list, list] = ([], [])
 
 
-def _insert(times: list[float], values: list, t: float, value: Any) -> None:
+def insert_in_time_order(times: list[float], values: list, t: float, value: Any) -> None:
     """Add (t, value) keeping ``times`` sorted; equal times keep arrival order."""
     if not times or t >= times[-1]:
         times.append(t)
@@ -67,6 +67,14 @@ def customer_lows(t: float) -> list[float]:
     """The customer windows of a transaction at ``t`` (CUSTOMER_WINDOWS order): each holds the
     customer's transactions strictly after its low and strictly before ``t``."""
     return [t - window * DAY for window in CUSTOMER_WINDOWS]
+
+
+def customer_windows(times: list[float], amounts: list[float], t: float) -> list[list[float]]:
+    """A customer's amounts in each window of a transaction at ``t``, from the customer's history
+    in time order. Strictly earlier only: transactions at the same instant must not depend on which
+    the service happened to receive first (offline order is arbitrary there too)."""
+    end = bisect_left(times, t)
+    return [amounts[bisect_right(times, low, 0, end) : end] for low in customer_lows(t)]
 
 
 def terminal_bounds(t: float) -> list[tuple[float, float]]:
@@ -115,11 +123,7 @@ class FeatureState:
             start, stop = bisect_left(times, low), bisect_left(times, high)
             terminal.append((stop - start, len(self.frauds.intersection(ids[start:stop]))))
         times, amounts = self.customers.get(customer_id, _EMPTY)
-        # Strictly earlier only: transactions at the same instant must not depend on which the
-        # service happened to receive first (offline order is arbitrary there too).
-        end = bisect_left(times, t)
-        customer = [amounts[bisect_right(times, low, 0, end) : end] for low in customer_lows(t)]
-        return feature_row(float(amount), timestamp, customer, terminal)
+        return feature_row(float(amount), timestamp, customer_windows(times, amounts, t), terminal)
 
     def observe(
         self, transaction_id: str, customer_id: str, terminal_id: str, amount: float, timestamp: datetime, trim: bool = True
@@ -128,9 +132,9 @@ class FeatureState:
         see (`trim`), so that an observation whose write then fails can be undone exactly (`forget`)."""
         t = timestamp.timestamp()
         times, amounts = self.customers.setdefault(customer_id, ([], []))
-        _insert(times, amounts, t, float(amount))
+        insert_in_time_order(times, amounts, t, float(amount))
         times, ids = self.terminals.setdefault(terminal_id, ([], []))
-        _insert(times, ids, t, transaction_id)
+        insert_in_time_order(times, ids, t, transaction_id)
         if trim:
             self.trim(customer_id, terminal_id, t)
 

@@ -9,7 +9,9 @@ implementations; both compute rows with `fraud.features.feature_row`, the traini
   its entities in one server-side script, which Redis runs atomically: two replicas scoring the same
   customer at the same moment both land, in some order, and neither update is lost. Keys expire after
   the history window without traffic; a restart needs no warm-up (an empty Redis is seeded from the
-  prediction log once).
+  prediction log once). Each replica keeps a near cache of customer histories, checked against a
+  version in Redis on every read, so a customer's 30 days of amounts cross the network only when
+  another replica changed them (customer_cache.py).
 
 A batch is observed provisionally (a transaction sees the earlier ones of its batch) and forgotten
 if its write to the prediction log fails: the feature history holds what was committed.
@@ -25,15 +27,14 @@ from typing import Any, Protocol
 
 from ecosystem_assets.fraud.features import (
     CUSTOMER_KEEP_S,
-    CUSTOMER_WINDOWS,
     HISTORY_KEEP_S,
     TERMINAL_KEEP_S,
     TERMINAL_WINDOWS,
     FeatureState,
-    customer_lows,
     feature_row,
     terminal_bounds,
 )
+from ecosystem_assets.serving.customer_cache import CustomerCache
 from ecosystem_assets.serving.store import StoreUnavailable
 
 
@@ -179,35 +180,51 @@ class InProcessFeatures:
 
 
 # One script call per micro-batch (Redis runs a script atomically). KEYS[1] is the newest-time key,
-# then per transaction its customer, terminal and terminal-fraud sorted sets. ARGV: the keys' time
-# to live (ms), the numbers of customer and terminal windows, then per transaction its id, customer
-# member ("amount|id"), time, the customer and terminal trim bounds, the terminal windows' end, the
-# customer windows' lows (longest last) and the terminal windows' lows. Bounds come from Python as
-# exact decimal strings ("(" = exclusive): Lua's own number-to-string conversion keeps 14 digits.
-# Per transaction it returns the counts of the shorter customer windows, the longest one's members
-# in time order (the shorter windows are its tail), per terminal window its transactions and
-# frauds, and whether the two members were new (only those are removed when a batch is forgotten;
-# NX: a transaction sent again with another time never moves the stored one).
+# KEYS[2] the version counter, then per transaction its customer set, the customer's version key,
+# the terminal set and the terminal-fraud set. ARGV: the keys' time to live (ms), the number of
+# terminal windows, the counter's random seed, then per transaction its id, customer member
+# ("amount|id"), time, the customer and terminal trim bounds, the terminal windows' end, the version
+# of the customer cached in this replica ("" for none; customer_cache.py) and the terminal windows'
+# lows. Bounds come from Python as exact decimal strings ("(" = exclusive): Lua's own
+# number-to-string conversion keeps 14 digits.
+# Per transaction it returns the customer's whole set (member, score, …) when the cached version is
+# not the set's (else false), the set's version after this transaction, per terminal window its
+# transactions and frauds, and whether the two members were new (only those are removed when a
+# batch is forgotten; NX: a transaction sent again with another time never moves the stored one).
+# A later transaction of the same customer in the batch is checked against the version the earlier
+# one left: the replica applies the results in order. Versions are the counter's values, seeded at
+# random when the counter is (re)created (INCR answers 1), and under 1e14 (exact in tostring).
 _OBSERVE = """
-local ttl, nc, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local per = 6 + nc + nt
+local ttl, nt, seed = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local per = 7 + nt
 local newest = redis.call('GET', KEYS[1])
-local out = {}
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local ck, tk, fk = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+local out, known = {}, {}
+for i = 0, (#KEYS - 2) / 4 - 1 do
+  local ck, vk, tk, fk = KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i], KEYS[6 + 4 * i]
   local a = 4 + per * i
   local id, member, t, ctrim, ttrim, high = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local row = {}
-  for w = 1, nc - 1 do row[w] = redis.call('ZCOUNT', ck, '(' .. ARGV[a + 5 + w], '(' .. t) end
-  row[nc] = redis.call('ZRANGEBYSCORE', ck, '(' .. ARGV[a + 5 + nc], '(' .. t)
+  local version, expect = known[ck], known[ck]
+  if not version then version, expect = redis.call('GET', vk) or '', ARGV[a + 6] end
+  local row = {false}
+  if version == '' or version ~= expect then row[1] = redis.call('ZRANGE', ck, 0, -1, 'WITHSCORES') end
   for w = 1, nt do
-    local low = ARGV[a + 5 + nc + w]
-    row[nc + 2 * w - 1] = redis.call('ZCOUNT', tk, low, '(' .. high)
-    row[nc + 2 * w] = redis.call('ZCOUNT', fk, low, '(' .. high)
+    local low = ARGV[a + 6 + w]
+    row[1 + 2 * w] = redis.call('ZCOUNT', tk, low, '(' .. high)
+    row[2 + 2 * w] = redis.call('ZCOUNT', fk, low, '(' .. high)
   end
-  row[nc + 2 * nt + 1] = redis.call('ZADD', ck, 'NX', t, member)
-  row[nc + 2 * nt + 2] = redis.call('ZADD', tk, 'NX', t, id)
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim)
+  local added = redis.call('ZADD', ck, 'NX', t, member)
+  if added + redis.call('ZREMRANGEBYSCORE', ck, '-inf', ctrim) > 0 or version == '' then
+    local n = redis.call('INCR', KEYS[2])
+    if n == 1 then n = redis.call('INCRBY', KEYS[2], seed) end
+    version = tostring(n)
+    redis.call('SET', vk, version, 'PX', ttl)
+  else
+    redis.call('PEXPIRE', vk, ttl)
+  end
+  known[ck] = version
+  row[2] = version
+  row[2 * nt + 3] = added
+  row[2 * nt + 4] = redis.call('ZADD', tk, 'NX', t, id)
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. ttrim)
   redis.call('PEXPIRE', ck, ttl)
   redis.call('PEXPIRE', tk, ttl)
@@ -243,12 +260,16 @@ return 0
 class RedisFeatures:
     """The state in Redis/Valkey, shared by every replica (module docstring). Keys under ``prefix``:
     ``c:<customer>`` (customer transactions: member "amount|transaction_id", score = time),
+    ``v:<customer>`` (that set's version, for the replicas' near caches: customer_cache.py),
     ``t:<terminal>`` (terminal transactions: member transaction_id), ``f:<terminal>`` (its fraud
-    labels), ``newest``. One logical database, not Redis Cluster (a batch's keys span hash slots)."""
+    labels), ``newest``, ``versions`` (the version counter). One logical database, not Redis Cluster
+    (a batch's keys span hash slots)."""
 
     BATCH = 512  # transactions per script call when loading history: bounds the time Redis is busy
 
-    def __init__(self, url: str, prefix: str = "fraud:v1:", timeout_s: float = 2.0):
+    def __init__(self, url: str, prefix: str = "fraud:v1:", timeout_s: float = 2.0, cached_customers: int = 20_000):
+        import secrets
+
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
@@ -268,6 +289,8 @@ class RedisFeatures:
         self._observe = self.client.register_script(_OBSERVE)
         self._label = self.client.register_script(_LABEL)
         self._ttl_ms = str(int(HISTORY_KEEP_S * 1000))
+        self._seed = str(secrets.randbelow(2**40) + 1)  # where the version counter restarts (script)
+        self.cache = CustomerCache(cached_customers)
         self.newest_seen: float | None = None
 
     @property
@@ -288,6 +311,10 @@ class RedisFeatures:
         """The customer's key and this transaction's member in it."""
         return f"{self.prefix}c:{tx.customer_id}", f"{tx.amount!r}|{tx.transaction_id}"
 
+    def _version(self, tx: Transaction) -> str:
+        """The key of the version of the customer's set."""
+        return f"{self.prefix}v:{tx.customer_id}"
+
     def _terminal(self, terminal_id: str) -> list[str]:
         """The terminal's transaction key and fraud-label key."""
         return [f"{self.prefix}t:{terminal_id}", f"{self.prefix}f:{terminal_id}"]
@@ -303,13 +330,13 @@ class RedisFeatures:
     def observe(self, txs: Sequence[Transaction]) -> tuple[list[list[float]], Any]:
         if not txs:
             return [], []
-        nc, nt = len(CUSTOMER_WINDOWS), len(TERMINAL_WINDOWS)
-        keys, args = [self.prefix + "newest"], [self._ttl_ms, str(nc), str(nt)]
+        nt = len(TERMINAL_WINDOWS)
+        keys, args = [self.prefix + "newest", self.prefix + "versions"], [self._ttl_ms, str(nt), self._seed]
         for tx in txs:
             t = tx.timestamp.timestamp()
             terminal = terminal_bounds(t)
             customer_key, member = self._customer(tx)
-            keys += [customer_key, *self._terminal(tx.terminal_id)]
+            keys += [customer_key, self._version(tx), *self._terminal(tx.terminal_id)]
             args += [
                 tx.transaction_id,
                 member,
@@ -317,7 +344,7 @@ class RedisFeatures:
                 repr(t - CUSTOMER_KEEP_S),
                 repr(t - TERMINAL_KEEP_S),
                 repr(terminal[0][1]),  # every terminal window ends at the same time
-                *map(repr, customer_lows(t)),
+                self.cache.version(customer_key),
                 *(repr(low) for low, _ in terminal),
             ]
         newest, results = self._call("observe", lambda: self._observe(keys=keys, args=args))
@@ -325,12 +352,16 @@ class RedisFeatures:
             self.newest_seen = float(newest)
         rows, added = [], []
         for tx, result in zip(txs, results, strict=True):
-            counts, members = result[: nc - 1], result[nc - 1]
-            longest = [float(member.partition("|")[0]) for member in members]
-            customer = [longest[len(longest) - count :] for count in counts] + [longest]
-            terminal_counts = [(result[nc + 2 * w], result[nc + 2 * w + 1]) for w in range(nt)]
+            customer_key = self._customer(tx)[0]
+            if result[0] is not None:  # not cached here, or changed since (by another replica, or forgotten)
+                self.cache.fill(customer_key, result[0])
+            t = tx.timestamp.timestamp()
+            customer = self.cache.windows(customer_key, t)
+            terminal_counts = [(result[2 * w], result[2 * w + 1]) for w in range(1, nt + 1)]
             rows.append(feature_row(tx.amount, tx.timestamp, customer, terminal_counts))
+            self.cache.add(customer_key, t, tx.amount, bool(result[-2]), t - CUSTOMER_KEEP_S, result[1])
             added.append((tx, bool(result[-2]), bool(result[-1])))
+        self.cache.shrink()
         return rows, added
 
     def forget(self, observed: Any, stored: Sequence[bool] = ()) -> None:
@@ -343,11 +374,14 @@ class RedisFeatures:
                         continue
                     if new_customer:
                         pipe.zrem(*self._customer(tx))
+                        pipe.delete(self._version(tx))  # every replica's cached copy is stale now
                     if new_terminal:
                         pipe.zrem(self._terminal(tx.terminal_id)[0], tx.transaction_id)
                 pipe.execute()
 
         if observed:
+            for tx, _, _ in observed:  # whatever happens below, this replica reads them again
+                self.cache.drop(self._customer(tx)[0])
             self._call("forget", remove)
 
     def keep(self, observed: Any) -> None:

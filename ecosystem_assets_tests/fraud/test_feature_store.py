@@ -24,7 +24,11 @@ T0 = datetime(2026, 8, 1, 12, tzinfo=UTC)
 
 
 def open_store(kind: str, request) -> InProcessFeatures | RedisFeatures:
-    return InProcessFeatures() if kind == "in-process" else RedisFeatures(request.getfixturevalue("redis_url"))
+    if kind == "in-process":
+        return InProcessFeatures()
+    # "redis, cache of 1": the replica's near cache holds one customer, so nearly every
+    # transaction reads its customer from Redis (customer_cache.py).
+    return RedisFeatures(request.getfixturevalue("redis_url"), cached_customers=1 if kind == "redis, cache of 1" else 20_000)
 
 
 def stream(first, last) -> list[dict]:
@@ -51,7 +55,7 @@ def score_in_batches(store, records: list[dict], batch: int) -> np.ndarray:
     return np.array(rows)
 
 
-@pytest.mark.parametrize("kind", ["in-process", "redis"])
+@pytest.mark.parametrize("kind", ["in-process", "redis", "redis, cache of 1"])
 def test_online_rows_equal_the_training_table_exactly(kind, request):
     records = stream(DRIFT - timedelta(days=HISTORY_DAYS + 3), DRIFT - timedelta(days=1))
     store = open_store(kind, request)
@@ -118,11 +122,65 @@ def test_forget_undoes_only_what_the_batch_added(kind, request):
     assert row["customer_nb_tx_1d"] == 2 and row["customer_mean_amount_1d"] == 20.0  # x1 and the probe
 
 
+def customer_reads(store: RedisFeatures) -> int:
+    """How many times Redis has sent a customer's whole set (the observe script's ZRANGE)."""
+    return int(store.client.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
+
+
+def test_a_replica_reads_a_customer_again_only_after_someone_else_changed_it(request):
+    url = request.getfixturevalue("redis_url")
+    a, b = RedisFeatures(url), RedisFeatures(url)
+    a.client.config_resetstat()
+
+    def observe(store: RedisFeatures, n: int, customer: str = "C1") -> float:
+        rows, observed = store.observe([Transaction(f"x{n}", customer, "T1", 10.0 * n, T0 + timedelta(minutes=n))])
+        store.keep(observed)
+        return rows[0][FEATURES.index("customer_nb_tx_1d")]
+
+    assert observe(a, 1) == 1 and customer_reads(a) == 1  # a new customer: its (empty) set read once
+    assert observe(a, 2) == 2 and observe(a, 3) == 3 and customer_reads(a) == 1  # a's own changes: cached
+    assert observe(b, 4) == 4 and customer_reads(a) == 2  # b had never seen C1
+    assert observe(a, 5) == 5 and customer_reads(a) == 3  # b changed C1: a reads it again, and sees x4
+    assert observe(a, 6, "C2") == 1 and customer_reads(a) == 4
+    # A forgotten batch changes the set behind everyone's cache: the next reader reads it whole.
+    _, observed = b.observe([Transaction("x7", "C1", "T1", 70.0, T0 + timedelta(minutes=7))])
+    b.forget(observed)
+    assert observe(a, 8) == 6 and customer_reads(a) == 6  # b's read for x7, a's after the undo
+
+
+def test_versions_never_repeat_even_after_redis_is_emptied(request):
+    """A replica caching C1 must not mistake a new C1 (after the keys expired, or a flushed Redis)
+    for the one it cached: versions restart at a random point, not at 1."""
+    url = request.getfixturevalue("redis_url")
+    a, b = RedisFeatures(url), RedisFeatures(url)
+    a.keep(a.observe([Transaction("x1", "C1", "T1", 10.0, T0)])[1])
+    a.client.flushdb()
+    b.keep(b.observe([Transaction("x2", "C1", "T1", 20.0, T0 + timedelta(minutes=1))])[1])
+    rows, _ = a.observe([Transaction("x3", "C1", "T1", 30.0, T0 + timedelta(minutes=2))])
+    row = dict(zip(FEATURES, rows[0], strict=True))
+    assert row["customer_nb_tx_1d"] == 2 and row["customer_mean_amount_1d"] == 25.0  # x2 and x3, not x1
+
+
+def test_the_near_cache_keeps_the_most_recently_used_customers():
+    from ecosystem_assets.serving.customer_cache import CustomerCache
+
+    cache = CustomerCache(max_customers=2)
+    for key in ("c:1", "c:2"):
+        cache.fill(key, ["10.0|x", "100.0"])
+        cache.add(key, 200.0, 5.0, True, 0.0, "7")
+    cache.windows("c:1", 300.0)  # c:1 used last: c:2 goes first
+    cache.fill("c:3", [])
+    cache.shrink()
+    assert len(cache) == 2 and cache.version("c:2") == "" and cache.version("c:1") == "7"
+    cache.add("c:3", 1.0, 1.0, True, 0.0, "9")
+    assert cache.windows("c:3", 2.0)[0] == [1.0]
+
+
 def test_redis_keys_expire_after_the_history_window(request):
     store = RedisFeatures(request.getfixturevalue("redis_url"))
     store.keep(store.observe([Transaction("x1", "C1", "T1", 10.0, T0)])[1])
     store.label([Label("x1", "T1", T0.timestamp(), True)])
-    for key in ("fraud:v1:c:C1", "fraud:v1:t:T1", "fraud:v1:f:T1", "fraud:v1:newest"):
+    for key in ("fraud:v1:c:C1", "fraud:v1:v:C1", "fraud:v1:t:T1", "fraud:v1:f:T1", "fraud:v1:newest"):
         ttl_ms = store.client.pttl(key)
         assert HISTORY_KEEP_S * 1000 - 60_000 < ttl_ms <= HISTORY_KEEP_S * 1000, (key, ttl_ms)
     # Old entries leave a key as newer transactions (and, for fraud labels, newer labels) arrive:
