@@ -11,8 +11,10 @@ an expired key) makes the versions differ and the entry is read again whole.
 
 Versions come from one counter that is never reset while Redis keeps it, seeded at random when it
 is (re)created: a version never repeats for a key, even after the key expired or Redis was emptied.
-Measured (bench/fraud_service.py, Redis mode; the closing notes of issue 11): see the README's
-"How the service scales".
+Measured per micro-batch of 8 on Redis 8.2: 1.83 → 1.07 ms wall, script 0.78 → 0.39 ms; the
+service's throughput in bench/fraud_service.py's Redis mode went from 0.34 to 0.43 of a bare
+endpoint's. With several replicas a customer's set is read again whenever another replica wrote
+it last (two replicas taking turns on every customer: 1.43 ms), which is still less than before.
 """
 
 from __future__ import annotations
