@@ -74,6 +74,11 @@ def deployment(name: str) -> dict[str, Any]:
     return found
 
 
+def network_policy(name: str) -> dict[str, Any]:
+    (found,) = [d for d in by_kind("NetworkPolicy") if d["metadata"]["name"] == name]
+    return found
+
+
 def values() -> dict[str, Any]:
     return yaml.safe_load(VALUES.read_text())
 
@@ -174,7 +179,8 @@ def test_strict_check_catches_typos():
     assert any("containerport: not a field of V1ContainerPort" in e for e in errors)
     assert any("replicas: '1' is not int" in e for e in errors)
     # The same for the policy kinds.
-    pdb, hpa, policy = (copy.deepcopy(one_of_kind(kind)) for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"))
+    pdb, hpa = (copy.deepcopy(one_of_kind(kind)) for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"))
+    policy = copy.deepcopy(network_policy("fraud-service"))
     pdb["spec"]["minAvailible"] = pdb["spec"].pop("minAvailable")
     target = hpa["spec"]["metrics"][0]["resource"]["target"]
     target["averageUtilisation"] = target.pop("averageUtilization")
@@ -384,7 +390,7 @@ def namespace(name: str, **labels: str) -> dict[str, str]:
 
 
 def test_network_policy_admits_only_the_service_port_from_known_callers():
-    policy = one_of_kind("NetworkPolicy")
+    policy = network_policy("fraud-service")
     assert policy["spec"]["podSelector"] == deployment("fraud-service")["spec"]["selector"]
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     # Every ingress rule is port 8000/TCP: the container port behind the Service.
@@ -408,7 +414,7 @@ def test_network_policy_admits_only_the_service_port_from_known_callers():
 
 
 def test_network_policy_lets_the_service_reach_dns_mlflow_postgres_and_redis_only():
-    policy = one_of_kind("NetworkPolicy")
+    policy = network_policy("fraud-service")
     egress = policy["spec"]["egress"]
     assert all(rule.get("to") and rule.get("ports") for rule in egress)  # no allow-all rule
     ports = {(p.get("protocol", "TCP"), p["port"]) for rule in egress for p in rule["ports"]}
@@ -433,6 +439,40 @@ def test_network_policy_lets_the_service_reach_dns_mlflow_postgres_and_redis_onl
     secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind("Secret")}
     assert ":5432/" in secrets["fraud-db"]["FRAUD_DB_URL"] and ":6379/" in secrets["fraud-feature-store"]["FRAUD_FEATURE_STORE_URL"]
     assert "--serve-artifacts" in deployment("mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_mlflow_admits_this_namespace_only_and_reaches_dns_postgres_and_https_only():
+    policy = network_policy("mlflow")
+    assert policy["spec"]["podSelector"] == deployment("mlflow")["spec"]["selector"]
+    (mlflow_port,) = deployment("mlflow")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    port = mlflow_port["containerPort"]
+    dagster_run = {"namespace": namespace(NAMESPACE), "pod": {"dagster/job": "fraud_retrain_job"}}
+    fraud_service = {"namespace": namespace(NAMESPACE), "pod": pod_labels("fraud-service")}
+    assert allowed(policy, "ingress", dagster_run, port) and allowed(policy, "ingress", fraud_service, port)
+    assert not allowed(policy, "ingress", dagster_run, 5432)
+    assert not allowed(
+        policy, "ingress", {"namespace": namespace("payments", **{"ecosystem-assets/fraud-client": "true"}), "pod": {}}, port
+    )
+    assert not allowed(policy, "ingress", {"ip": "10.40.20.7"}, port)
+
+    coredns = {"namespace": namespace("kube-system"), "pod": {"k8s-app": "kube-dns"}}
+    assert allowed(policy, "egress", coredns, 53, "UDP") and allowed(policy, "egress", {"ip": "10.40.17.4"}, 5432)
+    assert allowed(policy, "egress", {"ip": "52.216.0.10"}, 443)  # S3 (the artifact store) and STS (IRSA)
+    assert not allowed(policy, "egress", {"ip": "52.216.0.10"}, 5432)  # Postgres only inside the VPC
+    assert not allowed(policy, "egress", {"ip": "10.40.33.9"}, 6379)  # not the feature store
+    assert not allowed(policy, "egress", {"ip": "8.8.8.8"}, 80)
+
+
+def test_the_mlflow_users_job_reaches_mlflow_only_and_admits_nothing():
+    policy = network_policy("mlflow-users")
+    (job,) = [j for j in by_kind("Job") if j["metadata"]["name"] == "mlflow-users"]
+    assert selects(policy["spec"]["podSelector"], job["spec"]["template"]["metadata"]["labels"])
+    assert "Ingress" in policy["spec"]["policyTypes"] and not policy["spec"].get("ingress")  # no rule: nothing admitted
+    mlflow = {"namespace": namespace(NAMESPACE), "pod": pod_labels("mlflow")}
+    assert allowed(policy, "egress", mlflow, 5000)
+    assert allowed(policy, "egress", {"namespace": namespace("kube-system"), "pod": {"k8s-app": "kube-dns"}}, 53, "UDP")
+    assert not allowed(policy, "egress", {"ip": "10.40.17.4"}, 5432)
+    assert not allowed(policy, "egress", {"ip": "52.216.0.10"}, 443)
 
 
 def test_services_select_pods_and_named_ports():
