@@ -15,7 +15,7 @@ installed() { "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.ver
 if [[ "$(installed)" != "$CHECKOV_VERSION" ]]; then
   echo "installing checkov $CHECKOV_VERSION into $VENV" >&2
   test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
-  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-compile "checkov==$CHECKOV_VERSION" >"$VENV/install.log" 2>&1; then
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "checkov==$CHECKOV_VERSION" >"$VENV/install.log" 2>&1; then
     tail -n 40 "$VENV/install.log" >&2
     exit 1
   fi
