@@ -77,6 +77,15 @@ def customer_windows(times: list[float], amounts: list[float], t: float) -> list
     return [amounts[bisect_right(times, low, 0, end) : end] for low in customer_lows(t)]
 
 
+def trim_customer(times: list[float], amounts: list[float], t: float) -> None:
+    """Drop from a customer's history (in time order) what no customer window of a transaction at
+    ``t`` or later can see: everything at or before t − CUSTOMER_KEEP_S (the Redis script trims the
+    same, inclusive bound)."""
+    drop = bisect_right(times, t - CUSTOMER_KEEP_S)
+    if drop:
+        del times[:drop], amounts[:drop]
+
+
 def terminal_bounds(t: float) -> list[tuple[float, float]]:
     """The terminal windows of a transaction at ``t``, as [low, high): they end LABEL_DELAY_DAYS
     before it (labels of the last 7 days are not known yet)."""
@@ -141,9 +150,7 @@ class FeatureState:
     def trim(self, customer_id: str, terminal_id: str, t: float) -> None:
         """Drop the entity histories' entries that no window of a transaction at ``t`` can see."""
         times, amounts = self.customers.get(customer_id, _EMPTY)
-        drop = bisect_right(times, t - CUSTOMER_KEEP_S)
-        if drop:
-            del times[:drop], amounts[:drop]
+        trim_customer(times, amounts, t)
         times, ids = self.terminals.get(terminal_id, _EMPTY)
         drop = bisect_left(times, t - TERMINAL_KEEP_S)
         if drop:

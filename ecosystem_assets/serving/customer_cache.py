@@ -19,23 +19,30 @@ it last (two replicas taking turns on every customer: 1.43 ms), which is still l
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from dataclasses import dataclass
 
-from ecosystem_assets.fraud.features import customer_windows, insert_in_time_order
+from ecosystem_assets.fraud.features import customer_windows, insert_in_time_order, trim_customer
+
+
+@dataclass(slots=True)
+class _Entry:
+    version: str  # the version of the customer's set in Redis that these lists equal
+    times: list[float]  # in time order
+    amounts: list[float]
 
 
 class CustomerCache:
-    """Customer key → [version, times, amounts], least recently used dropped beyond ``max_customers``
-    (an entry is a few KB: two float lists of the customer's last 30 days)."""
+    """Customer key → its history as Redis holds it, least recently used dropped beyond
+    ``max_customers`` (an entry is a few KB: two float lists of the customer's last 30 days)."""
 
     def __init__(self, max_customers: int = 20_000):
         self.max_customers = max_customers
-        self._entries: dict[str, list] = {}  # insertion order = recency (a hit re-inserts)
+        self._entries: dict[str, _Entry] = {}  # insertion order = recency (a hit re-inserts)
 
     def version(self, key: str) -> str:
         """The cached version, "" when the customer is not cached (no version is empty)."""
         entry = self._entries.get(key)
-        return "" if entry is None else entry[0]
+        return "" if entry is None else entry.version
 
     def fill(self, key: str, members_with_scores: list[str]) -> None:
         """The customer's whole set as Redis returned it (ZRANGE … WITHSCORES: member, score, …, in
@@ -43,25 +50,23 @@ class CustomerCache:
         times = [float(score) for score in members_with_scores[1::2]]
         amounts = [float(member.partition("|")[0]) for member in members_with_scores[0::2]]
         self._entries.pop(key, None)
-        self._entries[key] = ["", times, amounts]
+        self._entries[key] = _Entry("", times, amounts)
 
     def windows(self, key: str, t: float) -> list[list[float]]:
         """The amounts in each customer window of a transaction at ``t`` (features.customer_windows)."""
         entry = self._entries.pop(key)  # KeyError: the caller did not fill a missing customer
         self._entries[key] = entry
-        return customer_windows(entry[1], entry[2], t)
+        return customer_windows(entry.times, entry.amounts, t)
 
-    def add(self, key: str, t: float, amount: float, added: bool, trim_to: float, version: str) -> None:
-        """Apply what the script did to the customer's set: the member added (unless it was there
-        already), then everything at or before ``trim_to`` dropped; the set now has ``version``."""
+    def add(self, key: str, t: float, amount: float, added: bool, version: str) -> None:
+        """Apply what the script did to the customer's set for a transaction at ``t``: the member
+        added (unless it was there already), then the history trimmed (features.trim_customer, the
+        script's bound); the set now has ``version``."""
         entry = self._entries[key]
-        times, amounts = entry[1], entry[2]
         if added:
-            insert_in_time_order(times, amounts, t, amount)
-        drop = bisect_right(times, trim_to)
-        if drop:
-            del times[:drop], amounts[:drop]
-        entry[0] = version
+            insert_in_time_order(entry.times, entry.amounts, t, amount)
+        trim_customer(entry.times, entry.amounts, t)
+        entry.version = version
 
     def shrink(self) -> None:
         """Drop the least recently used entries beyond ``max_customers``; only between batches: the

@@ -332,10 +332,13 @@ class RedisFeatures:
             return [], []
         nt = len(TERMINAL_WINDOWS)
         keys, args = [self.prefix + "newest", self.prefix + "versions"], [self._ttl_ms, str(nt), self._seed]
+        customer_keys, times = [], []  # per transaction, for reading the results
         for tx in txs:
             t = tx.timestamp.timestamp()
             terminal = terminal_bounds(t)
             customer_key, member = self._customer(tx)
+            customer_keys.append(customer_key)
+            times.append(t)
             keys += [customer_key, self._version(tx), *self._terminal(tx.terminal_id)]
             args += [
                 tx.transaction_id,
@@ -351,15 +354,13 @@ class RedisFeatures:
         if newest is not None:
             self.newest_seen = float(newest)
         rows, added = [], []
-        for tx, result in zip(txs, results, strict=True):
-            customer_key = self._customer(tx)[0]
+        for tx, customer_key, t, result in zip(txs, customer_keys, times, results, strict=True):
             if result[0] is not None:  # not cached here, or changed since (by another replica, or forgotten)
                 self.cache.fill(customer_key, result[0])
-            t = tx.timestamp.timestamp()
             customer = self.cache.windows(customer_key, t)
             terminal_counts = [(result[2 * w], result[2 * w + 1]) for w in range(1, nt + 1)]
             rows.append(feature_row(tx.amount, tx.timestamp, customer, terminal_counts))
-            self.cache.add(customer_key, t, tx.amount, bool(result[-2]), t - CUSTOMER_KEEP_S, result[1])
+            self.cache.add(customer_key, t, tx.amount, bool(result[-2]), result[1])
             added.append((tx, bool(result[-2]), bool(result[-1])))
         self.cache.shrink()
         return rows, added

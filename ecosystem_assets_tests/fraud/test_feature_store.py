@@ -167,12 +167,12 @@ def test_the_near_cache_keeps_the_most_recently_used_customers():
     cache = CustomerCache(max_customers=2)
     for key in ("c:1", "c:2"):
         cache.fill(key, ["10.0|x", "100.0"])
-        cache.add(key, 200.0, 5.0, True, 0.0, "7")
+        cache.add(key, 200.0, 5.0, True, "7")
     cache.windows("c:1", 300.0)  # c:1 used last: c:2 goes first
     cache.fill("c:3", [])
     cache.shrink()
     assert len(cache) == 2 and cache.version("c:2") == "" and cache.version("c:1") == "7"
-    cache.add("c:3", 1.0, 1.0, True, 0.0, "9")
+    cache.add("c:3", 1.0, 1.0, True, "9")
     assert cache.windows("c:3", 2.0)[0] == [1.0]
 
 
