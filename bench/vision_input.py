@@ -308,14 +308,21 @@ def train_timed(classes: int, epochs: int, epoch_batches: Callable[[int], Any]) 
     return timed
 
 
-def stream_epochs(storage_url: str, index: Any, epochs: int, loader_workers: int) -> Timed:
-    """``epochs`` of the train split streamed from the shards, fresh temporary cache."""
+def stream_epochs(storage_url: str, index: Any, epochs: int, loader_workers: int, start: str | None = "forkserver") -> Timed:
+    """``epochs`` of the train split streamed from the shards, fresh temporary cache; ``start``: how
+    loader workers start (the trainer's fork server by default)."""
     from ecosystem_assets.vision import shards
 
     preprocess = shards.Preprocess(IMAGE_SIZE, COLOR_MODE, index.classes, augment=True)
     with tempfile.TemporaryDirectory(prefix="bench-shard-cache-") as cache:
         reader = shards.Reader(
-            storage_url, index, BATCH_SIZE, loader_workers=loader_workers, cache_dir=cache, cache_bytes=cache_bytes(index)
+            storage_url,
+            index,
+            BATCH_SIZE,
+            loader_workers=loader_workers,
+            cache_dir=cache,
+            cache_bytes=cache_bytes(index),
+            multiprocessing_context=start,
         )
         return train_timed(
             len(index.classes), epochs, lambda e: reader.batches("train", preprocess, epoch=e, shuffle=True, equal_steps=True)
@@ -392,7 +399,10 @@ def rss_child(spec: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     index = shards.read_index(open_store(spec["storage_url"]), spec["index_key"])
-    timed = stream_epochs(spec["storage_url"], index, 1, spec["loader_workers"])
+    # Workers forked from this process (not the trainer's fork server, whose children this process
+    # never waits for): RUSAGE_CHILDREN then covers them, and pages shared with the trainer count in
+    # both, so the sum stays an upper bound.
+    timed = stream_epochs(spec["storage_url"], index, 1, spec["loader_workers"], start=None)
     gc.collect()  # the epoch's DataLoader is gone and its workers joined: RUSAGE_CHILDREN covers them
     if multiprocessing.active_children():
         raise RuntimeError(f"loader workers still running: {multiprocessing.active_children()}")

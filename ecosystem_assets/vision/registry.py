@@ -62,16 +62,16 @@ def version_tags(classes: list[str], image_size: int, color_mode: str, dataset_v
     return {"classes": json.dumps(classes), "image_size": str(image_size), "color_mode": color_mode, "dataset_version": dataset_version}
 
 
-# Evaluation runs inside the Dagster run's process, which has threads: loader workers are started
-# by a fork server rather than forked from it.
-EVAL_BATCH, EVAL_WORKERS, EVAL_CONTEXT = 256, 2, "forkserver"
+# Evaluation runs inside the Dagster run's process, which has threads: the Reader's loader workers
+# start from a fork server (shards.start_method), not forked from it.
+EVAL_BATCH, EVAL_WORKERS = 256, 2
 
 
 def test_batches(store: Any, index: Any, classes: list[str], image_size: int, color_mode: str, split: str = "test") -> Any:
     """The ``split`` shards of ``index`` streamed as (x, y) batches with a model's own preprocessing."""
     from ecosystem_assets.vision.shards import Preprocess, Reader
 
-    reader = Reader(store.url, index, EVAL_BATCH, EVAL_WORKERS, multiprocessing_context=EVAL_CONTEXT)
+    reader = Reader(store.url, index, EVAL_BATCH, EVAL_WORKERS)
     return reader.batches(split, Preprocess(image_size, color_mode, tuple(classes)))
 
 

@@ -24,6 +24,7 @@ Plain Python, no Dagster; webdataset, numpy, PIL and torch are imported inside f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ecosystem_assets.storage import LocalStore, StorageError, Store, open_store
 
@@ -289,8 +290,15 @@ class ShardOpener:
         self.storage_url, self.sizes, self.cache_dir, self.cache_bytes = storage_url, sizes, cache_dir, cache_bytes
         self._store: Store | None = None
 
-    def __getstate__(self) -> dict[str, Any]:  # workers open their own store (an S3 client is per process)
-        return {**self.__dict__, "_store": None}
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers open their own store (an S3 client is per process), with the AWS settings the
+        # reading process has now: a fork server's workers inherit the server's environment, which
+        # may be older.
+        return {**self.__dict__, "_store": None, "_aws_env": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        os.environ.update(state.pop("_aws_env", {}))
+        self.__dict__.update(state)
 
     @property
     def store(self) -> Store:
@@ -301,9 +309,8 @@ class ShardOpener:
     def __call__(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
         for shard in shards:  # {"url": key}, from wds.SimpleShardList
             key = shard["url"]
-            path = self.local_path(key)
             try:
-                stream = open(path, "rb")  # noqa: SIM115 — closed below, once the tar reader is done with it
+                stream = self.open_shard(key)
             except FileNotFoundError:
                 raise ShardError(f"shard {self.store.uri(key)} is missing: re-materialize image_shards") from None
             size = os.fstat(stream.fileno()).st_size
@@ -318,32 +325,44 @@ class ShardOpener:
             finally:
                 stream.close()
 
-    def local_path(self, key: str) -> Path:
+    def open_shard(self, key: str) -> BinaryIO:
+        """The shard opened for reading: in place from a local store, else from the cache (copied
+        there first when missing or of the wrong size). It is opened before the cache is trimmed, so
+        a trim by this or another worker cannot take it away (an open file stays readable)."""
         store = self.store
         if isinstance(store, LocalStore):
-            return store.path(key)
+            return open(store.path(key), "rb")
         from webdataset.cache import LRUCleanup
 
         from ecosystem_assets.vision.sources import open_object
 
         root = Path(self.cache_dir or Path(tempfile.gettempdir()) / "ecosystem-assets-shards")
         path = root / hashlib.sha256(store.uri(key).encode()).hexdigest()[:32]
-        if path.exists() and path.stat().st_size == self.sizes[key]:
-            os.utime(path)  # recently used: trimmed last
-            return path
+        with contextlib.suppress(FileNotFoundError):
+            cached = open(path, "rb")  # noqa: SIM115 — returned, or closed right below
+            if os.fstat(cached.fileno()).st_size == self.sizes[key]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)  # recently used: trimmed last
+                return cached
+            cached.close()
+        # Partial downloads live beside the cache, not in it: a trim walks the whole cache folder and
+        # would delete another worker's download in progress.
+        partial = root.with_name(root.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
         root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".download-")
+        fd, tmp = tempfile.mkstemp(dir=partial, prefix="download-")
         try:
             with os.fdopen(fd, "wb") as out, open_object(store, key) as (chunks, _):
                 for chunk in chunks:
                     out.write(chunk)
             os.replace(tmp, path)
+            stream = open(path, "rb")  # noqa: SIM115 — the caller closes it
         except StorageError as exc:
             raise ShardError(f"cannot read shard: {exc}") from None
         finally:
             Path(tmp).unlink(missing_ok=True)
         LRUCleanup(str(root), self.cache_bytes, interval=None).cleanup()
-        return path
+        return stream
 
 
 class _Samples:
@@ -393,6 +412,25 @@ class _Collate:
         return torch.from_numpy(batch), torch.tensor([y for _, y in samples], dtype=torch.int64)
 
 
+# A worker that sends no batch for this long fails the step ("DataLoader timed out after … seconds")
+# instead of leaving the rank, and the Dagster run, waiting forever.
+LOADER_TIMEOUT_S = 600
+
+
+def start_method(context: str | None) -> str | None:
+    """How DataLoader workers start. "forkserver" (the default): every training and evaluation
+    process has threads (gloo, Dagster Pipes, the last epoch's loader queues), and on CPython 3.11 a
+    fork taken while another thread holds the runtime's thread-state lock leaves the child blocked
+    in PyOS_AfterFork_Child forever (seen: a rank waited 12 min on a worker stuck there). The fork
+    server is a fresh single-threaded process; it imports what the workers run once (preload), so
+    each epoch's workers start as cheaply as a fork of the rank would."""
+    if context == "forkserver":
+        import multiprocessing
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", "webdataset", "PIL.Image", __name__])
+    return context
+
+
 @dataclass(frozen=True)
 class Reader:
     """Where shards are read from and how: one per training or evaluation process."""
@@ -405,7 +443,7 @@ class Reader:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     pin_memory: bool = False
     shuffle_buffer: int = 1000
-    multiprocessing_context: str | None = None  # how loader workers start (None: fork, torch's default on Linux)
+    multiprocessing_context: str | None = "forkserver"  # how loader workers start: see start_method()
 
     def epoch(
         self,
@@ -450,7 +488,8 @@ class Reader:
             num_workers=self.loader_workers,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if self.loader_workers else None,
-            multiprocessing_context=self.multiprocessing_context if self.loader_workers else None,
+            multiprocessing_context=start_method(self.multiprocessing_context) if self.loader_workers else None,
+            timeout=LOADER_TIMEOUT_S if self.loader_workers else 0,
         )
         return loader, steps
 
