@@ -355,8 +355,10 @@ class ShardOpener:
             with os.fdopen(fd, "wb") as out, open_object(store, key) as (chunks, _):
                 for chunk in chunks:
                     out.write(chunk)
+            # Opened before the rename (same file after it): another worker's trim between the two
+            # cannot take it away.
+            stream = open(tmp, "rb")  # noqa: SIM115 — the caller closes it
             os.replace(tmp, path)
-            stream = open(path, "rb")  # noqa: SIM115 — the caller closes it
         except StorageError as exc:
             raise ShardError(f"cannot read shard: {exc}") from None
         finally:
