@@ -17,9 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from ecosystem_assets_tests import tools
 from ecosystem_assets_tests.deploy.test_manifest_schemas import K8S, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ SKIPS = {
 def scan(objects: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, Any]]:
     """checkov's failed checks over ``objects``, written as one multi-document file."""
     if not CHECKOV.exists():
-        pytest.skip(f"checkov is not installed at {CHECKOV}: `make infra-check` installs it (infra/check.sh)")
+        tools.missing(f"checkov is not installed at {CHECKOV}: `make infra-check` installs it (infra/check.sh)")
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     options = ["--framework", "kubernetes", "--skip-download", "--quiet", "--compact", "-o", "json", "--skip-check", ",".join(SKIPS)]

@@ -33,7 +33,6 @@ import copy
 import ipaddress
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+
+from ecosystem_assets_tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -1114,9 +1115,7 @@ def test_kustomization_lists_the_manifests_but_not_the_secrets():
 
 
 def test_kustomize_renders_the_objects_with_the_ecr_image():
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (it renders kustomizations offline)")
+    kubectl = tools.command("kubectl", "it renders the kustomization offline")
     result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     rendered = [d for d in yaml.safe_load_all(result.stdout) if d]

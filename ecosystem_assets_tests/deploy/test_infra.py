@@ -36,6 +36,8 @@ import pytest
 import yaml
 from hcl2 import SerializationOptions
 
+from ecosystem_assets_tests import tools
+
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 MODULE_INPUTS = Path(__file__).resolve().parent / "data" / "terraform-modules"
 # bucket => its module instance (the data buckets are one module block with for_each)
@@ -987,8 +989,6 @@ def test_readme_explains_apply_outputs_databases_modules_cost_and_teardown() -> 
 
 
 def test_terraform_fmt() -> None:
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform binary not on PATH: formatting is checked where it is installed")
+    terraform = tools.command("terraform", "`terraform fmt -check` checks infra/'s formatting")
     result = subprocess.run([terraform, "fmt", "-check", "-recursive", "-diff", str(INFRA)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

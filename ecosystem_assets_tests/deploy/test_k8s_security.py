@@ -19,13 +19,14 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from ecosystem_assets_tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -229,9 +230,7 @@ def test_irsa_roles_go_to_the_accounts_that_use_aws():
 
 
 def post_render(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (the post-renderer runs its kustomize)")
+    tools.command("kubectl", "the post-renderer runs its kustomize")
     result = subprocess.run(
         ["bash", str(POST_RENDER / "post-render.sh")], input=yaml.safe_dump_all(manifests), capture_output=True, text=True, timeout=60
     )

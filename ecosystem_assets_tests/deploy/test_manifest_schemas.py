@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ecosystem_assets_tests import tools
 from ecosystem_assets_tests.deploy.test_infra import INFRA, parsed
 
 ROOT = INFRA.parent
@@ -194,9 +195,7 @@ def _listed(directory: Path) -> set[str]:
 
 
 def test_the_python_renderer_agrees_with_kubectl() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed: the Python renderer is the one in use")
+    tools.command("kubectl", "the Python renderer is compared with kubectl's")
     by_kubectl = render(K8S)
     by_python = render_in_python(K8S)
     assert sorted(map(identity, by_python)) == sorted(map(identity, by_kubectl))

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ecosystem_assets_tests import tools
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 RULES = K8S / "prometheus-rules.yaml"
@@ -52,13 +54,10 @@ def alerting_rules() -> list[dict[str, Any]]:
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip(
-            "promtool not installed: the alert rule tests need it (Debian/Ubuntu: `apt-get install prometheus`; "
-            "`bash .ci/run` installs it when run as root)"
-        )
-    return found
+    return tools.command(
+        "promtool",
+        "the alert rule tests need it (Debian/Ubuntu: `apt-get install prometheus`; `bash .ci/run` installs it when run as root)",
+    )
 
 
 def target_labels() -> set[str]:
