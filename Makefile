@@ -12,7 +12,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 .PHONY: setup demo dev mlflow serve replay test lint infra-check lock bench clean
 
 # The install is uv's (pinned in the dev extra; pip only installs uv itself): the same versions as pip
-# resolves, in 83 s instead of 215 s on 2 cores (parallel downloads, installs and byte-compiling).
+# resolves, in 83 s instead of 215 s on 2 cores (parallel downloads, installs and byte-compiling). 83 s is the
+# install alone; inside `make test` it runs beside checkov's install and took 101 s (README).
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (set on the CI machines) Python never writes a .pyc
 # itself, so without it every test process compiled torch, mlflow and dagster again (pytest 1,704 s, not
 # 1,090). uv reads no pip.conf: pip's find-links (where a machine keeps wheels, e.g. torch's CPU build)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosystem_assets.storage import _UMASK, LocalStore, StorageError, open_store
+from ecosystem_assets.storage import LocalStore, StorageError, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 VERSIONS = b"ABCDEFGH"  # object version i is VERSIONS[i] repeated: a torn or mixed object shows
@@ -147,15 +147,17 @@ def test_a_writer_killed_mid_write_never_exposes_a_partial_object(kind, size, tm
     assert list(store.list_keys()) == ["big.bin"]  # the killed write's temp file is not a key
 
 
-def test_local_files_are_published_with_the_usual_modes(tmp_path):
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_local_files_are_published_with_the_usual_modes(tmp_path, umask, mode):
     """Readable by others under the usual umask (022): a file server or another user can read the
-    report; what the umask withholds stays withheld."""
-    store = LocalStore(tmp_path)
-    store.write_bytes("a/report.csv", b"x")
-    store.create_bytes("a/record.json", b"{}")
-    expected = 0o666 & ~_UMASK
-    assert {(tmp_path / "a" / name).stat().st_mode & 0o777 for name in ("report.csv", "record.json")} == {expected}
-    assert _UMASK != 0o022 or expected == 0o644
+    report; what the umask withholds (027) stays withheld. The store reads the umask at import, so
+    each runs in a process started under it."""
+    script = (
+        f"import os, sys; os.umask({umask:#o}); from ecosystem_assets.storage import LocalStore; "
+        "s = LocalStore(sys.argv[1]); s.write_bytes('a/report.csv', b'x'); s.create_bytes('a/record.json', b'{}')"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120)
+    assert {(tmp_path / "a" / name).stat().st_mode & 0o777 for name in ("report.csv", "record.json")} == {mode}
 
 
 def test_local_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):

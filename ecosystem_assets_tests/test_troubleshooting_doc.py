@@ -155,6 +155,8 @@ def selected_assets(defs: Any, selection: str) -> set[str]:
 def check_partitions(defs: Any, assets: set[str], keys: list[str]) -> None:
     import dagster as dg
 
+    # An unpartitioned job contributes no assets: a partition given for it would fail in the shell.
+    assert assets, f"partitions {keys} given for an unpartitioned job or selection"
     graph = defs.resolve_asset_graph()
     for asset in assets:
         partitions = graph.get(dg.AssetKey(asset)).partitions_def

@@ -75,6 +75,13 @@ def deployment(name: str) -> dict[str, Any]:
     return found
 
 
+def service_address(name: str) -> str:
+    """``host:port`` of the Service ``name`` inside the cluster, from its manifest (its one port)."""
+    (service,) = [d for d in by_kind("Service") if d["metadata"]["name"] == name]
+    (port,) = service["spec"]["ports"]
+    return f"{name}.{service['metadata']['namespace']}:{port['port']}"
+
+
 def network_policy(name: str) -> dict[str, Any]:
     (found,) = [d for d in by_kind("NetworkPolicy") if d["metadata"]["name"] == name]
     return found
@@ -274,7 +281,7 @@ def test_fraud_service_pod_serves_with_readyz_and_shared_state():
         "name": "fraud-feature-store",
         "key": "FRAUD_FEATURE_STORE_URL",
     }
-    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.ecosystem:5000"
+    assert env["MLFLOW_TRACKING_URI"]["value"] == f"http://{service_address('mlflow')}"
     # The hardening of the pod is unchanged.
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -514,7 +521,7 @@ def test_mlflow_server_options_exist_in_the_pinned_mlflow():
     assert "--serve-artifacts" in given
     assert "--artifacts-destination=s3://<ARTIFACT_BUCKET>/mlflow-artifacts" in container["args"]
     allowed = next(a for a in container["args"] if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
-    assert "mlflow.ecosystem:5000" in allowed  # the Host header of MLFLOW_TRACKING_URI
+    assert service_address("mlflow") in allowed  # the Host header of MLFLOW_TRACKING_URI
     backend = next(e for e in container["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI")
     assert backend["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
     envvars = {param.envvar for param in server.params if param.envvar}
@@ -920,8 +927,8 @@ def test_helm_values_describe_our_deployment():
     assert all(isinstance(value, str) for value in ud["env"].values())  # a ConfigMap takes strings only
     secret_names = {"SALES_API_TOKEN", "SMTP_PASSWORD", "SMTP_USER", "FRAUD_DB_URL", "DAGSTER_PG_PASSWORD"}
     assert not secret_names & set(ud["env"])
-    assert ud["env"]["MLFLOW_TRACKING_URI"] == "http://mlflow.ecosystem:5000"
-    assert ud["env"]["FRAUD_SERVICE_URL"] == "http://fraud-service.ecosystem:8000"
+    assert ud["env"]["MLFLOW_TRACKING_URI"] == f"http://{service_address('mlflow')}"
+    assert ud["env"]["FRAUD_SERVICE_URL"] == f"http://{service_address('fraud-service')}"
 
 
 def test_helm_values_agree_with_the_instance_config():
@@ -1154,8 +1161,9 @@ def test_every_placeholder_is_documented():
 
 
 def test_every_database_url_names_an_installed_driver():
-    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image does not install: the
-    MLflow server and the fraud service would fail to connect on the cluster, never here."""
+    """Every database URL in deploy/ names a driver the image installs (SQLAlchemy 2.1 maps a bare
+    postgresql:// to psycopg 3, postgresql+psycopg2:// to psycopg2; both pinned): a URL naming a
+    missing one would fail to connect on the cluster, never here."""
     import re
 
     from sqlalchemy.engine.url import make_url

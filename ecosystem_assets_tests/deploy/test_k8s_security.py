@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from ecosystem_assets_tests import tools
+from ecosystem_assets_tests.deploy.test_infra import parsed
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -280,8 +281,8 @@ def test_no_workload_reads_the_master_secret():
     assert "db_master_secret_arn" not in text and "<DB_MASTER" not in text
     assert "master" not in (K8S / "external-secrets.yaml").read_text().split("apiVersion", 1)[1]
     assert values()["postgresql"]["postgresqlUsername"] == "dagster"  # the application's role
-    infra_env = (ROOT / "infra" / "outputs.tf").read_text()
-    assert 'DAGSTER_PG_USERNAME   = local.db_app_users["dagster"].username' in infra_env
+    infra_env = parsed()["output"]["app_environment"]["value"]
+    assert infra_env["DAGSTER_PG_USERNAME"] == '${local.db_app_users["dagster"].username}'
 
 
 def test_external_secrets_make_exactly_the_database_and_feature_store_secrets():

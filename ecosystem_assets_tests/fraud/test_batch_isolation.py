@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from ecosystem_assets_tests.fraud.helpers import logged
 from ecosystem_assets_tests.fraud.test_service import TX, predict
+from ecosystem_assets_tests.waiting import wait_until
 
 ALL_STORES = ["inline", "writer-thread", "postgres", "redis"]
 
@@ -101,11 +102,15 @@ def test_a_locked_sqlite_never_blocks_healthz_or_metrics(fraud_service):
     other.execute("BEGIN IMMEDIATE")  # another writer holds the database's write lock
     result: dict = {}
     pending = threading.Thread(target=lambda: result.setdefault("r", predict(url, {**TX, "transaction_id": "during"})))
+    scorer = fraud_service.app.state.scorer
     try:
         pending.start()
+        # Probe only once the write is really waiting: the batch loop found the store locked and
+        # handed the batch to its writer thread (created for that, so absent until then).
+        wait_until(lambda: scorer._executor is not None, 30, "the locked write handed to the writer thread")
         for _ in range(5):  # while the lock is held, the event loop still answers at once
-            assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
-            assert requests.get(f"{url}/metrics", timeout=5).status_code == 200
+            assert requests.get(f"{url}/healthz", timeout=2).status_code == 200
+            assert requests.get(f"{url}/metrics", timeout=2).status_code == 200
         assert pending.is_alive() and "r" not in result  # the write waits for the lock, off the loop
     finally:
         other.execute("COMMIT")

@@ -205,7 +205,6 @@ def test_downstream_alone_reads_the_latest_upstream(sales_api, ecosystem_env, da
     assert read["run_id"] == raw_only.run_id and read["storage_key"] == storage_key(raw_only, "raw_sales")
     assert csv_rows(ecosystem_env, storage_key(summary_only, "sales_summary_csv")) == expected_rows(newer)
     # The first run's files are untouched: its summary still has its own 321 orders.
-    assert materialization(full, "sales_summary_csv")["orders"] == 321
     assert sum(int(r[2]) for r in csv_rows(ecosystem_env, storage_key(full, "sales_summary_csv"))) == 321
 
     email_only = run_assets(definitions(), dagster_instance, DAY, "sales_report_email", run_config=RESEND)

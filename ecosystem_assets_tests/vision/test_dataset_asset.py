@@ -96,7 +96,8 @@ def test_dataset_on_s3_with_storage_on_s3(versioned_bucket, s3_endpoint, monkeyp
     result = _run(vision_defs(), dagster_instance, ["image_dataset"])
     metadata = result.asset_materializations_for_node("image_dataset")[0].metadata
     assert metadata["usable_images"].value == 60 and metadata["s3_versioned_objects"].value == 60
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"image_files_decode": True, "classes_in_every_split": True, "no_train_test_leakage": True}
     storage = open_store(f"s3://{versioned_bucket}/artifacts")
     assert storage.exists(metadata[STORAGE_KEY].value) and metadata["source_url"].value == f"s3://{versioned_bucket}/raw/pets"
 

@@ -262,9 +262,10 @@ def test_training_runs_as_a_pytorchjob_and_reports_through_s3(
     assert "nvidia.com/gpu" not in master["containers"][0]["resources"]["limits"] and "tolerations" not in master
     assert master["serviceAccountName"] == "trainer"
     assert "not-a-password" not in str(submitted)  # secrets travel as references only
-    # Each "pod" had the operator's view of itself.
-    assert pods.envs[f"{name}-master-0"]["RANK"] == "0" and pods.envs[f"{name}-worker-0"]["RANK"] == "1"
-    assert {pods.envs[p]["PET_NNODES"] for p in pods.envs} == {"2"} and pods.envs[f"{name}-worker-0"]["WORLD_SIZE"] == "2"
+    # Two nodes of one process each, as the operator reads them (its env for each pod derives from these).
+    replicas = submitted["spec"]["pytorchReplicaSpecs"]
+    assert {kind: r["replicas"] for kind, r in replicas.items()} == {"Master": 1, "Worker": 1}
+    assert submitted["spec"]["nprocPerNode"] == "1" and set(pods.envs) == {f"{name}-master-0", f"{name}-worker-0"}
     assert all("DAGSTER_PIPES_CONTEXT" in env and env["MLFLOW_TRACKING_PASSWORD"] == "not-a-password" for env in pods.envs.values())
 
     # Rank 0's report came back through S3 and is the materialization's metadata.

@@ -172,4 +172,4 @@ def test_shard_count_keeps_readers_busy_and_shards_bounded():
     assert sh.shard_count(0, 0) == 0
     assert sh.shard_count(5, 5_000) == 1  # too few images to split
     assert sh.shard_count(1_269, 200_000) == 32  # digits' train split: a shard for each of up to 32 readers
-    assert sh.shard_count(700_000, 700_000 * 12_000) == -(-700_000 * 12_000 // sh.SHARD_BYTES)  # large: ≤ 64 MB each
+    assert sh.shard_count(700_000, 700_000 * 12_000) == 126  # large: 8.4 GB in shards of at most 64 MB (2**26 bytes)

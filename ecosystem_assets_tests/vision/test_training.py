@@ -212,5 +212,5 @@ def test_rgb_mode_trains_a_three_channel_network(digits_store, tmp_path, one_tor
 
     spec = digits_spec(digits_store, tmp_path / "storage", max_epochs=1, color_mode="RGB", image_size=12)
     outcome = train.run(spec)
-    assert outcome.state_dict["features.0.weight"].shape == (16, 3, 3, 3)
+    assert outcome.state_dict["features.0.weight"].shape[1] == 3  # the first convolution reads three channels
     assert outcome.result["color_mode"] == "RGB" and outcome.history[0]["train_accuracy"] > 0.3
