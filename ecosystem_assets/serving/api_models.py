@@ -198,9 +198,17 @@ def _surrogate_path(node: Any, path: tuple) -> tuple | None:
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
-    """At most ``limit`` characters of a client's value, safe to encode as JSON in UTF-8."""
-    if value is None or isinstance(value, (bool, int)):
+    """At most ``limit`` characters of a client's value (and "…" when cut), safe to encode as JSON
+    in UTF-8. Numbers too: an integer longer than ``limit`` digits comes back as the text of its
+    first digits (JSON integers have no size limit; pydantic reads up to 4,300 digits)."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        try:
+            digits = str(value)
+        except ValueError:  # beyond Python's int→str digit limit (sys.get_int_max_str_digits)
+            return f"an integer of {value.bit_length():,} bits"
+        return value if len(digits) <= limit else digits[:limit] + "…"
     if isinstance(value, float):
         return value if abs(value) < float("inf") else str(value)  # NaN and ±inf are not JSON
     if not isinstance(value, str):

@@ -29,11 +29,11 @@ from ecosystem_assets.serving.api_models import (
     PredictRequest,
     PredictResponse,
 )
-from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth
+from ecosystem_assets.serving.auth import FEEDBACK, PREDICT, BearerAuth, LoopbackHosts
 from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.feature_store import open_feature_store
 from ecosystem_assets.serving.front import RequestCounts, ServiceFront
-from ecosystem_assets.serving.limits import read_body
+from ecosystem_assets.serving.limits import read_body, require_json
 from ecosystem_assets.serving.live_metrics import LiveMetrics
 from ecosystem_assets.serving.monitoring import monitoring_summary, parse_end
 from ecosystem_assets.serving.scoring import NoChampion, Scorer
@@ -130,16 +130,17 @@ def create_app(
 
     def require(scope: str) -> Any:
         async def check(request: Request) -> None:
-            auth.check(request.headers.get("authorization"), scope)
+            auth.check(request.headers.getlist("authorization"), scope)
 
         return check
 
-    async def answer_predict(authorization: str | None, read: Callable[[int], Awaitable[bytes]]) -> bytes:
+    async def answer_predict(authorization: list[str], content_type: list[str], read: Callable[[int], Awaitable[bytes]]) -> bytes:
         """The JSON answer to a /predict request (scope "predict"); HTTPException or InvalidBody
-        when it is refused. The token is checked before a byte of the body is read (``read``
-        takes the size limit), the size before anything is parsed, and the bytes are validated
-        once (api_models.parse)."""
+        when it is refused. The token and the Content-Type are checked before a byte of the body
+        is read (``read`` takes the size limit), the size before anything is parsed, and the bytes
+        are validated once (api_models.parse)."""
         auth.check(authorization, PREDICT)
+        require_json(content_type)
         body = api_models.parse(PredictRequest, await read(max_predict_bytes), limits())
         started = time.perf_counter()
         try:
@@ -162,17 +163,23 @@ def create_app(
     # POST /predict is answered by ServiceFront before FastAPI routes anything (front.py says why);
     # the route documents it (OpenAPI, /docs) and gives the same answers through FastAPI.
     app.add_middleware(ServiceFront, counts=requests, predict=answer_predict)
+    if auth.open(PREDICT) or auth.open(FEEDBACK):
+        # An open scope: only requests addressed to a loopback name (DNS rebinding, auth.py). Added
+        # last, so outermost: in front of the fast path as well.
+        app.add_middleware(LoopbackHosts)
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=api_models.openapi_body(PredictRequest))
     async def predict(request: Request) -> Response:
         """Score one transaction: ``{"transaction": {transaction_id, customer_id, terminal_id, amount,
         timestamp}}`` (api_models.PredictRequest; scope "predict")."""
-        answer = await answer_predict(request.headers.get("authorization"), partial(read_body, request))
+        headers = request.headers
+        answer = await answer_predict(headers.getlist("authorization"), headers.getlist("content-type"), partial(read_body, request))
         return Response(answer, media_type="application/json")
 
     @app.post("/feedback", dependencies=[Depends(require(FEEDBACK))], openapi_extra=api_models.openapi_body(FeedbackRequest))
     async def post_feedback(request: Request) -> dict:
         """The label of a scored transaction: ``{prediction_id, is_fraud}`` (scope "feedback")."""
+        require_json(request.headers.getlist("content-type"))
         body = api_models.parse(FeedbackRequest, await read_body(request, MAX_FEEDBACK_BYTES), limits())
         try:
             status = await scorer.feedback(body.prediction_id, body.is_fraud)
@@ -192,6 +199,7 @@ def create_app(
         ``{"transactions": [...]}`` (scope "feedback")."""
         from starlette.concurrency import run_in_threadpool
 
+        require_json(request.headers.getlist("content-type"))
         raw = await read_body(request, max_history_bytes)
         # Up to 16 MiB: parsed and stored in a thread, so /predict keeps being answered meanwhile.
         body = await run_in_threadpool(api_models.parse, HistoryRequest, raw, limits())

@@ -4,7 +4,7 @@ answered as a plain ASGI endpoint, in front of FastAPI's router.
 Why /predict skips FastAPI: profiled under bench/fraud_service.py at 8 clients, FastAPI's exception
 and exit-stack middleware, the router, the Request object and dependency solving took about 40 %
 of the service's CPU per /predict, more than scoring and the group commit together. The fast path
-reads the two headers it needs from the ASGI scope and answers with the same function the FastAPI
+reads the headers it needs from the ASGI scope and answers with the same function the FastAPI
 route calls (`Predict`), so the route stays the documented one (OpenAPI schema, /docs) and both
 paths give the same answers and the same error bodies. Every other route goes through FastAPI.
 """
@@ -22,9 +22,10 @@ from ecosystem_assets.serving.limits import asgi_chunks, read_limited
 UNMATCHED = "unmatched"  # the endpoint label of requests no route matched (404s): one series, whatever the path
 PREDICT_PATH = "/predict"
 
-# (Authorization header, body reader taking the size limit) -> the JSON answer; raises
-# HTTPException or InvalidBody for a request it refuses.
-Predict = Callable[[str | None, Callable[[int], Awaitable[bytes]]], Awaitable[bytes]]
+# (every Authorization header, every Content-Type header, body reader taking the size limit) ->
+# the JSON answer; raises HTTPException or InvalidBody for a request it refuses. All the headers of
+# a name, not one of them: two paths that picked different ones would read different requests.
+Predict = Callable[[list[str], list[str], Callable[[int], Awaitable[bytes]]], Awaitable[bytes]]
 
 _JSON = (b"content-type", b"application/json")
 
@@ -86,15 +87,18 @@ class ServiceFront:
         """Answer one POST /predict; its status, or 0 when the client left before the body came."""
         from starlette.requests import ClientDisconnect
 
-        authorization: str | None = None
+        authorization: list[str] = []
+        content_type: list[str] = []
         declared: bytes | None = None
         for name, value in scope["headers"]:  # lower-case names (ASGI); a few headers per request
             if name == b"authorization":
-                authorization = value.decode("latin-1")
+                authorization.append(value.decode("latin-1"))  # as Starlette decodes them
+            elif name == b"content-type":
+                content_type.append(value.decode("latin-1"))
             elif name == b"content-length":
                 declared = value
         try:
-            body = await self.predict(authorization, lambda limit: read_limited(declared, asgi_chunks(receive), limit))
+            body = await self.predict(authorization, content_type, lambda limit: read_limited(declared, asgi_chunks(receive), limit))
         except ClientDisconnect:
             return 0
         except (HTTPException, InvalidBody) as exc:  # rendered by Starlette, as the FastAPI route's handlers do

@@ -188,3 +188,78 @@ def test_serve_refuses_to_run_open_on_a_non_loopback_address(tmp_path: Path):
     same = serve("0.0.0.0", {"FRAUD_PREDICT_TOKEN": PREDICT_TOKEN, "FRAUD_FEEDBACK_TOKEN": PREDICT_TOKEN}, tmp_path)
     assert same.returncode != 0 and "identical" in same.stderr
     assert_no_token(same.stdout + same.stderr)
+
+
+def send(url: str, method: str, path: str, headers: list[tuple[str, str]], body: dict | None = None) -> tuple[int, dict, dict]:
+    """One request with ``headers`` as given, a name possibly repeated (requests would merge them);
+    the status, the JSON body and the headers of the answer."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.putrequest(method, path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if data is not None:
+            conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read()), dict(answer.getheaders())
+    finally:
+        conn.close()
+
+
+def test_two_authorization_headers_are_refused_on_every_route(secured):
+    """Which of two Authorization headers counts once depended on the route (/predict's fast path
+    read the last, FastAPI the first): a request carrying two is refused everywhere, with one answer."""
+    url = secured.url
+    scored = requests.post(f"{url}/predict", json={"transaction": TX}, headers=bearer(PREDICT_TOKEN), timeout=30)
+    assert scored.status_code == 200
+    routes = {  # path → (method, its scope's token, the other scope's token, a body)
+        "/predict": ("POST", PREDICT_TOKEN, FEEDBACK_TOKEN, {"transaction": {**TX, "transaction_id": "t-2"}}),
+        "/feedback": ("POST", FEEDBACK_TOKEN, PREDICT_TOKEN, {"prediction_id": scored.json()["prediction_id"], "is_fraud": True}),
+        "/history": ("POST", FEEDBACK_TOKEN, PREDICT_TOKEN, {"transactions": [{**TX, "transaction_id": "h-1", "is_fraud": False}]}),
+        "/monitoring?window_hours=24": ("GET", FEEDBACK_TOKEN, PREDICT_TOKEN, None),
+    }
+    for path, (method, right, other, body) in routes.items():
+        for pair in ((right, "wrong"), ("wrong", right), (right, right), (other, right), (right, other)):
+            headers = [("Content-Type", "application/json"), *(("Authorization", f"Bearer {token}") for token in pair)]
+            status, answer, response_headers = send(url, method, path, headers, body)
+            assert status == 400, (path, status, answer)
+            assert answer == {"detail": "more than one Authorization header: send exactly one"}, (path, answer)
+            assert response_headers["www-authenticate"] == 'Bearer error="invalid_request"'
+            assert_no_token(json.dumps(answer) + json.dumps(response_headers))
+        status, answer, _ = send(url, method, path, [("Content-Type", "application/json"), ("Authorization", f"Bearer {right}")], body)
+        assert status == 200, (path, status, answer)  # one header: the same request is served
+    assert logged(secured.app.state.store) == (2, 1)
+
+
+def test_with_tokens_bodies_are_still_json_only_and_any_host_is_answered(secured):
+    """The Content-Type rule holds with tokens too; the loopback-Host rule is only for a service
+    without them (on Kubernetes, with tokens, clients address the Service by name)."""
+    url = secured.url
+    bodies = {
+        "/predict": ({"transaction": {**TX, "transaction_id": "t-plain"}}, PREDICT_TOKEN),
+        "/feedback": ({"prediction_id": "p", "is_fraud": True}, FEEDBACK_TOKEN),
+        "/history": ({"transactions": [{**TX, "transaction_id": "h-plain", "is_fraud": False}]}, FEEDBACK_TOKEN),
+    }
+    for path, (body, token) in bodies.items():
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            refused = requests.post(
+                f"{url}{path}", data=json.dumps(body), headers={**bearer(token), "Content-Type": content_type}, timeout=30
+            )
+            assert refused.status_code == 415, (path, content_type, refused.text)
+            assert refused.json()["detail"] == (
+                f"Content-Type {content_type!r}: request bodies are JSON, sent with Content-Type: application/json"
+            )
+    assert logged(secured.app.state.store) == (0, 0)
+
+    in_cluster = {"Host": "fraud-service.ecosystem:8000"}
+    scored = requests.post(f"{url}/predict", json=bodies["/predict"][0], headers={**bearer(PREDICT_TOKEN), **in_cluster}, timeout=30)
+    assert scored.status_code == 200, scored.text
+    monitoring = requests.get(f"{url}/monitoring", headers={**bearer(FEEDBACK_TOKEN), **in_cluster}, timeout=30)
+    assert monitoring.status_code == 200, monitoring.text
+    assert requests.get(f"{url}/readyz", headers={"Host": "10.0.3.17:8000"}, timeout=30).status_code == 200  # a kubelet probe

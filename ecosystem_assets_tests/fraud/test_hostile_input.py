@@ -50,8 +50,15 @@ def assert_names_field(response: requests.Response, field: str | int, status: in
     assert any(field in error["loc"] for error in errors), (field, errors)
     for error in errors:
         assert error["loc"][0] in ("body", "query")
-        if isinstance(error.get("input"), str):
-            assert len(error["input"]) <= 101, error  # an excerpt of what was sent, never all of it
+        assert_short_input(error)
+
+
+def assert_short_input(error: dict) -> None:
+    """An error's input is an excerpt of what was sent, never all of it: at most 100 characters and
+    "…", whatever its JSON type (an integer of 4,001 digits was once echoed in full)."""
+    if "input" in error:
+        shown = error["input"] if isinstance(error["input"], str) else json.dumps(error["input"])
+        assert len(shown) <= 101, error
 
 
 def raw_http(port: int, header: bytes, body: bytes = b"") -> bytes:
@@ -83,6 +90,10 @@ PREDICT_CASES = {
     "-Infinity literal": ("amount", raw_tx(amount="-Infinity")),
     "overflows to inf": ("amount", raw_tx(amount="1e400")),
     "a long string as amount": ("amount", raw_tx(amount=json.dumps("9" * 12_000))),
+    "an integer of 4,001 digits": ("amount", raw_tx(amount="1" + "0" * 4_000)),
+    "a negative integer of 4,001 digits": ("amount", raw_tx(amount="-1" + "0" * 4_000)),
+    "an integer of 4,001 digits as an id": ("customer_id", raw_tx(customer_id="9" * 4_001)),
+    "an integer of 5,000 digits": ("body", raw_tx(amount="1" + "0" * 4_999)),  # beyond what the parser reads
     # ids: 1–128 printable characters
     "empty id": ("transaction_id", raw_tx(transaction_id='""')),
     "129-character id": ("customer_id", raw_tx(customer_id=json.dumps("c" * 129))),
@@ -153,6 +164,7 @@ def test_hostile_feedback_and_history(fraud_service):
         "NUL in the id": ("prediction_id", json.dumps({"prediction_id": "\u0000", "is_fraud": True})),
         "lone surrogate in the id": ("prediction_id", '{"prediction_id": "\\udfff", "is_fraud": true}'),
         "long id": ("prediction_id", json.dumps({"prediction_id": "p" * 129, "is_fraud": True})),
+        "a 900-digit label": ("is_fraud", f'{{"prediction_id": "{pid}", "is_fraud": {"1" * 900}}}'),
         "malformed": ("body", '{"prediction_id": '),
     }
     for field, body in feedback_cases.values():
@@ -182,6 +194,21 @@ def test_hostile_feedback_and_history(fraud_service):
     response = post(url, "/history", json.dumps(bad))
     assert_names_field(response, "amount")
     assert len(response.json()["detail"]) == 20 and response.json()["errors_total"] == 5_000
+    # 100 amounts of 4,001 digits (400 kB): 20 errors, each echoing at most 100 digits.
+    huge = ", ".join(
+        f'{{"transaction_id": "h-{i}", "customer_id": "C1", "terminal_id": "T1", "amount": 1{"0" * 4_000}, '
+        f'"timestamp": "2026-08-20T10:15:00+02:00", "is_fraud": false}}'
+        for i in range(100)
+    )
+    response = post(url, "/history", '{"transactions": [' + huge + "]}")
+    assert response.status_code == 422, response.text[:500]
+    errors = response.json()["detail"]
+    assert len(errors) == 20 and response.json()["errors_total"] == 100
+    assert [error["loc"] for error in errors] == [["body", "transactions", i, "amount"] for i in range(20)]
+    for error in errors:
+        assert_short_input(error)
+        assert error["input"] == "1" + "0" * 99 + "…"
+    assert len(response.content) <= 20 * 300  # was 80 kB: every digit of 20 amounts
     assert stored(fraud_service) == (1, 0, 0)
 
 
@@ -259,7 +286,7 @@ def test_unknown_paths_add_one_metric_series(fraud_service):
     for i in range(3_000):
         path = "/" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789/-_", k=random.randint(1, 40)))
         assert session.get(f"{url}{path}-{i}", timeout=10).status_code == 404
-    assert session.post(f"{url}/predict", data=json.dumps({"transaction": TX}), timeout=10).status_code == 200
+    assert session.post(f"{url}/predict", json={"transaction": TX}, timeout=10).status_code == 200
     assert session.get(f"{url}/predict", timeout=10).status_code == 405
     metrics = session.get(f"{url}/metrics", timeout=10).text
     series = re.findall(r'^fraud_requests_total\{endpoint="([^"]*)",status="(\d+)"\} (\S+)$', metrics, re.M)
