@@ -6,6 +6,10 @@ import re
 from typing import Any
 
 CHAMPION = "champion"
+# Model-version tag marking a version that was made champion (its value: when, UTC ISO-8601). The
+# alias only says where it points now; this says which versions it ever pointed at, so a replica
+# with nothing to serve can fall back to an earlier champion (serving/champion.py).
+PROMOTED_AT = "promoted_at"
 # What MLflow answers when the model or its alias does not exist (the SQL store says
 # INVALID_PARAMETER_VALUE for a missing alias, RESOURCE_DOES_NOT_EXIST for a missing model).
 _NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")

@@ -28,10 +28,19 @@ arrays and would need the same care).
 A version that is not stored as skops, holds an unexpected type, is not a readable skops file, is
 not such a well-formed classifier or does not score the fixed probe rows (one finite probability
 in [0, 1] per row) is refused with `ModelRefused`, whose message names the version and the reason.
+
+The same writer decides how many files a version has and how large they are, and the service
+downloads them to a small scratch volume (on Kubernetes an emptyDir whose overflow evicts the
+pod). So a version's files are listed first and only the two the loader reads (MLmodel, then
+model.skops) are downloaded, each after its listed size passed the limit. Files that cannot be
+listed or downloaded raise `ModelFilesUnavailable`: the version cannot be judged now (a missing
+location, a storage error), which is neither a bad model nor a registry outage.
 """
 
 from __future__ import annotations
 
+import posixpath
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,9 +53,13 @@ from ecosystem_assets.fraud.model import MODEL_NAME
 TRUSTED_TYPES: list[str] = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 SKOPS = "skops"
 _SKOPS_FILE = "model.skops"  # where mlflow.sklearn puts a skops model inside its directory
+_MLMODEL_FILE = "MLmodel"
 _MAX_REASON = 300
-# A fitted fraud model is a few MB; far larger is an attack on the service's memory, not a model.
+# A fitted fraud model is a few MB; far larger is an attack on the service's memory (and on the
+# scratch disk it is downloaded to), not a model. The cap covers both downloaded files together.
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+# MLmodel is a YAML file of about a kilobyte; it is parsed whole, so a large one is refused unread.
+MAX_MLMODEL_BYTES = 1024 * 1024
 
 # Deterministic rows in the feature space (FEATURES order), from an ordinary daytime purchase to
 # an empty history, a burst at a risky terminal at night and extreme values. A champion must give
@@ -151,6 +164,35 @@ class ModelRefused(ValueError):
     def __init__(self, version: str, reason: str):
         self.version, self.reason = str(version), reason[:_MAX_REASON]
         super().__init__(f"{MODEL_NAME} version {self.version} refused: {self.reason}")
+
+
+class ModelFilesUnavailable(RuntimeError):
+    """A version's files could not be listed or downloaded: it cannot be judged now, and may be
+    once the storage answers (the service retries with a back-off). Not a `ModelRefused`, so
+    training never promotes over a champion it merely failed to fetch. ``reason`` names the
+    failure without storage locations or credentials (it is shown on the open /healthz);
+    ``detail`` is the error's own text without credentials, for the log."""
+
+    def __init__(self, version: str, reason: str, detail: str = ""):
+        self.version, self.reason, self.detail = str(version), reason[:_MAX_REASON], detail
+        super().__init__(f"{MODEL_NAME} version {self.version}: {self.reason}")
+
+
+# A URI (`s3://bucket/key`, `mlflow-artifacts:/…`, `file:///…`), a quoted absolute path (it may
+# hold spaces) or an unquoted one.
+_LOCATION = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*:/[^\s'\"<>()\[\]]*|(?<=['\"])/[^'\"\n]*(?=['\"])|(?<![\w.:/~-])/[^\s'\"<>()\[\]]+")
+
+
+def without_locations(text: str) -> str:
+    """Storage locations (URIs, absolute paths) replaced by ``<location>``: texts shown on an open
+    endpoint must not tell a caller where the model files live or under which credentials."""
+    return _LOCATION.sub("<location>", text)
+
+
+def _error_name(exc: BaseException) -> str:
+    """The error's class (and MLflow's error code), never its message: messages name locations."""
+    code = getattr(exc, "error_code", None)
+    return f"{type(exc).__name__} {code}" if isinstance(code, str) and code.isidentifier() else type(exc).__name__
 
 
 def probe_rows() -> Any:
@@ -280,14 +322,65 @@ def load_from_dir(version: str, model_dir: Path) -> Any:
         raise ModelRefused(version, f"could not be loaded by skops ({type(exc).__name__}: {exc})") from None
 
 
-def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
-    """Download ``fraud-detector`` version ``version`` and load it safely (see module docstring).
+def _listed_size(version: str, name: str, info: Any, limit: int) -> int:
+    size = getattr(info, "file_size", None)
+    if not isinstance(size, int) or size < 0:
+        raise ModelRefused(version, f"its artifact store does not report the size of {name}; files of unknown size are not downloaded")
+    if size > limit:
+        raise ModelRefused(version, f"is too large ({name} is listed at {size:,} bytes; the limit is {limit:,}); nothing was downloaded")
+    return size
 
-    Raises `ModelRefused` when the version's files are at fault; registry or network errors
-    propagate unchanged (worth retrying).
+
+def fetch_model_files(version: str, source: str, tracking_uri: str, dst: Path) -> None:
+    """Download the version's MLmodel and, when it names skops, its model.skops into ``dst``;
+    nothing else, and nothing whose listed size is over the limits (module docstring).
+
+    `ModelRefused` when the files are at fault (format, size, a missing model.skops beside an
+    MLmodel); `ModelFilesUnavailable` when they cannot be listed or downloaded, or no MLmodel is
+    found where the version says its files are."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from ecosystem_assets.registry import without_credentials
+
+    def unavailable(what: str, exc: Exception) -> ModelFilesUnavailable:
+        return ModelFilesUnavailable(version, f"its files could not be {what} ({_error_name(exc)})", without_credentials(f"{exc}")[:500])
+
+    try:
+        repo = get_artifact_repository(source, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # Top-level files only: the two the loader reads sit at the root of an MLflow model directory.
+        listing = {posixpath.basename(info.path): info for info in repo.list_artifacts() if not info.is_dir and "/" not in info.path}
+    except Exception as exc:  # noqa: BLE001 — storage clients raise their own errors; the class is named
+        raise unavailable("listed", exc) from None
+    if _MLMODEL_FILE not in listing:
+        raise ModelFilesUnavailable(version, f"no {_MLMODEL_FILE} file where its files should be ({len(listing)} files found there)")
+    budget = MAX_MODEL_BYTES - _listed_size(version, _MLMODEL_FILE, listing[_MLMODEL_FILE], MAX_MLMODEL_BYTES)
+
+    def download(name: str, limit: int) -> None:
+        try:
+            repo.download_artifacts(name, dst_path=str(dst))
+        except Exception as exc:  # noqa: BLE001 — as for the listing
+            raise unavailable("downloaded", exc) from None
+        # The listing is the writer's word too: a file swapped for a larger one meanwhile is refused.
+        if (dst / name).stat().st_size > limit:
+            raise ModelRefused(version, f"is too large ({name} grew past {limit:,} bytes while it was downloaded)")
+
+    download(_MLMODEL_FILE, MAX_MLMODEL_BYTES)
+    found = _sklearn_flavor(version, dst).get("serialization_format", "pickle")
+    if found != SKOPS:  # refused by name before anything else is fetched
+        raise ModelRefused(version, f"stored as {str(found)[:40]!r}, not skops; pickled models are never loaded")
+    if _SKOPS_FILE not in listing:
+        raise ModelRefused(version, f"has no {_SKOPS_FILE} file")
+    download(_SKOPS_FILE, _listed_size(version, _SKOPS_FILE, listing[_SKOPS_FILE], budget))
+
+
+def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
+    """Fetch ``fraud-detector`` version ``version`` (`fetch_model_files`) and load it safely (see
+    module docstring).
+
+    Raises `ModelRefused` when the version's files are at fault, `ModelFilesUnavailable` when they
+    cannot be fetched; registry errors propagate unchanged (worth retrying).
     """
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
 
     uri = getattr(client_or_tracking_uri, "tracking_uri", client_or_tracking_uri)
     version = str(version)
@@ -295,8 +388,8 @@ def load_fraud_estimator(client_or_tracking_uri: Any, version: str) -> Any:
     # `models:/` URI against the process-wide registry URI, whatever registry_uri it is given.
     source = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(MODEL_NAME, version)
     with tempfile.TemporaryDirectory(prefix="fraud-model-") as tmp:
-        local = download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri)
-        estimator = load_from_dir(version, Path(local))
+        fetch_model_files(version, source, uri, Path(tmp))
+        estimator = load_from_dir(version, Path(tmp))
     try:
         check_trees(version, estimator)
     except ModelRefused:

@@ -17,7 +17,7 @@ from typing import Any
 from ecosystem_assets.fraud import model
 from ecosystem_assets.fraud.features import FEATURES
 from ecosystem_assets.fraud.model_store import SKOPS, TRUSTED_TYPES, ModelRefused, load_fraud_estimator
-from ecosystem_assets.registry import get_champion, register_version, set_champion
+from ecosystem_assets.registry import PROMOTED_AT, get_champion, register_version, set_champion
 
 MODEL_NAME = model.MODEL_NAME
 REFERENCE_ROWS = 20_000
@@ -148,7 +148,13 @@ def train_and_promote(
     else:
         promoted, reason = decide(new, before_score, before, refused)
     if promoted:
+        from datetime import UTC, datetime
+
         set_champion(client, MODEL_NAME, version)
+        # Durable, unlike the alias: the service falls back to the newest version carrying it when
+        # the alias's version is refused and a replica has nothing to serve. `promotion` cannot
+        # say it: it holds a reason whether promoted or not.
+        client.set_model_version_tag(MODEL_NAME, version, PROMOTED_AT, datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
     reference = table.sample(min(REFERENCE_ROWS, len(table)), random_state=seed)[FEATURES]
     outcome = Promotion(version, promoted, reason, new, before, before_score, run_id, logged.model_uri, holdout_start, holdout_end)

@@ -89,6 +89,9 @@ def create_app(
     live = Gauge("fraud_live_metric", "Live metric of the serving model over the default window", ["metric"], registry=registry)
     version_info = Gauge("fraud_model_version", "Serving model version (value = version number)", registry=registry)
     refused_info = Gauge("fraud_model_refused", "1 for the champion version the service refused to load", ["version"], registry=registry)
+    fallback_info = Gauge(
+        "fraud_model_fallback", "1 while serving an earlier champion because the alias's version is refused", registry=registry
+    )
     live_age = Gauge(
         "fraud_live_metric_age_seconds", "Age of the fraud_live_metric figures (computed in the background)", registry=registry
     )
@@ -237,6 +240,7 @@ def create_app(
         live_age.set(live_metrics.age_s())
         champion = watcher.current
         version_info.set(float(champion.version) if champion else 0)
+        fallback_info.set(1 if champion is not None and watcher.fallback else 0)
         refused = watcher.refused
         refused_info.clear()
         if refused:
@@ -245,15 +249,9 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz(response: Response) -> dict:  # async: answered on the event loop, never queued for a thread
-        champion = watcher.current
-        if champion is None:
+        body = watcher.health()  # the serving version; a fallback, a refusal, an outage (no storage locations)
+        if body["model_version"] is None:
             response.status_code = 503
-        body: dict[str, Any] = {"status": "ok" if champion else "no champion model", "model_version": champion and champion.version}
-        refused = watcher.refused  # the alias's version, when it could not be loaded or scored safely
-        if refused:
-            body["refused"] = {"version": refused.version, "reason": refused.reason}
-        if watcher.registry_error:  # still serving the version above; the watcher retries
-            body["registry_unavailable"] = watcher.registry_error
         return body
 
     @app.get("/readyz")
@@ -277,7 +275,7 @@ def create_app(
         problems = []
         champion = watcher.current
         if champion is None:
-            problems.append("no champion model")
+            problems.append(watcher.why_no_model())
         else:
             try:
                 [probability] = champion.score(np.zeros((1, len(FEATURES))))

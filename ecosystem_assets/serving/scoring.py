@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ecosystem_assets.fraud.features import HISTORY_KEEP_S
-from ecosystem_assets.fraud.model import MODEL_NAME
-from ecosystem_assets.serving.champion import CHAMPION_ALIAS, ChampionWatcher
+from ecosystem_assets.serving.champion import ChampionWatcher
 from ecosystem_assets.serving.feature_store import InProcessFeatures, Label, OnlineFeatures, Transaction, history_entry
 from ecosystem_assets.serving.store import (
     FEATURE_COLUMNS,
@@ -209,7 +208,7 @@ class Scorer:
         import asyncio
 
         if self.watcher.current is None:
-            raise NoChampion(f"no model has alias '{CHAMPION_ALIAS}' in registry '{MODEL_NAME}' yet")
+            raise NoChampion(self.watcher.why_no_model())
         ts: datetime = tx["timestamp"]
         offset = ts.utcoffset()
         if offset is None:  # api_models refuses naive times; a caller that skipped it must not store one
@@ -247,7 +246,7 @@ class Scorer:
 
         champion = self.watcher.current  # one model for the whole batch, even if a swap lands now
         if champion is None:  # predict() refuses requests before the first champion; the watcher never unsets it
-            raise NoChampion(f"no model has alias '{CHAMPION_ALIAS}' in registry '{MODEL_NAME}' yet")
+            raise NoChampion(self.watcher.why_no_model())
         probabilities = champion.score(np.asarray([[item.row[c] for c in FEATURE_COLUMNS] for item in items]))
         now = time.time()
         for item, probability in zip(items, probabilities, strict=True):
