@@ -210,6 +210,10 @@ def create_app(
             added = await run_in_threadpool(lambda: scorer.load_history([t.model_dump() for t in body.transactions]))
         except ConflictingTransaction as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
+        except RejectedRow as exc:  # the database refused the rows; the message holds no values
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
         return {"received": len(body.transactions), "added": added}
 
     def monitoring_body(window_hours: float, end: float | None = None) -> dict:

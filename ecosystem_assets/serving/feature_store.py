@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from math import isfinite
 from typing import Any, Protocol
 
 from ecosystem_assets.fraud.features import (
@@ -61,12 +62,17 @@ class Label:
 
 def history_entry(row: dict[str, Any]) -> tuple[Transaction, Label | None] | None:
     """A stored row (prediction log or loaded history: store.feature_history) as a transaction and
-    its label; None for a time no input rule would accept today."""
+    its label; None for a time no input rule would accept today, or for values that cannot be read
+    (store.feature_history already leaves those out: this keeps any other caller from failing on one
+    row)."""
     try:
         timestamp = datetime.fromtimestamp(row["tx_time"], timezone(timedelta(minutes=row["tx_offset_min"])))
-    except (OverflowError, OSError, ValueError):
+        amount = float(row["amount"])
+    except (OverflowError, OSError, ValueError, TypeError):
         return None
-    tx = Transaction(row["transaction_id"], row["customer_id"], row["terminal_id"], float(row["amount"]), timestamp)
+    if not isfinite(amount) or row["is_fraud"] not in (None, False, True):
+        return None
+    tx = Transaction(row["transaction_id"], row["customer_id"], row["terminal_id"], amount, timestamp)
     label = None if row["is_fraud"] is None else Label(tx.transaction_id, tx.terminal_id, row["tx_time"], bool(row["is_fraud"]))
     return tx, label
 
@@ -94,7 +100,8 @@ class OnlineFeatures(Protocol):
 
     def load(self, entries: Iterable[tuple[Transaction, Label | None]]) -> None:
         """Observe stored transactions (warm-up, /history) and their labels; repeats count once
-        only in Redis (members are sets there), so callers pass each transaction once."""
+        only in Redis (members are sets there), so callers pass each transaction once (the store
+        gives each transaction_id once: store.add_history, store.feature_history)."""
 
     def label(self, labels: Sequence[Label]) -> None: ...
 

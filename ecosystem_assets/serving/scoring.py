@@ -125,7 +125,7 @@ class Scorer:
         for r in rows:
             entry = history_entry(r)
             if entry is None:  # a row no input rule would accept today
-                log.warning("feature history: left out transaction %r (time out of range)", r["transaction_id"][:64])
+                log.warning("feature history: left out transaction %r (time out of range or unreadable values)", r["transaction_id"][:64])
             else:
                 entries.append(entry)
         with self._lock:

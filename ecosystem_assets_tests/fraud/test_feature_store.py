@@ -268,3 +268,124 @@ def test_a_retry_on_two_replicas_at_once_keeps_the_stored_observation(request):
     a.forget(moved)
     assert a.client.zrange("fraud:v1:c:C1", 0, -1, withscores=True) == [("10.0|x1", T0.timestamp())]
     assert a.client.zrange("fraud:v1:t:T1", 0, -1, withscores=True) == [("x1", T0.timestamp())]
+
+
+def prediction_row(transaction_id: str, when: datetime, customer: str, terminal: str, amount: float = 20.0) -> dict:
+    """A row as the scorer writes it to the prediction log (the features do not matter here)."""
+    from ecosystem_assets.serving.store import FEATURE_COLUMNS, time_ordered_id
+
+    return {
+        "prediction_id": time_ordered_id(),
+        "transaction_id": transaction_id,
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "amount": amount,
+        "tx_time": when.timestamp(),
+        "tx_offset_min": 0,
+        **{c: 0.0 for c in FEATURE_COLUMNS},
+        "fraud_probability": 0.1,
+        "is_fraud": False,
+        "model_version": "1",
+        "created_at": when.timestamp(),
+    }
+
+
+def probe_row(features, customer: str = "CP", terminal: str = "TX9") -> dict[str, float]:
+    rows, _ = features.observe([Transaction("probe", customer, terminal, 20.0, T0)])
+    return dict(zip(FEATURES, rows[0], strict=True))
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+def test_a_scored_transaction_uploaded_as_history_is_not_counted_again(kind, request, tmp_path):
+    """The review's attack on the scorer: a transaction scored ten days ago is sent to /history
+    again (same id and body): without a label it is already there (added 0, counted once); with a
+    label the prediction does not have, it is refused (the label goes to /feedback)."""
+    from ecosystem_assets.serving.scoring import Scorer
+    from ecosystem_assets.serving.store import ConflictingTransaction, PredictionStore
+
+    store = PredictionStore(f"sqlite:///{tmp_path / 'log.db'}")
+    when = T0 - timedelta(days=10)
+    store.write_batch([prediction_row("coll-1", when, "CC1", "TX9")], [])
+    scorer = Scorer(store, watcher=None, features=open_store(kind, request))  # type: ignore[arg-type]  # no model needed
+    assert scorer.warm_up() == 1
+    upload = {"transaction_id": "coll-1", "customer_id": "CC1", "terminal_id": "TX9", "amount": 20.0, "timestamp": when}
+    with pytest.raises(ConflictingTransaction, match="unlabelled: its label goes to /feedback"):
+        scorer.load_history([{**upload, "is_fraud": True}])
+    assert scorer.load_history([{**upload, "is_fraud": None}, {**upload, "transaction_id": "old-1", "is_fraud": True}]) == 1
+    row = probe_row(scorer.features)
+    assert row["terminal_nb_tx_7d"] == 2 and row["terminal_risk_7d"] == 0.5  # coll-1 once, unlabelled; old-1 a fraud
+
+
+def test_a_restart_counts_a_transaction_stored_twice_once_in_either_feature_store(request, tmp_path):
+    """A store from before ids were one namespace holds coll-1 as a prediction and as history (with
+    the upload's fraud label): in-process it counted twice, in Redis once (members are sets). Now
+    both replay it once, as the prediction, and give the same rows."""
+    import sqlalchemy as sa
+
+    from ecosystem_assets.serving.scoring import Scorer
+    from ecosystem_assets.serving.store import PredictionStore, history
+
+    store = PredictionStore(f"sqlite:///{tmp_path / 'log.db'}")
+    when = T0 - timedelta(days=10)
+    store.write_batch([prediction_row("coll-1", when, "CC1", "TX9"), prediction_row("other", when, "CC2", "TX9", amount=7.0)], [])
+    with store.engine.begin() as conn:  # what add_history stored before it checked the prediction log
+        conn.execute(
+            history.insert(),
+            [
+                {
+                    "transaction_id": "coll-1",
+                    "customer_id": "CC1",
+                    "terminal_id": "TX9",
+                    "amount": 20.0,
+                    "tx_time": when.timestamp(),
+                    "tx_offset_min": 0,
+                    "is_fraud": True,
+                }
+            ],
+        )
+        assert conn.execute(sa.select(sa.func.count()).select_from(history)).scalar() == 1
+    rows = {}
+    for kind in ("in-process", "redis"):
+        scorer = Scorer(store, watcher=None, features=open_store(kind, request))  # type: ignore[arg-type]
+        assert scorer.warm_up() == 2
+        rows[kind] = (probe_row(scorer.features), probe_row(scorer.features, customer="CC1"))
+    assert rows["in-process"] == rows["redis"]
+    terminal, customer = rows["in-process"]
+    assert terminal["terminal_nb_tx_7d"] == 2 and terminal["terminal_risk_7d"] == 0.0
+    assert customer["customer_nb_tx_30d"] == 2  # coll-1 once, and the probe
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+def test_a_stored_row_that_cannot_be_read_does_not_stop_the_start(kind, request, tmp_path, caplog):
+    """SQLite keeps text in a REAL column: a history row with amount 'abc' made every start fail
+    (ValueError: could not convert string to float), so the service restarted in a loop. The row is
+    left out with one warning that counts and shows no value; the rest is loaded."""
+    import logging
+
+    import sqlalchemy as sa
+
+    from ecosystem_assets.serving.scoring import Scorer
+    from ecosystem_assets.serving.store import PredictionStore
+
+    caplog.set_level(logging.WARNING)
+    store = PredictionStore(f"sqlite:///{tmp_path / 'log.db'}")
+    loaded = [
+        {
+            "transaction_id": f"h{i}",
+            "customer_id": "C-private",
+            "terminal_id": "TX9",
+            "amount": 20.0,
+            "timestamp": T0 - timedelta(days=10, minutes=i),
+        }
+        for i in range(4)
+    ]
+    Scorer(store, watcher=None).load_history(loaded)  # type: ignore[arg-type]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE history SET amount = 'abc' WHERE transaction_id = 'h1'"))
+        conn.execute(sa.text("UPDATE history SET tx_time = 'abc' WHERE transaction_id = 'h2'"))
+    scorer = Scorer(store, watcher=None, features=open_store(kind, request))  # type: ignore[arg-type]
+    caplog.clear()
+    assert scorer.warm_up() == 2
+    assert [r.getMessage() for r in caplog.records] == ["feature history: skipped 2 stored transactions whose values cannot be read"]
+    assert "abc" not in caplog.text and "C-private" not in caplog.text and "h1" not in caplog.text
+    assert probe_row(scorer.features)["terminal_nb_tx_7d"] == 2

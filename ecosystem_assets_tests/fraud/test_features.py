@@ -93,3 +93,75 @@ def test_late_arrivals_land_in_time_order():
     assert shuffled != records
     np.testing.assert_allclose(late, in_order, rtol=0, atol=1e-9)
     assert in_order[:, FEATURES.index("terminal_risk_30d")].max() > 0  # the fraud labels were in play
+
+
+def stored_features(service, transaction_id: str) -> dict[str, float]:
+    import sqlalchemy as sa
+
+    from ecosystem_assets.serving.store import FEATURE_COLUMNS, predictions
+
+    with service.store.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(*[predictions.c[c] for c in FEATURE_COLUMNS]).where(predictions.c.transaction_id == transaction_id)
+        ).one()
+    return dict(zip(FEATURES, found, strict=True))
+
+
+@pytest.mark.parametrize("fraud_service", ["inline", "redis", "postgres"], indirect=True)
+def test_a_transaction_counts_once_whether_scored_or_loaded(fraud_service):
+    """Transaction ids are one namespace across /predict and /history (the review's attack: a
+    scored transaction uploaded again as history counted twice at its terminal, and the upload's
+    label became the scored one's). Repeats within an upload count once; conflicts are 409, never
+    a 500."""
+    from datetime import datetime
+
+    url = fraud_service.url
+    now = datetime.now(UTC).replace(microsecond=0)
+    ten_days_ago = (now - timedelta(days=10)).isoformat()
+
+    def predict(transaction_id: str, when: datetime, customer: str) -> requests.Response:
+        tx = {
+            "transaction_id": transaction_id,
+            "customer_id": customer,
+            "terminal_id": "TX9",
+            "amount": 20.0,
+            "timestamp": when.isoformat(),
+        }
+        return requests.post(f"{url}/predict", json={"transaction": tx}, timeout=30)
+
+    def upload(*transactions: dict) -> requests.Response:
+        return requests.post(f"{url}/history", json={"transactions": list(transactions)}, timeout=30)
+
+    coll = {"transaction_id": "coll-1", "customer_id": "CC1", "terminal_id": "TX9", "amount": 20.0, "timestamp": ten_days_ago}
+    assert predict("coll-1", now - timedelta(days=10), "CC1").status_code == 200
+    assert predict("probe-1", now - timedelta(minutes=5), "CC2").status_code == 200
+    assert stored_features(fraud_service, "probe-1")["terminal_nb_tx_7d"] == 1
+
+    labelled = upload({**coll, "is_fraud": True})
+    assert labelled.status_code == 409 and "/feedback" in labelled.json()["detail"]
+    assert upload(coll).json() == {"received": 1, "added": 0}  # the same transaction, no label: already there
+    changed = upload({**coll, "amount": 21.0})
+    assert changed.status_code == 409 and "'coll-1' was already scored" in changed.json()["detail"]
+    assert predict("probe-2", now - timedelta(minutes=4), "CC3").status_code == 200
+    probe = stored_features(fraud_service, "probe-2")
+    assert probe["terminal_nb_tx_7d"] == 1 and probe["terminal_risk_7d"] == 0.0
+
+    # Repeats in one upload: the same once (it was a 500), different ones refused, nothing stored.
+    old = {
+        "transaction_id": "old-1",
+        "customer_id": "CC4",
+        "terminal_id": "TX9",
+        "amount": 5.0,
+        "timestamp": ten_days_ago,
+        "is_fraud": True,
+    }
+    refused = upload({**old, "transaction_id": "old-2"}, old, {**old, "amount": 6.0})
+    assert refused.status_code == 409 and "'old-1' is sent more than once" in refused.json()["detail"]
+    assert upload(old, dict(old)).json() == {"received": 2, "added": 1}
+    assert upload({**old, "is_fraud": False}).status_code == 409  # a loaded row never changes
+    # A loaded transaction is not scored afterwards: 409, and it is not counted a second time.
+    again = predict("old-1", now - timedelta(days=10), "CC4")
+    assert again.status_code == 409 and "loaded as history" in again.json()["detail"]
+    assert predict("probe-3", now - timedelta(minutes=3), "CC5").status_code == 200
+    probe = stored_features(fraud_service, "probe-3")
+    assert probe["terminal_nb_tx_7d"] == 2 and probe["terminal_risk_7d"] == 0.5  # coll-1 (no label) and old-1 (fraud)
