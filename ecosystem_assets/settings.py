@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     # and an in-cluster server's address is not the one a person's browser uses.
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_UI_URL")
     fraud_service_url: str | None = Field(None, validation_alias="FRAUD_SERVICE_URL")
-    fraud_db_url: str = Field("", validation_alias="FRAUD_DB_URL", validate_default=True)  # "" → <home>/fraud_service.db
+    # The prediction log's database: only whether FRAUD_DB_URL is set (a production URL holds the
+    # database password); unset → SQLite under ECOSYSTEM_HOME (`fraud_db_local_url`, no secret in it).
+    fraud_db_url_set: SecretIsSet = Field(False, validation_alias="FRAUD_DB_URL")
     fraud_precision_threshold: NonNegative = Field(0.80, validation_alias="FRAUD_PRECISION_THRESHOLD")
     fraud_drift_from: str | None = Field(None, validation_alias="FRAUD_DRIFT_FROM")
     fraud_monitoring_cron: str = Field("0 * * * *", validation_alias="FRAUD_MONITORING_CRON")
@@ -206,7 +208,7 @@ class Settings(BaseSettings):
     def _resolve_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("storage_url", "mlflow_tracking_uri", "fraud_db_url")
+    @field_validator("storage_url", "mlflow_tracking_uri")
     @classmethod
     def _under_home(cls, value: str, info: ValidationInfo) -> str:
         home = info.data.get("home")
@@ -215,8 +217,25 @@ class Settings(BaseSettings):
         return {
             "storage_url": str(home / "storage"),
             "mlflow_tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
-            "fraud_db_url": f"sqlite:///{home / 'fraud_service.db'}",
         }[info.field_name or ""]
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_credentials_in_tracking_uri(cls, value: str) -> str:
+        """The tracking URI is not a secret: it is resource config (shown in the Dagster UI), the training
+        command line and PyTorchJob arguments, and MLflow's own error messages. Credentials go in
+        MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, which MLflow reads itself."""
+        try:
+            netloc = urlsplit(value).netloc
+        except ValueError:
+            netloc = ""
+        if "@" in netloc:
+            # Never quoted: the part before @ may be a password.
+            raise SettingsError(
+                "MLFLOW_TRACKING_URI must not contain user:password@ (or any user@): it is shown in the Dagster UI, "
+                "in logs and on the training command line; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+            )
+        return value
 
     @field_validator("sales_api_url")
     @classmethod
@@ -320,6 +339,24 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+    @property
+    def fraud_db_local_url(self) -> str:
+        """FRAUD_DB_URL's embedded default: SQLite under ECOSYSTEM_HOME (a path, no secret in it)."""
+        return f"sqlite:///{self.home / 'fraud_service.db'}"
+
+    @property
+    def fraud_db_url(self) -> str:
+        """The prediction log's URL for code outside Dagster (the CLI that starts the fraud service):
+        FRAUD_DB_URL read from the process environment now, never kept here (it may hold a password),
+        else `fraud_db_local_url`. Dagster resources get ``dg.EnvVar("FRAUD_DB_URL")`` instead
+        (`resources/wiring.py`), so the value never enters a config snapshot or the UI."""
+        if not self.fraud_db_url_set:
+            return self.fraud_db_local_url
+        value = secret("FRAUD_DB_URL")
+        if value is None:  # the settings were read from another mapping than this process's environment
+            raise SettingsError("FRAUD_DB_URL was set where the settings were read, but is not set in this process's environment")
+        return value
 
     @property
     def mlflow_artifact_location(self) -> str | None:

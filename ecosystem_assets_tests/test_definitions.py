@@ -94,3 +94,104 @@ def test_bad_settings_name_the_variable(ecosystem_env, monkeypatch, name, value,
     with pytest.raises(SettingsError) as err:
         Settings.from_env()
     assert str(err.value) == message
+
+
+def test_the_dataset_checks_are_described_by_their_docstrings(ecosystem_env):
+    """Each check written as a function here says in its docstring what the UI shows as its description."""
+    import inspect
+
+    from ecosystem_assets.project import build_definitions
+
+    defs = build_definitions(Settings.from_env())
+    ours = [
+        checks_def
+        for checks_def in defs.asset_checks or []
+        if getattr(getattr(checks_def.op.compute_fn, "decorated_fn", None), "__module__", "").startswith("ecosystem_assets.")
+    ]
+    assert {spec.name for checks_def in ours for spec in checks_def.check_specs} >= {
+        "image_files_decode",
+        "classes_in_every_split",
+        "no_train_test_leakage",
+    }
+    for checks_def in ours:
+        docstring = inspect.getdoc(checks_def.op.compute_fn.decorated_fn)
+        [spec] = checks_def.check_specs
+        assert docstring, f"check {spec.name} has no docstring"
+        assert spec.description == inspect.cleandoc(docstring), spec.name
+
+
+def _role_with_password(admin_url: str, database_url: str, password: str) -> tuple[str, str]:
+    """A login role with ``password`` that may create tables in ``database_url``'s database: (role, its URL)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    role = f"fraud_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+    admin.dispose()
+    owner = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(sa.text(f"GRANT ALL ON SCHEMA public TO {role}"))
+    owner.dispose()
+    url = sa.engine.make_url(database_url).set(username=role, password=password)
+    return role, url.render_as_string(hide_password=False)
+
+
+def _drop_role(admin_url: str, database_url: str, role: str) -> None:
+    import sqlalchemy as sa
+
+    for url, statement in ((database_url, f"DROP OWNED BY {role}"), (admin_url, f"DROP ROLE IF EXISTS {role}")):
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text(statement))
+        engine.dispose()
+
+
+def test_the_fraud_db_password_is_in_no_snapshot_and_the_store_still_connects(
+    ecosystem_env, dagster_instance, monkeypatch, postgres_server_url, postgres_url
+):
+    """FRAUD_DB_URL holds the database password in production: the code location's snapshot (what the
+    UI's Resources page and every run's job snapshot show) names the variable only; a monitoring run
+    still reads the prediction log through it, and its logs hold no password either."""
+    import secrets
+
+    from dagster._core.remote_representation.external_data import RepositorySnap, ResourceConfigEnvVarSnap
+    from dagster._serdes import serialize_value
+
+    from ecosystem_assets.fraud.definitions import MONITORING_JOB
+    from ecosystem_assets.project import build_definitions
+    from ecosystem_assets.serving.store import PredictionStore
+    from ecosystem_assets_tests.fraud.test_prediction_log import observations, row
+
+    password = f"pw{secrets.token_hex(12)}"
+    role, db_url = _role_with_password(postgres_server_url, postgres_url, password)
+    try:
+        monkeypatch.setenv("FRAUD_DB_URL", db_url + "\n")  # as mounted from a file: stripped where it is used
+        settings = Settings.from_env()
+        assert settings.fraud_db_url_set and password not in repr(settings) + str(settings.model_dump())
+        defs = build_definitions(settings)
+
+        repository = RepositorySnap.from_def(defs.get_repository_def())
+        snapshot = serialize_value(repository)
+        assert password not in snapshot and "FRAUD_DB_URL" in snapshot
+        # The UI's Resources page: the variable's name where the value would be.
+        [fraud_service] = [r for r in repository.resources if r.name == "fraud_service"]
+        assert fraud_service.configured_values["db_url"] == ResourceConfigEnvVarSnap(name="FRAUD_DB_URL")
+
+        # The monitoring run observes the prediction log on Postgres as the role with the password.
+        writer = PredictionStore(db_url)
+        writer.write_batch([row(i, 1_800_000_000.0 + i) for i in range(3)], [(f"{0:032x}", True)])
+        writer.engine.dispose()
+        result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(instance=dagster_instance)
+        assert result.success
+        [observed] = observations(dagster_instance)
+        assert observed.asset_observation.metadata["rows"].value == 3
+        run = dagster_instance.get_run_by_id(result.run_id)
+        assert run is not None and password not in serialize_value(run)
+        assert password not in serialize_value(dagster_instance.get_job_snapshot(run.job_snapshot_id))
+        logged = dagster_instance.all_logs(result.run_id)
+        assert logged and not [entry for entry in logged if password in serialize_value(entry)]
+    finally:
+        _drop_role(postgres_server_url, postgres_url, role)

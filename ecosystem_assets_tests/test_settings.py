@@ -10,6 +10,10 @@ import pytest
 from ecosystem_assets.settings import Settings, SettingsError
 
 HOME = "/srv/eco"
+TRACKING_URI_CREDENTIALS = (
+    "MLFLOW_TRACKING_URI must not contain user:password@ (or any user@): it is shown in the Dagster UI, in logs and on the "
+    "training command line; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+)
 
 
 def test_readme_defaults():
@@ -19,7 +23,8 @@ def test_readme_defaults():
     assert settings.mlflow_tracking_uri == f"sqlite:///{HOME}/mlflow.db"
     assert settings.mlflow_artifact_location == f"{HOME}/storage/mlflow-artifacts"
     assert settings.mlflow_ui_url == "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
-    assert settings.fraud_db_url == f"sqlite:///{HOME}/fraud_service.db"
+    assert not settings.fraud_db_url_set and settings.fraud_db_local_url == f"sqlite:///{HOME}/fraud_service.db"
+    assert settings.fraud_db_url == settings.fraud_db_local_url
     assert (settings.sales_api_url, settings.smtp_host, settings.image_dataset_url, settings.fraud_service_url) == (None,) * 4
     assert (settings.report_timezone, settings.sales_start_date) == ("UTC", "2025-01-01")
     assert (settings.report_sender, settings.report_recipients) == ("reports@localhost", ("sales-team@localhost",))
@@ -81,9 +86,9 @@ def test_every_variable_is_read_and_normalised():
     assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_security, s.smtp_ca_file) == ("mail.example", 465, "mailer", "ssl", "/ca.pem")
     assert (s.image_dataset_url, s.mlflow_tracking_uri, s.mlflow_artifact_location) == ("s3://imgs", "http://mlflow:5000", None)
     assert s.mlflow_ui_url == "https://mlflow.example/ui"
-    assert (s.fraud_service_url, s.fraud_db_url, s.fraud_drift_from, s.fraud_transactions_url) == (
+    assert (s.fraud_service_url, s.fraud_db_url_set, s.fraud_drift_from, s.fraud_transactions_url) == (
         "http://fraud:8000",
-        "postgresql://db/f",
+        True,
         "2026-10-01",
         "/data/tx",
     )
@@ -103,11 +108,41 @@ def test_secrets_are_only_known_to_be_set():
         "SMTP_PASSWORD": "pw-91c2",
         "FRAUD_PREDICT_TOKEN": "pred-55e1",
         "FRAUD_FEEDBACK_TOKEN": "fb-02d9",
+        "FRAUD_DB_URL": "postgresql+psycopg2://fraud:db-pw-6b1e@db.internal:5432/fraud",
     }
     s = Settings.from_env({"ECOSYSTEM_HOME": HOME, **values})
     assert s.sales_api_token_set and s.smtp_password_set and s.fraud_predict_token_set and s.fraud_feedback_token_set
+    assert s.fraud_db_url_set
     dumped = repr(s) + str(s.model_dump())
     assert not [v for v in values.values() if v in dumped]
+
+
+def test_the_fraud_db_url_is_read_from_the_process_when_needed(monkeypatch):
+    """Outside Dagster (the CLI starting the service) the URL is read from the environment when asked
+    for, stripped; settings read from a mapping the process does not have refuse, quoting nothing."""
+    url = "postgresql+psycopg2://fraud:db-pw-6b1e@db.internal:5432/fraud"
+    monkeypatch.setenv("FRAUD_DB_URL", f" {url}\n")
+    assert Settings.from_env().fraud_db_url == url
+    monkeypatch.delenv("FRAUD_DB_URL")
+    elsewhere = Settings.from_env({"ECOSYSTEM_HOME": HOME, "FRAUD_DB_URL": url})
+    with pytest.raises(SettingsError) as err:
+        _ = elsewhere.fraud_db_url
+    assert "FRAUD_DB_URL" in str(err.value) and "db-pw" not in str(err.value)
+
+
+def test_the_fraud_db_password_never_reaches_the_resource_config(monkeypatch):
+    """Set: the resource gets dg.EnvVar (resolved at run time, shown by name only); unset: the local SQLite path."""
+    import dagster as dg
+
+    from ecosystem_assets.resources.wiring import build_resources
+
+    unset = build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME}))["fraud_service"]
+    assert unset.db_url == f"sqlite:///{HOME}/fraud_service.db"
+    url = "postgresql+psycopg2://fraud:db-pw-6b1e@db.internal:5432/fraud"
+    monkeypatch.setenv("FRAUD_DB_URL", url)
+    wired = build_resources(Settings.from_env({"ECOSYSTEM_HOME": HOME, "FRAUD_DB_URL": url}))["fraud_service"]
+    assert wired.db_url == dg.EnvVar("FRAUD_DB_URL")
+    assert "db-pw" not in str(wired.get_resource_definition().config_schema.default_value)
 
 
 def test_process_environment_is_the_default(monkeypatch):
@@ -140,6 +175,15 @@ def test_settings_are_frozen():
         ("MLFLOW_UI_URL", "http://:5000", "MLFLOW_UI_URL='http://:5000' is not an http(s) URL (e.g. http://127.0.0.1:5000)"),
         ("MLFLOW_UI_URL", "http://host:99999", "MLFLOW_UI_URL='http://host:99999' is not an http(s) URL (e.g. http://127.0.0.1:5000)"),
         ("MLFLOW_UI_URL", "http://host/#/experiments", "MLFLOW_UI_URL='http://host/#/experiments' must have no ?query or #fragment"),
+        # Credentials in the tracking URI would reach the UI, logs and command lines: refused, never quoted.
+        *(
+            ("MLFLOW_TRACKING_URI", uri, TRACKING_URI_CREDENTIALS)
+            for uri in (
+                "https://admin:s3cret@mlflow.example",
+                "http://s3cret-token@mlflow.example:5000",
+                "postgresql://mlflow:s3cret@db.internal/mlflow",
+            )
+        ),
         # The links are shown in the UI: credentials are refused, and never quoted.
         (
             "MLFLOW_UI_URL",
@@ -166,6 +210,13 @@ def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({name: value})
     assert str(err.value) == message
+
+
+def test_tracking_uris_without_credentials_are_accepted():
+    """Local stores, servers and a home whose path holds an @ (the default SQLite URI) all load."""
+    for uri in ("http://mlflow:5000", "https://mlflow.example/prefix", "file:///srv/mlruns", "databricks", "/srv/mlruns"):
+        assert Settings.from_env({"ECOSYSTEM_HOME": HOME, "MLFLOW_TRACKING_URI": uri}).mlflow_tracking_uri == uri
+    assert Settings.from_env({"ECOSYSTEM_HOME": "/srv/team@corp/eco"}).mlflow_tracking_uri == "sqlite:////srv/team@corp/eco/mlflow.db"
 
 
 def test_the_mlflow_ui_url_reaches_the_links():

@@ -61,6 +61,14 @@ def reference_key(version: str) -> str:
     return f"fraud/reference/v{version}.parquet"
 
 
+def drift_report_key(version: str, run_id: str, now: datetime | None = None) -> str:
+    """Where a monitoring run stores its Evidently report: the run id keeps two runs of the same second
+    apart (each keeps its own report); the UTC stamp stays last, where `retention` reads the age."""
+    from ecosystem_assets import retention
+
+    return f"{REPORTS}/drift-v{version}-{run_id}-{retention.stamp(now)}.html"
+
+
 class FeaturesConfig(dg.Config):
     training_days: int = Field(default=14, description="Days of labelled transactions to train, calibrate and hold out on.")
     end_date: str | None = Field(
@@ -300,9 +308,21 @@ def fraud_model(
         table = read_parquet(storage.store, features.storage_key)
     except StorageError as exc:
         raise dg.Failure(description=f"fraud_features of run {features.run_id}: {exc}; re-materialize fraud_features") from None
+
+    def keep_reference(version: str, reference: Any) -> None:
+        """The drift reference of ``version``, stored before it can become the champion (`train_and_promote`)."""
+        key = reference_key(version)
+        try:
+            write_parquet(storage.store, key, reference)
+        except (StorageError, OSError) as exc:
+            raise dg.Failure(
+                description=f"the drift reference of v{version} could not be stored at {key} ({exc}); v{version} stays a "
+                "registered model and was not promoted (the champion is unchanged); fix the storage and re-materialize fraud_model"
+            ) from None
+
     try:
         with mlflow_tracking.run(context, EXPERIMENT) as mlf:
-            outcome, reference = train_and_promote(
+            outcome, _ = train_and_promote(
                 table,
                 mlf,
                 mlflow_tracking.client(),
@@ -318,10 +338,10 @@ def fraud_model(
                     "features_storage_key": features.storage_key,
                     "features_run_id": features.run_id,
                 },
+                keep_reference=keep_reference,
             )
     except RegistryUnavailable as exc:  # an outage, not "no champion": nothing was promoted
         raise dg.Failure(description=f"the model registry is unavailable: {exc}") from None
-    write_parquet(storage.store, reference_key(outcome.version), reference)
     meta: dict[str, Any] = {
         "model_version": outcome.version,
         "promoted": outcome.promoted,
@@ -498,7 +518,7 @@ def fraud_monitoring_metrics(
         reference = read_parquet(storage.store, reference_key(version))
         drift = detect_drift(reference, live, FEATURES)
         html, _ = evidently_report_html(reference, live, FEATURES)
-        report_key = f"{REPORTS}/drift-v{version}-{retention.stamp()}.html"
+        report_key = drift_report_key(version, context.run_id)
         report_uri = storage.store.write_bytes(report_key, html.encode())
         # One report per run adds up (~4 MB each): older ones go, past ARTIFACT_RETENTION_RUNS/_DAYS.
         pruned = retention.prune(storage.store, REPORTS, storage.keep_runs, storage.keep_days)

@@ -11,6 +11,7 @@ not a model to beat, so the new one is promoted over it, and the reason says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +89,15 @@ def train_and_promote(
     seed: int,
     params: dict[str, Any],
     extra_params: dict[str, Any],
+    keep_reference: Callable[[str, Any], None] | None = None,
 ) -> tuple[Promotion, Any]:
     """``mlf`` is the mlflow API with this training's run active. Returns the outcome and a
-    reference sample of the training features (for drift monitoring)."""
+    reference sample of the training features (for drift monitoring).
+
+    ``keep_reference(version, sample)`` stores that sample for the registered version before any
+    promotion: a champion without its reference could never be judged for drift (every monitoring
+    run would say "no training reference"), so drift would never retrain it. When it raises, the
+    exception propagates and the version stays a registered, unpromoted model (alias unchanged)."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -142,6 +149,9 @@ def train_and_promote(
             client, MODEL_NAME, logged.model_uri, run_id, tags, "Card fraud classifier trained by the fraud_model asset."
         ).version
     )
+    reference = table.sample(min(REFERENCE_ROWS, len(table)), random_state=seed)[FEATURES]
+    if keep_reference is not None:
+        keep_reference(version, reference)  # before the alias can move (see the docstring)
     before, before_score, refused = champion_score(client, holdout, target_precision)
     if before == version:
         promoted, reason = False, f"version {version} is already the champion"
@@ -156,6 +166,5 @@ def train_and_promote(
         # say it: it holds a reason whether promoted or not.
         client.set_model_version_tag(MODEL_NAME, version, PROMOTED_AT, datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
-    reference = table.sample(min(REFERENCE_ROWS, len(table)), random_state=seed)[FEATURES]
     outcome = Promotion(version, promoted, reason, new, before, before_score, run_id, logged.model_uri, holdout_start, holdout_end)
     return outcome, reference

@@ -55,7 +55,10 @@ class FraudServiceResource(dg.ConfigurableResource):
     unset; live features and the log's summary always come from the store (the prediction log)."""
 
     url: str | None = None
-    db_url: str
+    db_url: str = Field(
+        description="FRAUD_DB_URL (a secret when set: it holds the database password; set with dg.EnvVar); "
+        "unset → SQLite under ECOSYSTEM_HOME."
+    )
     tracking_uri: str
     timeout_s: float = 30.0
     feedback_token: str | None = Field(default=None, description="FRAUD_FEEDBACK_TOKEN (a secret, set with dg.EnvVar).")
@@ -87,7 +90,7 @@ class FraudServiceResource(dg.ConfigurableResource):
         """The prediction log (serving/store.py `PredictionStore`)."""
         from ecosystem_assets.serving.store import PredictionStore
 
-        return PredictionStore(self.db_url)
+        return PredictionStore(self.db_url.strip())  # stripped as settings strip: a mounted file's newline is fine
 
     def prediction_log(self) -> Any:
         """What the prediction log holds now (`LogSummary`: predictions, labels, newest times)."""

@@ -61,7 +61,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "transactions": TransactionSource(url=settings.fraud_transactions_url, drift_from=settings.fraud_drift_from),
         "fraud_service": FraudServiceResource(
             url=settings.fraud_service_url,
-            db_url=settings.fraud_db_url,
+            # A production URL holds the database password: read at run time, never in the config snapshot.
+            db_url=dg.EnvVar("FRAUD_DB_URL") if settings.fraud_db_url_set else settings.fraud_db_local_url,
             tracking_uri=settings.mlflow_tracking_uri,
             feedback_token=dg.EnvVar("FRAUD_FEEDBACK_TOKEN") if settings.fraud_feedback_token_set else None,
             precision_threshold=settings.fraud_precision_threshold,

@@ -40,13 +40,12 @@ def decode_severity(total: int, bad: int) -> dg.AssetCheckSeverity | None:
     return dg.AssetCheckSeverity.ERROR if bad > MAX_UNDECODABLE_FRACTION * total else dg.AssetCheckSeverity.WARN
 
 
-@dg.asset_check(
-    asset="image_dataset",
-    blocking=True,
-    description="Every listed file decodes as an image. Corrupt, truncated or non-image files are listed and left "
-    "out of training; a few (≤ 1 %) is a warning, more blocks training.",
-)
+# The checks' docstrings are their descriptions in the UI (Dagster takes the docstring when no
+# description is given), so the two cannot drift apart.
+@dg.asset_check(asset="image_dataset", blocking=True)
 def image_files_decode(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
+    """Every listed file decodes as an image. Corrupt, truncated or non-image files are listed and left
+    out of training; a few (≤ 1 %) is a warning, more blocks training."""
     from ecosystem_assets.vision.dataset import undecodable
 
     judged, frame = _judged_manifest(context, storage)
@@ -68,8 +67,9 @@ def image_files_decode(context: dg.AssetCheckExecutionContext, storage: Artifact
     )
 
 
-@dg.asset_check(asset="image_dataset", blocking=True, description="Every class has usable images in train, val and test.")
+@dg.asset_check(asset="image_dataset", blocking=True)
 def classes_in_every_split(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
+    """Every class has usable images in train, val and test."""
     from ecosystem_assets.vision.dataset import class_counts, missing_class_splits
 
     judged, frame = _judged_manifest(context, storage)
@@ -85,8 +85,9 @@ def classes_in_every_split(context: dg.AssetCheckExecutionContext, storage: Arti
     )
 
 
-@dg.asset_check(asset="image_dataset", blocking=True, description="No identical image content in both train and test.")
+@dg.asset_check(asset="image_dataset", blocking=True)
 def no_train_test_leakage(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
+    """No identical image content in both train and test."""
     from ecosystem_assets.vision.dataset import leaked_hashes
 
     judged, frame = _judged_manifest(context, storage)

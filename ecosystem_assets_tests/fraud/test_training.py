@@ -121,3 +121,49 @@ def test_models_are_skops_and_a_poisoned_champion_is_never_unpickled(tmp_path: P
     assert {name: required.get(name) for name in ("scikit-learn", "skops", "numpy")} == {
         name: version(name) for name in ("scikit-learn", "skops", "numpy")
     }
+
+
+def test_a_model_whose_drift_reference_cannot_be_stored_is_not_promoted(ecosystem_env, dagster_instance, tmp_path: Path, monkeypatch):
+    """fraud_model stores the new version's drift reference before the champion alias can move: when
+    storage refuses it, the run fails saying so and the champion stays the previous version (a champion
+    without a reference could never be judged for drift, so drift would never retrain it)."""
+    import dagster as dg
+
+    from ecosystem_assets.fraud.assets import reference_key
+    from ecosystem_assets.fraud.definitions import RETRAIN_JOB
+    from ecosystem_assets.project import build_definitions
+    from ecosystem_assets.settings import Settings
+    from ecosystem_assets.storage import open_store
+    from ecosystem_assets_tests.fraud.test_transaction_files import write_days
+
+    end = DRIFT - timedelta(days=1)
+    first = end - timedelta(days=14 + HISTORY_DAYS - 1)
+    write_days(tmp_path / "tx", frames(first, end))  # the small population, as files: quicker than the default simulator
+    monkeypatch.setenv("FRAUD_TRANSACTIONS_URL", str(tmp_path / "tx"))
+    settings = Settings.from_env()
+    defs = build_definitions(settings)
+    backfill = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("fraud_transactions")],
+        instance=dagster_instance,
+        tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(end)},
+    )
+    assert backfill.success
+    retrain = defs.resolve_job_def(RETRAIN_JOB)
+    run_config = {"ops": {"fraud_features": {"config": {"end_date": str(end)}}}}
+    assert retrain.execute_in_process(instance=dagster_instance, run_config=run_config).success
+    store, client = open_store(settings.storage_url), MlflowClient(settings.mlflow_tracking_uri)
+    assert store.exists(reference_key("1"))
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+
+    # A directory where v2's reference file goes: the storage refuses the write (whoever runs the test).
+    (Path(settings.storage_url) / reference_key("2")).mkdir(parents=True)
+    failed = retrain.execute_in_process(instance=dagster_instance, run_config=run_config, raise_on_error=False)
+    assert not failed.success
+    description = failed.failure_data_for_node("fraud_model").user_failure_data.description
+    assert description.startswith(f"the drift reference of v2 could not be stored at {reference_key('2')}")
+    assert "was not promoted (the champion is unchanged)" in description
+    # Same data, same seed: v2 is as good as v1 and would have been promoted; it stays a registered challenger.
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+    assert {str(v.version) for v in client.search_model_versions("name='fraud-detector'")} == {"1", "2"}
+    assert "promotion" not in client.get_model_version("fraud-detector", "2").tags
+    assert not store.exists(reference_key("2"))
