@@ -27,9 +27,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(UV_FIND_LINKS_ARGS) -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
+# One training at a time: cnn_model is in the Dagster pool gpu-training, whose limit lives in the
+# instance's database (set once; the UI's Deployment → Concurrency page shows and changes it).
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
+	$(BIN)/dagster instance concurrency set gpu-training 1 >/dev/null
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 

@@ -46,6 +46,11 @@ SHARDS_CODE_VERSION = "1"
 EVALUATION_CODE_VERSION = "1"
 EXPERIMENT = "image-classifier"
 EVALUATION_PREFIX = "models/cnn/evaluations"  # + /<run id>/: confusion_matrix.png, evaluation.json
+# The Dagster pool of cnn_model: with a limit of 1 on the instance (`dagster instance concurrency
+# set gpu-training 1`), one training at a time, whichever run materializes it — vision_training_job
+# or an ad-hoc materialization, which carries none of the job's run tags. Named like the run queue's
+# tag value of the job (run_tags.RUN_QUEUE), which still keeps a second job run from taking a GPU node.
+TRAINING_POOL = "gpu-training"
 
 
 def git_commit() -> str:
@@ -96,7 +101,11 @@ class CnnTrainingConfig(dg.Config):
         default=0, ge=0, description="CPU threads per process; 0 → the node's cores divided among the processes."
     )
     seed: int = 0
-    resume: bool = Field(default=True, description="Continue from the last checkpoint of an identical run, if any.")
+    resume: bool = Field(
+        default=True,
+        description="Continue from the last checkpoint of this run's re-execution chain (a re-execution from failure "
+        "resumes the run it re-executes; a new run starts fresh), if the configuration and data are unchanged.",
+    )
 
 
 class CnnEvaluationConfig(dg.Config):
@@ -230,7 +239,14 @@ def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) ->
     )
 
 
-@dg.asset(group_name="vision", deps=[image_shards], kinds={"pytorch", "mlflow"}, owners=OWNERS, code_version=CODE_VERSION)
+@dg.asset(
+    group_name="vision",
+    deps=[image_shards],
+    kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    pool=TRAINING_POOL,
+)
 def cnn_model(
     context: dg.AssetExecutionContext,
     config: CnnTrainingConfig,
@@ -245,8 +261,10 @@ def cnn_model(
     own processes (NCCL on GPUs, gloo on CPU): beside this run (``TRAINING_BACKEND=local``) or as a
     Kubeflow PyTorchJob across ``TRAINING_NODES`` pods (``pytorchjob``). It stops when validation
     accuracy has not improved for ``patience`` epochs (the best epoch's weights are the model; the
-    history says why it stopped), checkpoints every epoch to storage and resumes from the last
-    checkpoint when an identical run was killed. Progress (epoch, loss, accuracy, images/s) streams
+    history says why it stopped) and checkpoints every epoch to storage, in a folder of its
+    re-execution chain: a re-execution from failure of a killed run resumes from its last
+    checkpoint, a new run starts fresh. One training at a time on the instance (pool
+    ``gpu-training``, once its limit is set). Progress (epoch, loss, accuracy, images/s) streams
     into this run's logs through Dagster Pipes. The weights and the result record go to a folder of
     this run; the materialization records the result's key.
     """
@@ -263,6 +281,7 @@ def cnn_model(
     classes = shards.metadata.get("classes")
     if not isinstance(classes, list) or "dataset_version" not in shards.metadata:
         raise dg.Failure(description=f"the image_shards materialization of run {shards.run_id} records no classes or dataset_version")
+    _warn_if_pool_unlimited(context)
     nodes = training.node_count
     nproc = training.processes_per_node(config.nproc_per_node) or _default_nproc()
     with mlflow_tracking.run(context, EXPERIMENT) as mlf:
@@ -278,6 +297,7 @@ def cnn_model(
             mlflow_tracking_uri=mlflow_tracking.tracking_uri,
             mlflow_run_id=run_id,
             dagster_run_id=context.run_id,
+            root_run_id=context.run.root_run_id,
         )
         threads = config.threads_per_process or max(1, training.cpus_per_node() // nproc)
         invocation = training.run(context, spec, storage=storage, nproc_per_node=nproc, threads=threads)
@@ -390,9 +410,13 @@ def train_spec(
     mlflow_tracking_uri: str | None,
     mlflow_run_id: str | None,
     dagster_run_id: str,
+    root_run_id: str | None = None,
     cpus_per_process: int = 1,
 ) -> "TrainSpec":
-    """What ``cnn_model`` asks the training processes to do, from its config and the shards it read."""
+    """What ``cnn_model`` asks the training processes to do, from its config and the shards it read.
+
+    Checkpoints belong to the run's re-execution chain: ``root_run_id`` (the Dagster run's
+    ``root_run_id``; None for a run that is no re-execution) else ``dagster_run_id``."""
     from ecosystem_assets.vision.train import TrainSpec
 
     stats = shards_metadata.get("image_stats") or {}
@@ -419,9 +443,22 @@ def train_spec(
         mlflow_tracking_uri=mlflow_tracking_uri,
         mlflow_run_id=mlflow_run_id,
         extra_params={"git_commit": git_commit(), "dagster_run_id": dagster_run_id},
+        run_group=root_run_id or dagster_run_id,
     )
-    # Checkpoints are shared by identical specs (resume); the published result is this run's own.
+    # Checkpoints are the chain's (resume); the published result is this run's own.
     return dataclasses.replace(spec, output_prefix=f"{spec.prefix}/runs/{dagster_run_id}")
+
+
+def _warn_if_pool_unlimited(context: dg.AssetExecutionContext) -> None:
+    """A pool without a limit holds nothing back: say so in the run, with the command that sets it."""
+    storage = context.instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:  # an in-memory instance (tests, `dg.materialize`)
+        return
+    if not storage.get_concurrency_info(TRAINING_POOL).limit:
+        context.log.warning(
+            f"pool {TRAINING_POOL!r} has no limit on this Dagster instance, so other cnn_model runs may train at the "
+            f"same time; set it with `dagster instance concurrency set {TRAINING_POOL} 1` (or in the UI: Deployment → Concurrency)"
+        )
 
 
 def default_image_size(stats: Mapping[str, Any]) -> int:

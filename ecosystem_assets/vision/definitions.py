@@ -21,7 +21,9 @@ def vision_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.groups("vision"),
         description="Dataset → checks → shards → DDP training under torchrun → evaluation and promotion.",
         # On Kubernetes: the whole run on a GPU node (local), or a CPU run whose PyTorchJob gets the
-        # GPUs (pytorchjob); one training at a time either way.
+        # GPUs (pytorchjob); the run queue admits one run of this job at a time. The training itself
+        # is held to one at a time by cnn_model's pool (assets.TRAINING_POOL), which also holds back
+        # an ad-hoc materialization of cnn_model: such a run carries none of these tags.
         tags=PYTORCHJOB_TRAINING if settings.training_backend == "pytorchjob" else GPU_TRAINING,
     )
     return dg.Definitions(

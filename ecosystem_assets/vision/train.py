@@ -10,7 +10,8 @@ and DDP averages their gradients. Each epoch ends with a validation pass (every 
 shards, the counts are summed), a learning-rate decision (halved when validation accuracy has not
 improved for ``lr_patience`` epochs) and an early-stopping decision (no improvement for
 ``patience`` epochs, or ``max_epochs`` reached); the best epoch's weights are the result. Rank 0
-checkpoints every epoch to storage, reports through Dagster Pipes when Dagster launched it, and
+checkpoints every epoch to storage (under the spec's run group: the root Dagster run id), chooses
+the checkpoint every rank resumes from, reports through Dagster Pipes when Dagster launched it, and
 logs to the MLflow run whose id it is given. NCCL, bf16 autocast, channels_last and pinned-memory
 copies on CUDA; gloo and float32 on CPU. Without ``torchrun`` it runs as a single process.
 """
@@ -22,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,8 @@ from ecosystem_assets.vision.checkpoints import finish, load_checkpoint, save_ch
 from ecosystem_assets.vision.tracking import NullReporter, Reporter, Tracker, pipes_reporter
 
 MODEL_PREFIX = "models/cnn"
+RUN_GROUP = re.compile(r"[A-Za-z0-9_-]+")  # a Dagster run id (a UUID) is one
+RESERVED_GROUPS = frozenset({"checkpoints", "runs"})  # names already used in the fingerprint's folder
 # Everything that changes the weights: a checkpoint is resumed only by an identical run.
 FINGERPRINT_FIELDS = (
     "dataset_version",
@@ -79,8 +83,17 @@ class TrainSpec:
     mlflow_run_id: str | None = None
     extra_params: dict[str, str] = field(default_factory=dict)
     # Where the final weights and result record go; None → ``prefix``. The asset passes a run-keyed
-    # folder: identical specs share checkpoints, but each run publishes its own result.
+    # folder: each run publishes its own result.
     output_prefix: str | None = None
+    # Whose checkpoints these are: the root Dagster run id of a re-execution chain (the asset passes
+    # it), so a re-execution resumes its own chain's checkpoint and no other run ever reads or moves
+    # it. None: a standalone run (by hand, tests), with the fingerprint's own folder. Not in the
+    # fingerprint: the same training, only stored apart.
+    run_group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_group is not None and (not RUN_GROUP.fullmatch(self.run_group) or self.run_group in RESERVED_GROUPS):
+            raise ValueError(f"run_group must be a run id (letters, digits, '-', '_'), got {self.run_group!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -98,8 +111,15 @@ class TrainSpec:
 
     @property
     def prefix(self) -> str:
-        """Checkpoints of every run with this fingerprint (what makes resuming safe)."""
+        """Folder of every run with this fingerprint: ``checkpoint_prefix`` and ``runs/`` are in it."""
         return f"{MODEL_PREFIX}/{self.fingerprint}"
+
+    @property
+    def checkpoint_prefix(self) -> str:
+        """This run group's checkpoints and their ``latest.json``: only an identical spec (the
+        fingerprint) of the same re-execution chain (``run_group``) resumes from them."""
+        group = self.prefix if self.run_group is None else f"{self.prefix}/{self.run_group}"
+        return f"{group}/checkpoints"
 
     def output_key(self, name: str) -> str:
         """Key of a final artifact (``model.pt``, ``result.json``) of this run."""
@@ -237,7 +257,9 @@ def run(spec: TrainSpec, rank: int = 0, world_size: int = 1, local_rank: int = 0
         else None
     )
     best = Best()
-    checkpoint = load_checkpoint(store, spec) if spec.resume else None
+    # Rank 0 picks the checkpoint and every rank loads that one: ranks that each read the pointer
+    # could resume different epochs and then wait forever in each other's all-reduce.
+    checkpoint = load_checkpoint(store, spec, rank, world_size) if spec.resume else None
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])

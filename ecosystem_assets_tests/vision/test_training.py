@@ -77,7 +77,7 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
     # patience=0: the result is the last epoch's weights only if it was the best; compare the last epoch's checkpoint.
     import io
 
-    last = torch.load(io.BytesIO((tmp_path / "storage" / spec.prefix / "checkpoints" / "epoch-0002.pt").read_bytes()), weights_only=True)
+    last = torch.load(io.BytesIO((tmp_path / "storage" / spec.checkpoint_prefix / "epoch-0002.pt").read_bytes()), weights_only=True)
 
     reference = _reference_training(spec, world_size=2)
     initial = _initial_weights(spec)
@@ -89,7 +89,7 @@ def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tm
     # Rank 0 published a result and a checkpoint per epoch.
     assert rank0.result is not None and rank1.result is None
     assert rank0.result["world_size"] == 2 and len(rank0.result["history"]) == 2
-    latest = json.loads((tmp_path / "storage" / spec.prefix / "checkpoints" / "latest.json").read_text())
+    latest = json.loads((tmp_path / "storage" / spec.checkpoint_prefix / "latest.json").read_text())
     assert latest["epoch"] == 2
 
 
@@ -158,7 +158,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path
             first.kill()
             first.wait()
     assert first.returncode == -signal.SIGKILL, output
-    checkpoints = tmp_path / "storage" / spec.prefix / "checkpoints"
+    checkpoints = tmp_path / "storage" / spec.checkpoint_prefix
     done = json.loads((checkpoints / "latest.json").read_text())["epoch"]
     assert 1 <= done < epochs  # killed mid-way (later epochs may have slipped in before the signal landed)
     assert not (tmp_path / "storage" / spec.prefix / "model.pt").exists()
@@ -187,7 +187,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(digits_store, tmp_path
 def test_spec_fingerprint_separates_runs_that_train_differently(digits_store):
     base = digits_spec(digits_store)
     assert base.fingerprint == digits_spec(digits_store).fingerprint
-    assert base.fingerprint == digits_spec(digits_store, resume=False, mlflow_run_id="x").fingerprint  # bookkeeping only
+    assert base.fingerprint == digits_spec(digits_store, resume=False, mlflow_run_id="x", run_group="x").fingerprint  # bookkeeping only
     changes = (
         {"max_epochs": 9},
         {"patience": 2},
