@@ -112,3 +112,23 @@ def digits_spec(digits: DigitsStore, storage_root: Path | None = None, **overrid
         loader_workers=0,
     )
     return TrainSpec(**{**values, **overrides})
+
+
+def two_local_ranks() -> Any:
+    """torchrun's launch config for 2 processes on this machine (c10d rendezvous on a free loopback
+    port, spawned, no restarts): ``elastic_launch(two_local_ranks(), fn)(*args)``."""
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig
+
+    return LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=2,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )

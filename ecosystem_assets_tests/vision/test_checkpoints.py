@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import dagster as dg
 import pytest
 
 from ecosystem_assets.vision.tracking import NullReporter
-from ecosystem_assets_tests.vision.conftest import digits_spec
+from ecosystem_assets_tests.vision.conftest import digits_spec, two_local_ranks
 
 LOCAL_INSTANCE = Path(__file__).parents[2] / "deploy" / "dagster.local.yaml"
 
@@ -130,7 +129,7 @@ def _resume_on_each_rank(spec_json: str, views: list[list[str]]) -> list[Any]:
 def test_every_rank_resumes_the_checkpoint_rank_0_chose(digits_store, tmp_path, one_torch_thread):
     """The pointer moves between two ranks' reads (another writer saved epoch 2 in between): rank 0
     sees epoch 1, rank 1 epoch 2. Reading it on each rank would resume different epochs."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import elastic_launch
 
     before, after = tmp_path / "before", tmp_path / "after"
     spec = digits_spec(digits_store, before, run_group="root-run-a")
@@ -144,17 +143,7 @@ def test_every_rank_resumes_the_checkpoint_rank_0_chose(digits_store, tmp_path, 
     shutil.copytree(before, unreadable)
     (unreadable / spec.checkpoint_prefix / "latest.json").write_text("{not json")
 
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=2,
-        run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",
-        max_restarts=0,
-        monitor_interval=0.1,
-        start_method="spawn",
-    )
+    config = two_local_ranks()
     views = [[str(before), str(after)], [str(unreadable), str(after)], [str(tmp_path / "empty"), str(after)]]
     outcomes = elastic_launch(config, _resume_on_each_rank)(spec.to_json(), views)
 

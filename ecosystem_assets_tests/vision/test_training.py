@@ -10,11 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
-from ecosystem_assets_tests.vision.conftest import digits_spec
+from ecosystem_assets_tests.vision.conftest import digits_spec, two_local_ranks
 
 
 def _reference_training(spec, world_size: int) -> dict:
@@ -48,22 +47,12 @@ def _reference_training(spec, world_size: int) -> dict:
 
 def test_two_rank_ddp_equals_single_process_on_the_global_batch(digits_store, tmp_path, one_torch_thread):
     import torch
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import elastic_launch
 
     from ecosystem_assets.vision import train
 
     spec = digits_spec(digits_store, tmp_path / "storage", batch_size=16, world_size=2, learning_rate=1e-3, augment=True)
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=2,
-        run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",
-        max_restarts=0,
-        monitor_interval=0.1,
-        start_method="spawn",
-    )
+    config = two_local_ranks()
     outcomes = elastic_launch(config, train.worker)(spec.to_json())
 
     assert sorted(outcomes) == [0, 1]
