@@ -4,7 +4,7 @@ the service's prediction log (observed, not materialized) upstream of the monito
 Thin Dagster wiring over fraud/*.py and serving/*.py; heavy libraries load inside the assets.
 Every file an asset writes lives under a key holding its run id (`lineage.run_key`), recorded in
 the materialization's metadata; readers take the upstream materialization lineage.upstream points
-to (this run's, else the latest), so two runs at once each read their own data.
+to (this run's, else the latest that passed its blocking checks), so two runs at once each read their own data.
 """
 
 import dataclasses
@@ -165,7 +165,7 @@ def newest_transaction_day(instance: dg.DagsterInstance) -> date:
 def read_transaction_days(
     context: dg.AssetExecutionContext, storage: ArtifactStorage, days: list[date], needed_for: str
 ) -> tuple[list[Any], list[Upstream]]:
-    """The stored transactions of ``days`` (this run's materialization of a day, else the latest)
+    """The stored transactions of ``days`` (this run's materialization of a day, else the latest that passed its blocking checks)
     and the materializations read; `MissingUpstream` naming the days that are not there."""
     from ecosystem_assets.storage import StorageError, read_parquet
 
@@ -220,7 +220,7 @@ def fraud_features(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """The training table: the last N days of transactions with their features, computed by the
     same function the live service uses, on 37 days of history before them. Each day is read from
-    the fraud_transactions materialization this run made, else the latest one (listed in
+    the fraud_transactions materialization this run made, else the latest one that passed its blocking checks (listed in
     `input/fraud_transactions`); the table is written under this run's id (`storage_key`), and its
     blocking quality check judges that table."""
     import pandas as pd
@@ -296,7 +296,7 @@ def fraud_model(
     context: dg.AssetExecutionContext, config: FraudModelConfig, storage: ArtifactStorage, mlflow_tracking: MlflowTracking
 ) -> dg.MaterializeResult:
     """The fraud classifier, registered in MLflow as `fraud-detector`, trained on the fraud_features
-    table this run built, else the latest one (recorded in `input/fraud_features`). It becomes the
+    table this run built, else the latest one that passed its blocking checks (recorded in `input/fraud_features`). It becomes the
     `champion` (which the live service serves) only if at least as good as the current one on the
     most recent labelled days; otherwise it stays a registered challenger and the reason is recorded."""
     from ecosystem_assets.fraud.training import MODEL_NAME, train_and_promote

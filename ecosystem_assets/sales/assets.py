@@ -2,7 +2,7 @@
 
 Every file is written under a key that contains the run id (`lineage.run_key`) and recorded in the
 materialization (`lineage.STORAGE_KEY`); a downstream asset reads the key of the upstream
-materialization its run made, else the latest one (`lineage.upstream_partitions`). Two runs of the
+materialization its run made, else the latest one that passed its blocking checks (`lineage.upstream_partitions`). Two runs of the
 same day at once therefore never read each other's files, and the email attaches exactly the
 summary its run's lineage points to.
 
@@ -63,12 +63,14 @@ def _partition(context: dg.AssetExecutionContext) -> tuple[date, datetime, datet
 
 
 def _read(context: dg.AssetExecutionContext, upstream_asset: str) -> lineage.Upstream:
-    """This partition's materialization of ``upstream_asset`` that this step reads (this run's, else the latest);
+    """This partition's materialization of ``upstream_asset`` that this step reads (this run's, else the latest that passed its blocking checks);
     a partition never materialized fails naming the asset and partition to materialize first."""
     day = context.partition_key
     try:
         return lineage.upstream_partitions(context, upstream_asset, [day])[day]
-    except lineage.MissingUpstream:
+    except lineage.MissingUpstream as exc:
+        if exc.refused:  # materialized, but refused by its gate: lineage's message names the check
+            raise
         raise dg.Failure(
             description=f"{upstream_asset} has no materialization for {day}: materialize {upstream_asset} for {day} first"
         ) from None
@@ -187,7 +189,7 @@ RECONCILIATION_CHECK = "summary_matches_raw_orders"
 def sales_summary_csv(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> Iterator[Any]:
     """The day's summary by region and product (orders, units, revenue), as CSV for the sales team.
 
-    Summarises the raw_sales materialization of this run (else the latest one). The gate is run
+    Summarises the raw_sales materialization of this run (else the latest one that passed its blocking checks). The gate is run
     again on those orders before writing: even when this asset is materialized on its own, a day
     that fails the gate is never published. Records the day's totals (``orders``, ``units``,
     ``revenue_cents`` exact, ``revenue`` as a number the UI plots across partitions): the email's
@@ -312,7 +314,7 @@ def sales_report_email(
     Sent once per day: the run that creates the day's sent-record (``sales/sent/<day>.json``,
     create-if-absent) sends; any other run of the day records who sent it, and sends nothing
     (`sales.delivery`). ``resend: true`` sends again on purpose. Attaches the sales_summary_csv
-    materialization of this run (else the latest one).
+    materialization of this run (else the latest one that passed its blocking checks).
     """
     from ecosystem_assets.sales import delivery, report
     from ecosystem_assets.sales.email_report import build_report_email

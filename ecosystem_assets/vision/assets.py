@@ -3,7 +3,7 @@ evaluation and promotion.
 
 Thin Dagster wiring over plain modules; torch, mlflow, PIL and pandas are imported inside assets.
 No asset reads a "current" file: each records where its artifact is (``lineage.STORAGE_KEY``) and
-the next one reads the upstream materialization of its own run, else the latest (`lineage.upstream`).
+the next one reads the upstream materialization of its own run, else the latest that passed its blocking checks (`lineage.upstream`).
 """
 
 import dataclasses
@@ -180,7 +180,7 @@ def image_dataset(context: dg.AssetExecutionContext, storage: ArtifactStorage, i
 def image_shards(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dg.MaterializeResult:
     """The usable images of the dataset version, packed once into WebDataset tar shards that training streams.
 
-    Packs the ``image_dataset`` materialization of this run, else the latest one: every image at
+    Packs the ``image_dataset`` materialization of this run, else the latest one that passed its blocking checks: every image at
     the VersionId its manifest pins, its sha256 checked against the manifest, in content-hash order,
     under ``datasets/shards/<version>/<split>/``, with ``index.json`` written last. A version already
     packed is reused as it is (shards are immutable), so re-materializing costs one read. The data
@@ -256,7 +256,7 @@ def cnn_model(
 ) -> dg.MaterializeResult:
     """The image classifier's weights, trained with PyTorch DDP under torchrun and tracked in MLflow.
 
-    Trains on the ``image_shards`` materialization of this run, else the latest one, streaming the
+    Trains on the ``image_shards`` materialization of this run, else the latest one that passed its blocking checks, streaming the
     shards (each process its own, decoded and augmented by DataLoader workers). Training runs in its
     own processes (NCCL on GPUs, gloo on CPU): beside this run (``TRAINING_BACKEND=local``) or as a
     Kubeflow PyTorchJob across ``TRAINING_NODES`` pods (``pytorchjob``). It stops when validation
@@ -353,7 +353,7 @@ def cnn_evaluation(
 ) -> dg.MaterializeResult:
     """How good the classifier is on held-out images, and whether it now serves as champion.
 
-    Evaluates the ``cnn_model`` materialization of this run, else the latest one. Accuracy,
+    Evaluates the ``cnn_model`` materialization of this run, else the latest one that passed its blocking checks. Accuracy,
     per-class precision/recall and the confusion matrix on the test split go to this asset and to
     the model's MLflow run (``test_accuracy``). The model is registered as ``image-classifier``;
     alias ``champion`` moves to it only if the accuracy check passes and it is at least as

@@ -1,7 +1,7 @@
 """Checks on the vision assets.
 
 The dataset checks judge the manifest of the ``image_dataset`` materialization Dagster's lineage
-points to (the one made by the check's own run, else the latest: `lineage.upstream`), read from
+points to (the one made by the check's own run, else the latest that passed its blocking checks: `lineage.upstream`), read from
 the key that materialization recorded; they block training on bad data. Each names the dataset
 version and the materialization it judged.
 
