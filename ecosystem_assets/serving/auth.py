@@ -17,6 +17,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from ecosystem_assets.serving.api_models import excerpt
+
 PREDICT, FEEDBACK = "predict", "feedback"
 
 
@@ -142,6 +144,5 @@ def _host_problem(hosts: list[bytes]) -> str | None:
     value = hosts[0].decode("latin-1")
     found = _HOST.fullmatch(value)
     if found is None or not is_loopback(found.group(1).lower()):
-        shown = value if len(value) <= 100 else value[:100] + "…"
-        return f"Host {shown!r} is not a loopback name: {advice}"
+        return f"Host {excerpt(value)!r} is not a loopback name: {advice}"
     return None

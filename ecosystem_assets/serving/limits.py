@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from ecosystem_assets.serving.api_models import excerpt
+
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int):
@@ -40,7 +42,7 @@ def require_json(content_type: Sequence[str]) -> None:
 
 
 def _shown(value: str) -> str:
-    return repr(value if len(value) <= 100 else value[:100] + "…")
+    return repr(excerpt(value))  # at most 100 characters of the client's header, as every error body echoes
 
 
 async def read_limited(declared: str | bytes | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
