@@ -275,13 +275,14 @@ class ChampionWatcher:
             # One line per distinct failure, not one per poll while the registry is down. The log
             # keeps the locations (for whoever fixes it); /healthz, open to anyone, gets none.
             message = without_credentials(f"{type(exc).__name__}: {exc}")[:500]
-            if without_locations(message) != self.registry_error:
+            shown = without_locations(message)
+            if shown != self.registry_error:
                 log.warning(
                     "champion refresh failed (%s); keeping version %s; will retry",
                     message,
                     self.current.version if self.current else "none",
                 )
-            self.registry_error = without_locations(message)
+            self.registry_error = shown
 
     def start(self) -> None:
         self._refresh_logged()  # a registry hiccup at start must not keep the service down
